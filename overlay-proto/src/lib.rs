@@ -16,11 +16,16 @@
 pub mod addr;
 pub mod aead;
 pub mod cookie;
+pub mod counters;
 pub mod esp;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod handshake;
 pub mod lease;
+pub mod node;
 pub mod ratelimit;
 pub mod replay;
 pub mod session;
+pub mod sim;
 pub mod time;
 pub mod wire;

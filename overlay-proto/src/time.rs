@@ -47,7 +47,9 @@ impl UnixTime {
     /// offset at the TAI64 epoch, as WireGuard uses it; what matters here is
     /// only that labels are strictly ordered in time.
     pub fn tai64n(self) -> Tai64N {
-        let secs = (1u64 << 62).saturating_add(10).saturating_add(self.0.as_secs());
+        let secs = (1u64 << 62)
+            .saturating_add(10)
+            .saturating_add(self.0.as_secs());
         let mut out = [0u8; 12];
         let (s, n) = out.split_at_mut(8);
         s.copy_from_slice(&secs.to_be_bytes());

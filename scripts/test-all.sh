@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole permanet test suite, as the README's second command and CI run it.
+#
+#   formatting, clippy (warnings are errors), every unit, integration and
+#   deterministic-simulation test, the fuzz-corpus replays, a type check of
+#   the fuzz targets, and, as root, the network-namespace tests.
+#
+# As root it first installs the Debian packages the tests need (set
+# PERMANET_NO_APT=1 to skip that). Without root the namespace tests skip
+# with a message saying so.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if [ "$(id -u)" = 0 ] && [ -z "${PERMANET_NO_APT:-}" ]; then
+    packages=(iproute2)
+    missing=()
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        step "installing ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+fi
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (all targets, warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "type-check the fuzz targets"
+cargo check --manifest-path fuzz/Cargo.toml --locked --quiet
+
+step "cargo test (unit, integration, simulation, corpus replays, namespace tests)"
+cargo test --workspace --locked
