@@ -18,6 +18,8 @@ use overlay_proto::sim::{
 };
 use overlay_proto::time::UnixTime;
 
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
 struct Args {
     seed: u64,
     loss: f64,
@@ -91,6 +93,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             groups: &[],
             valid_from: issued,
             serial: 1,
+            lifetime: DAY,
         },
     );
     let user_net = "2002:102:304:1::a/128".parse()?;
@@ -104,6 +107,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             groups: &["staff"],
             valid_from: issued,
             serial: 1,
+            lifetime: DAY,
         },
     );
 

@@ -86,8 +86,12 @@ drop_reasons! {
     UnexpectedHandshakeMessage => "unexpected_handshake_message",
     /// A cookie reply that failed to decrypt.
     BadCookieReply => "bad_cookie_reply",
-    /// A handshake gave up after the retry deadline; its queue was dropped.
+    /// A packet that waited for a handshake which was given up.
     HandshakeTimeout => "handshake_timeout",
+    /// A first initiation whose timestamp is too far from our clock.
+    StaleInitiation => "stale_initiation",
+    /// The peer's lease has expired or is not valid yet.
+    LeaseExpired => "lease_expired",
     // --- sending
     /// No endpoint is known for the peer and none can be derived.
     NoEndpoint => "no_endpoint",
@@ -123,6 +127,8 @@ pub struct Counters {
     pub keepalives_sent: u64,
     /// Handshakes completed, either role.
     pub handshakes_completed: u64,
+    /// Handshakes given up after the retry deadline.
+    pub handshake_timeouts: u64,
     /// Initiations sent, including retransmissions.
     pub initiations_sent: u64,
     /// Cookie replies sent.
@@ -143,6 +149,7 @@ impl Default for Counters {
             keepalives_received: 0,
             keepalives_sent: 0,
             handshakes_completed: 0,
+            handshake_timeouts: 0,
             initiations_sent: 0,
             cookie_replies_sent: 0,
             packets_received: 0,

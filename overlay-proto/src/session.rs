@@ -102,6 +102,27 @@ pub struct PeerConfig {
     pub persistent_keepalive: Option<Duration>,
 }
 
+/// Shortest persistent keepalive interval honoured.
+pub const MIN_PERSISTENT_KEEPALIVE: Duration = Duration::from_secs(1);
+
+/// A packet sealed by [`Peer::seal`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sealed {
+    /// Length of the ESP packet written.
+    pub(crate) len: usize,
+    /// The SA is due for a rekey.
+    pub(crate) wants_rekey: bool,
+}
+
+/// Why [`Peer::seal`] could not send.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum SealError {
+    /// No current SA that may still send.
+    NoSa,
+    /// ESP refused (buffer too small, sequence numbers exhausted).
+    Esp(crate::esp::EspError),
+}
+
 /// Which SA slot an inbound SPI belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Slot {
@@ -262,6 +283,11 @@ impl Peer {
         config: PeerConfig,
         now: Instant,
     ) -> Self {
+        let mut config = config;
+        // A zero interval would make the keepalive due forever.
+        config.persistent_keepalive = config
+            .persistent_keepalive
+            .map(|d| d.max(MIN_PERSISTENT_KEEPALIVE));
         let persistent_due = config.persistent_keepalive.map(|d| now + d);
         Peer {
             id,
@@ -403,18 +429,30 @@ impl Peer {
         freed
     }
 
-    /// Key confirmation: the peer used the `next` SA, so it becomes current.
-    /// Returns the SPIs freed.
-    pub(crate) fn promote_next(&mut self) -> Vec<u32> {
+    /// Key confirmation: the peer used the `next` SA, so it becomes current
+    /// — unless `current` is newer (a handshake this node initiated
+    /// completed meanwhile), in which case `next` only keeps receiving, as
+    /// `previous`. Returns the SPIs freed and whether `next` became current.
+    pub(crate) fn promote_next(&mut self) -> (Vec<u32>, bool) {
         let mut freed = Vec::new();
-        if let Some(next) = self.next.take() {
-            if let Some(old) = self.previous.take() {
-                freed.push(old.inbound.spi());
-            }
+        let Some(next) = self.next.take() else {
+            return (freed, false);
+        };
+        if let Some(old) = self.previous.take() {
+            freed.push(old.inbound.spi());
+        }
+        let newer_current = self
+            .current
+            .as_ref()
+            .is_some_and(|current| current.created > next.created);
+        if newer_current {
+            self.previous = Some(next);
+            (freed, false)
+        } else {
             self.previous = self.current.take();
             self.current = Some(next);
+            (freed, true)
         }
-        freed
     }
 
     /// Drop every SA older than the reject-after time. Returns freed SPIs.
@@ -449,6 +487,33 @@ impl Peer {
         self.current
             .as_deref_mut()
             .filter(|sa| sa.can_send(now, timers))
+    }
+
+    /// Encapsulate `inner` on the current SA into `out`, and account for it
+    /// (timers, traffic totals). The one send path for data, flushed queues
+    /// and keepalives.
+    pub(crate) fn seal(
+        &mut self,
+        now: Instant,
+        timers: &Timers,
+        inner: &[u8],
+        next_header: u8,
+        out: &mut [u8],
+    ) -> Result<Sealed, SealError> {
+        let sa = self.sending_sa(now, timers).ok_or(SealError::NoSa)?;
+        let wants_rekey = sa.wants_rekey_on_send(now, timers);
+        let len = sa
+            .outbound
+            .encapsulate(inner, next_header, out)
+            .map_err(SealError::Esp)?
+            .len();
+        let data = next_header != crate::esp::NEXT_HEADER_NONE;
+        self.on_sent(now, data, timers);
+        if data {
+            self.stats.tx_packets += 1;
+            self.stats.tx_bytes += inner.len() as u64;
+        }
+        Ok(Sealed { len, wants_rekey })
     }
 
     /// Record that something was sent: cancels the passive keepalive and

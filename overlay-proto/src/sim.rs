@@ -500,6 +500,7 @@ fn describe_event(event: &Event) -> String {
             "handshake with peer {} given up, {dropped_packets} packets dropped",
             peer.0
         ),
+        Event::LeaseExpired { peer } => format!("lease of peer {} expired", peer.0),
         Event::SaKeys(k) => format!(
             "new SA with peer {}: in {:#010x}, out {:#010x}",
             k.peer.0, k.inbound_spi, k.outbound_spi
@@ -518,8 +519,10 @@ pub struct IdentitySpec<'a> {
     pub prefix: Ipv6Net,
     /// Group memberships.
     pub groups: &'a [&'a str],
-    /// Start of validity; the lease lasts a day.
+    /// Start of validity.
     pub valid_from: UnixTime,
+    /// How long the lease is valid.
+    pub lifetime: Duration,
     /// Lease serial.
     pub serial: u64,
 }
@@ -535,9 +538,7 @@ pub fn issue_identity(
         kind: spec.kind,
         serial: spec.serial,
         not_before: spec.valid_from,
-        not_after: spec
-            .valid_from
-            .saturating_add(Duration::from_secs(24 * 3600)),
+        not_after: spec.valid_from.saturating_add(spec.lifetime),
         public_key: keypair.public().0,
         prefix: spec.prefix,
         name: spec.name.to_owned(),
