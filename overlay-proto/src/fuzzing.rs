@@ -130,74 +130,166 @@ pub fn lease(data: &[u8]) {
     );
 }
 
-/// Whole datagrams into a node that has a peer and an SA with it: the path
-/// every packet from the network takes.
+/// Two nodes with a tunnel between them, driven by a script the input
+/// spells out: each step is an opcode byte, then a length byte and that many
+/// bytes. Genuine traffic between the nodes flows after every step, so the
+/// fuzzer can interleave forged, truncated and replayed datagrams with real
+/// handshakes, rekeys, keepalives and timer expiries.
+///
+/// Opcodes (low 3 bits): 0/1 — the bytes as a datagram to bob / alice from
+/// the other's address; 2 — the bytes to bob from a stranger; 3 — alice sends
+/// the bytes as an inner packet; 4 — the clock jumps `len` seconds;
+/// 5 — the last genuine datagram is replayed; 6 — the bytes after the live
+/// SPI of bob's current SA; 7 — the next genuine datagram is lost.
 pub fn node_datagram(data: &[u8]) {
-    let start = Instant::now();
-    let now = Now {
-        instant: start,
-        unix: UnixTime::from_secs(1_800_000_000),
-    };
-    let authority = LeaseAuthority::from_seed([7; 32]);
-    let issue = |seed: [u8; 32], name: &str, kind, prefix: &str| {
-        let keypair = StaticKeypair::from_private(seed);
-        let lease = Lease {
-            kind,
-            serial: 1,
-            not_before: UnixTime::from_secs(1_700_000_000),
-            not_after: UnixTime::from_secs(1_900_000_000),
-            public_key: keypair.public().0,
-            prefix: prefix.parse().expect("literal"),
-            name: name.to_owned(),
-            dn: format!("cn={name}"),
-            groups: vec![],
+    let mut pair = Pair::new();
+    let mut script = data;
+    while let [op, len, rest @ ..] = script {
+        let n = usize::from(*len).min(rest.len());
+        let (bytes, tail) = rest.split_at(n);
+        script = tail;
+        match op & 7 {
+            0 => pair.deliver_to_b(pair.a_addr, bytes.to_vec()),
+            1 => pair.deliver_to_a(bytes.to_vec()),
+            2 => pair.deliver_to_b("9.9.9.9:9".parse().expect("literal"), bytes.to_vec()),
+            3 => pair.a_sends(bytes),
+            4 => pair.advance(Duration::from_secs(u64::from(*len))),
+            5 => {
+                if let Some(last) = pair.last.clone() {
+                    pair.deliver_to_b(pair.a_addr, last.clone());
+                    pair.deliver_to_a(last);
+                }
+            }
+            6 => {
+                let live = pair
+                    .b
+                    .peers()
+                    .flat_map(|p| p.security_associations(pair.start))
+                    .map(|sa| sa.inbound_spi)
+                    .next();
+                if let Some(spi) = live {
+                    let mut forged = spi.to_be_bytes().to_vec();
+                    forged.extend_from_slice(bytes);
+                    pair.deliver_to_b(pair.a_addr, forged);
+                }
+            }
+            _ => pair.lose_next = true,
+        }
+        pair.pump();
+    }
+}
+
+/// Two nodes and the genuine traffic between them, for [`node_datagram`].
+struct Pair {
+    a: Node,
+    b: Node,
+    peer: crate::session::PeerId,
+    a_addr: SocketAddr,
+    b_addr: SocketAddr,
+    start: Instant,
+    now: Now,
+    last: Option<Vec<u8>>,
+    lose_next: bool,
+}
+
+impl Pair {
+    fn new() -> Self {
+        let start = Instant::now();
+        let now = Now {
+            instant: start,
+            unix: UnixTime::from_secs(1_800_000_000),
         };
-        (keypair, authority.sign(&lease).expect("valid lease"))
-    };
-    let (a_key, a_lease) = issue([1; 32], "alice", EntityKind::User, "2002:102:304:1::a/128");
-    let (b_key, b_lease) = issue([2; 32], "bob", EntityKind::System, "2002:b16:212c:1::/64");
-    let mut a = Node::new(
-        NodeConfig::new(a_key, authority.public_key(), a_lease),
-        [3; 32],
-    );
-    let mut b_config = NodeConfig::new(b_key, authority.public_key(), b_lease.clone());
-    b_config.accept_unknown_peers = true;
-    let mut b = Node::new(b_config, [4; 32]);
-    let a_addr: SocketAddr = "44.55.66.77:4500".parse().expect("literal");
-    let b_addr: SocketAddr = "11.22.33.44:4500".parse().expect("literal");
-    let peer = a
-        .add_peer(b_lease, PeerConfig::default(), start)
-        .expect("fresh node");
-    // Bring the tunnel up so ESP with live SPIs is reachable.
-    let mut buf = vec![0u8; 2048];
-    let _ = a.encapsulate(now, peer, &[0x60; 40], &mut buf);
-    for _ in 0..3 {
-        while let Some(mut t) = a.poll_transmit() {
-            let _ = b.handle_datagram(now, a_addr, &mut t.contents);
-        }
-        while let Some(mut t) = b.poll_transmit() {
-            let _ = a.handle_datagram(now, b_addr, &mut t.contents);
+        let authority = LeaseAuthority::from_seed([7; 32]);
+        let issue = |seed: [u8; 32], name: &str, kind, prefix: &str| {
+            let keypair = StaticKeypair::from_private(seed);
+            let lease = Lease {
+                kind,
+                serial: 1,
+                not_before: UnixTime::from_secs(1_700_000_000),
+                not_after: UnixTime::from_secs(1_900_000_000),
+                public_key: keypair.public().0,
+                prefix: prefix.parse().expect("literal"),
+                name: name.to_owned(),
+                dn: format!("cn={name}"),
+                groups: vec![],
+            };
+            (keypair, authority.sign(&lease).expect("valid lease"))
+        };
+        let (a_key, a_lease) = issue([1; 32], "alice", EntityKind::User, "2002:102:304:1::a/128");
+        let (b_key, b_lease) = issue([2; 32], "bob", EntityKind::System, "2002:b16:212c:1::/64");
+        let mut a = Node::new(
+            NodeConfig::new(a_key, authority.public_key(), a_lease),
+            [3; 32],
+        );
+        let mut b_config = NodeConfig::new(b_key, authority.public_key(), b_lease.clone());
+        b_config.accept_unknown_peers = true;
+        let b = Node::new(b_config, [4; 32]);
+        let peer = a
+            .add_peer(b_lease, PeerConfig::default(), start)
+            .expect("fresh node");
+        let mut pair = Pair {
+            a,
+            b,
+            peer,
+            a_addr: "44.55.66.77:4500".parse().expect("literal"),
+            b_addr: "11.22.33.44:4500".parse().expect("literal"),
+            start,
+            now,
+            last: None,
+            lose_next: false,
+        };
+        // Bring the tunnel up so ESP with live SPIs is reachable.
+        pair.a_sends(&[0x60; 40]);
+        pair.pump();
+        pair
+    }
+
+    fn a_sends(&mut self, inner: &[u8]) {
+        let mut buf = vec![0u8; crate::esp::encapsulated_len(inner.len())];
+        if let crate::node::Outgoing::Send { datagram, .. } =
+            self.a.encapsulate(self.now, self.peer, inner, &mut buf)
+        {
+            let datagram = datagram.to_vec();
+            self.deliver_to_b(self.a_addr, datagram);
         }
     }
-    // The input, as a datagram to each side, from a known and an unknown address.
-    let stranger: SocketAddr = "9.9.9.9:9".parse().expect("literal");
-    for (node, from) in [(&mut b, a_addr), (&mut a, b_addr)] {
-        for src in [from, stranger] {
-            let mut copy = data.to_vec();
-            let _ = node.handle_datagram(now, src, &mut copy);
-            node.handle_timeout(now.advanced(Duration::from_secs(1)));
-            while node.poll_transmit().is_some() {}
-        }
+
+    fn deliver_to_a(&mut self, mut datagram: Vec<u8>) {
+        let _ = self.a.handle_datagram(self.now, self.b_addr, &mut datagram);
     }
-    // The live SPI with the input as the rest of the packet.
-    let live_spi = b
-        .peers()
-        .flat_map(|p| p.security_associations(start))
-        .map(|sa| sa.inbound_spi)
-        .next();
-    if let Some(spi) = live_spi {
-        let mut forged = spi.to_be_bytes().to_vec();
-        forged.extend_from_slice(data);
-        let _ = b.handle_datagram(now, a_addr, &mut forged);
+
+    fn deliver_to_b(&mut self, from: SocketAddr, mut datagram: Vec<u8>) {
+        let _ = self.b.handle_datagram(self.now, from, &mut datagram);
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now = self.now.advanced(by);
+        self.a.handle_timeout(self.now);
+        self.b.handle_timeout(self.now);
+    }
+
+    /// Exchange genuine datagrams until both nodes are quiet (bounded).
+    fn pump(&mut self) {
+        for _ in 0..8 {
+            let mut moved = false;
+            while let Some(t) = self.a.poll_transmit() {
+                moved = true;
+                self.last = Some(t.contents.clone());
+                if !std::mem::take(&mut self.lose_next) {
+                    self.deliver_to_b(self.a_addr, t.contents);
+                }
+            }
+            while let Some(t) = self.b.poll_transmit() {
+                moved = true;
+                self.last = Some(t.contents.clone());
+                if !std::mem::take(&mut self.lose_next) {
+                    self.deliver_to_a(t.contents);
+                }
+            }
+            while self.a.poll_event().is_some() || self.b.poll_event().is_some() {}
+            if !moved {
+                break;
+            }
+        }
     }
 }

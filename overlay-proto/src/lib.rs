@@ -18,6 +18,7 @@ pub mod aead;
 pub mod cookie;
 pub mod counters;
 pub mod esp;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handshake;
@@ -26,6 +27,7 @@ pub mod node;
 pub mod ratelimit;
 pub mod replay;
 pub mod session;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod time;
 pub mod wire;
