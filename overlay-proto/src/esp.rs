@@ -71,7 +71,8 @@ pub const ESP_TRAILER_LEN: usize = 2;
 pub const NEXT_HEADER_IPV6: u8 = 41;
 /// Next Header of a dummy packet (RFC 4303 §2.6), used as keepalive.
 pub const NEXT_HEADER_NONE: u8 = 59;
-/// Smallest SPI that names an ESP security association.
+/// Smallest SPI that names an ESP security association: `0` is the RFC 3948
+/// non-ESP marker and `1..=255` are reserved by IANA (RFC 4303 §2.1).
 pub const MIN_SPI: u32 = 0x100;
 /// Shortest well-formed ESP packet: header, IV, an empty payload padded to
 /// the 4-byte alignment of the trailer, ICV.

@@ -32,9 +32,8 @@ pub const NON_ESP_MARKER: [u8; 4] = [0x00, 0x00, 0x00, 0x00];
 /// The RFC 3948 NAT keepalive: a datagram of exactly this one byte.
 pub const NAT_KEEPALIVE: [u8; 1] = [0xFF];
 
-/// The smallest SPI usable on the wire. `0` is the non-ESP marker and
-/// `1..=255` are reserved by IANA (RFC 4303 §2.1).
-pub const MIN_SPI: u32 = 0x0000_0100;
+/// The smallest SPI usable on the wire (defined with ESP).
+pub use crate::esp::MIN_SPI;
 
 /// Length of the control header: marker (4), message type (1), reserved (3).
 pub const HEADER_LEN: usize = 8;
@@ -42,8 +41,9 @@ pub const HEADER_LEN: usize = 8;
 /// Length of an SPI field.
 pub const SPI_LEN: usize = 4;
 
-/// Length of each of `mac1` and `mac2`.
-pub const MAC_LEN: usize = 16;
+/// Length of each of `mac1` and `mac2`, and of the cookie fields (defined
+/// with the MACs in [`crate::cookie`]).
+pub use crate::cookie::{COOKIE_NONCE_LEN, ENCRYPTED_COOKIE_LEN, MAC_LEN};
 
 /// Smallest Noise message accepted in an initiation or response: one
 /// ephemeral X25519 public key.
@@ -54,12 +54,6 @@ pub const MIN_NOISE_LEN: usize = 32;
 /// handshake payload header is about 2.2 KB; this leaves room for future
 /// payload fields while bounding what a peer can make us process.
 pub const MAX_NOISE_LEN: usize = 4096;
-
-/// Length of the cookie-reply nonce (XChaCha20-Poly1305).
-pub const COOKIE_NONCE_LEN: usize = 24;
-
-/// Length of the encrypted cookie: a 16-byte cookie and its 16-byte tag.
-pub const ENCRYPTED_COOKIE_LEN: usize = 32;
 
 /// Smallest valid handshake initiation (Noise message of [`MIN_NOISE_LEN`]).
 pub const INITIATION_MIN_LEN: usize = HEADER_LEN + SPI_LEN + MIN_NOISE_LEN + 2 * MAC_LEN;
