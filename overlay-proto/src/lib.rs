@@ -24,3 +24,4 @@ pub mod replay;
 pub mod session;
 pub mod time;
 pub mod wire;
+mod x25519;
