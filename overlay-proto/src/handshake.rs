@@ -22,10 +22,20 @@
 //! The module never reads a clock or the operating system's RNG: the
 //! ephemeral keys are drawn from the caller's RNG, so a seeded simulation
 //! replays the same bytes.
+//!
+//! Each [`StaticKeypair`] remembers the static-static Diffie-Hellman result
+//! (`ss`) with up to [`SS_CACHE_CAPACITY`] remote static keys, as WireGuard
+//! precomputes it per peer, so that a rekey with a known peer costs one
+//! Diffie-Hellman operation less; the Diffie-Hellman operations themselves
+//! go through the Edwards form (see `x25519.rs`). Only authenticated
+//! initiations and our own initiations add entries. A cache hit shows in the
+//! responder's timing; which peers a node talks to is no secret from an
+//! observer of its traffic anyway.
 #![deny(clippy::indexing_slicing)]
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 
 use hkdf::Hkdf;
 use rand_chacha::rand_core::SeedableRng;
@@ -41,6 +51,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::esp::EspKeyMaterial;
 use crate::time::Tai64N;
+use crate::x25519::{self, RemotePoint, SsCache};
 
 /// The Noise protocol name. Changing it changes every derived key.
 pub const NOISE_PROTOCOL: &str = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
@@ -78,6 +89,12 @@ pub const MIN_RESPONSE_LEN: usize = RESPONSE_OVERHEAD + PAYLOAD_HEADER_LEN;
 
 /// Longest valid Noise message 2.
 pub const MAX_RESPONSE_LEN: usize = RESPONSE_OVERHEAD + MAX_PAYLOAD_LEN;
+
+/// How many remote static keys a [`StaticKeypair`] remembers the
+/// static-static Diffie-Hellman result with (about 300 bytes each). Beyond
+/// that, an entry not used since the cache last looked at it is replaced
+/// (CLOCK).
+pub const SS_CACHE_CAPACITY: usize = 1024;
 
 /// HKDF info for the initiator→responder ESP key material.
 pub const INFO_INITIATOR_TO_RESPONDER: &[u8] = b"permanet v1 esp initiator->responder";
@@ -269,11 +286,15 @@ impl FromStr for PublicKey {
 
 /// A local X25519 static key pair. The private half is zeroized on drop and
 /// never shown by `Debug`.
-#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+///
+/// It also carries the cache of static-static Diffie-Hellman results with
+/// recently seen remote static keys (see the module documentation), shared
+/// by its clones and zeroized when the last of them is dropped or zeroized.
+#[derive(Clone)]
 pub struct StaticKeypair {
     private: [u8; 32],
-    #[zeroize(skip)]
     public: PublicKey,
+    ss_cache: Arc<Mutex<SsCache>>,
 }
 
 impl StaticKeypair {
@@ -286,8 +307,12 @@ impl StaticKeypair {
 
     /// The key pair of a stored private key (any 32 bytes; X25519 clamps).
     pub fn from_private(private: [u8; 32]) -> Self {
-        let public = x25519_public(&private);
-        StaticKeypair { private, public }
+        let public = PublicKey(x25519::public_key(&private));
+        StaticKeypair {
+            private,
+            public,
+            ss_cache: Arc::new(Mutex::new(SsCache::new(SS_CACHE_CAPACITY))),
+        }
     }
 
     /// The public half.
@@ -300,6 +325,28 @@ impl StaticKeypair {
         &self.private
     }
 }
+
+impl Zeroize for StaticKeypair {
+    /// Zeroizes the private key and the cached results (also those of the
+    /// clones, which can recompute them), and detaches this key pair from
+    /// the clones' cache.
+    fn zeroize(&mut self) {
+        self.private.zeroize();
+        if let Ok(mut cache) = self.ss_cache.lock() {
+            cache.clear();
+        }
+        self.ss_cache = Arc::new(Mutex::new(SsCache::new(SS_CACHE_CAPACITY)));
+    }
+}
+
+impl Drop for StaticKeypair {
+    fn drop(&mut self) {
+        // The cache zeroizes its secrets when its last owner goes.
+        self.private.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for StaticKeypair {}
 
 impl fmt::Debug for StaticKeypair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -478,6 +525,7 @@ pub fn derive_sa_keys(
 /// An initiation in flight: message 1 was written, message 2 is awaited.
 pub struct InitiatorHandshake {
     state: HandshakeState,
+    keys: Arc<HandshakeKeys>,
 }
 
 impl InitiatorHandshake {
@@ -503,7 +551,9 @@ impl InitiatorHandshake {
             .ok_or(HandshakeError::BufferTooSmall)?;
         let psk = psk.map_or(&ZERO_PSK, |p| &p.0);
         let params = noise_params()?;
-        let mut state = snow::Builder::with_resolver(params, Box::new(Resolver::new(local, rng)))
+        let keys = Arc::new(HandshakeKeys::new(local));
+        let resolver = Resolver::new(Arc::clone(&keys), rng);
+        let mut state = snow::Builder::with_resolver(params, Box::new(resolver))
             .prologue(PROLOGUE)
             .local_private_key(&local.private)
             .remote_public_key(&remote.0)
@@ -513,7 +563,8 @@ impl InitiatorHandshake {
         let written = state
             .write_message(plain, out)
             .map_err(HandshakeError::from_noise)?;
-        Ok((InitiatorHandshake { state }, written))
+        keys.commit_ss(&remote.0);
+        Ok((InitiatorHandshake { state, keys }, written))
     }
 
     /// Reads Noise message 2 (`<- e, ee, se, psk`) and returns the
@@ -532,7 +583,10 @@ impl InitiatorHandshake {
         let plain_len = self
             .state
             .read_message(response_noise, &mut plain)
-            .map_err(HandshakeError::from_noise)?;
+            .map_err(HandshakeError::from_noise);
+        // `se` is not a static-static result: never cached.
+        self.keys.discard_pending();
+        let plain_len = plain_len?;
         let payload = ReceivedPayload::parse(plain.get(..plain_len).ok_or(HandshakeError::Setup)?)?;
         let keys = split(&mut self.state, Role::Initiator)?;
         Ok((payload, keys))
@@ -566,7 +620,9 @@ impl ResponderHandshake {
     ) -> Result<(ResponderHandshake, PublicKey, ReceivedPayload), HandshakeError> {
         check_len(initiation_noise, MIN_INITIATION_LEN, MAX_INITIATION_LEN)?;
         let params = noise_params()?;
-        let mut state = snow::Builder::with_resolver(params, Box::new(Resolver::new(local, rng)))
+        let keys = Arc::new(HandshakeKeys::new(local));
+        let resolver = Resolver::new(Arc::clone(&keys), rng);
+        let mut state = snow::Builder::with_resolver(params, Box::new(resolver))
             .prologue(PROLOGUE)
             .local_private_key(&local.private)
             .build_responder()
@@ -575,11 +631,13 @@ impl ResponderHandshake {
         let plain_len = state
             .read_message(initiation_noise, &mut plain)
             .map_err(HandshakeError::from_noise)?;
-        let payload = ReceivedPayload::parse(plain.get(..plain_len).ok_or(HandshakeError::Setup)?)?;
         let initiator: [u8; 32] = state
             .get_remote_static()
             .and_then(|k| k.try_into().ok())
             .ok_or(HandshakeError::UnexpectedState)?;
+        // The message authenticated: the initiator holds that static key.
+        keys.commit_ss(&initiator);
+        let payload = ReceivedPayload::parse(plain.get(..plain_len).ok_or(HandshakeError::Setup)?)?;
         Ok((ResponderHandshake { state }, PublicKey(initiator), payload))
     }
 
@@ -673,27 +731,114 @@ fn esp_key_material(ikm: &[u8; 32], handshake_hash: &[u8; 32], info: &[u8]) -> E
     keys
 }
 
-fn x25519_public(private: &[u8; 32]) -> PublicKey {
-    let secret = x25519_dalek::StaticSecret::from(*private);
-    PublicKey(x25519_dalek::PublicKey::from(&secret).to_bytes())
+/// The key material of one handshake, shared by the two X25519 instances
+/// snow builds (`s` and `e`) and by the handshake itself.
+struct HandshakeKeys {
+    local: StaticKeypair,
+    memo: Mutex<Memo>,
+}
+
+/// Remote public keys already converted during this handshake (the remote
+/// ephemeral key serves two Diffie-Hellman operations, and so does the
+/// remote static key), and the static-static candidates computed with the
+/// local static key, held until the message that used them authenticated.
+#[derive(Default)]
+struct Memo {
+    points: [Option<RemotePoint>; 4],
+    pending: [Option<(RemotePoint, Zeroizing<[u8; 32]>)>; 2],
+}
+
+impl HandshakeKeys {
+    fn new(local: &StaticKeypair) -> Self {
+        HandshakeKeys {
+            local: local.clone(),
+            memo: Mutex::new(Memo::default()),
+        }
+    }
+
+    /// The local static key's result with `remote`, if the cache has it.
+    fn cached_ss(&self, remote: &[u8; 32]) -> Option<Zeroizing<[u8; 32]>> {
+        self.local.ss_cache.lock().ok()?.shared(remote)
+    }
+
+    /// `remote` prepared for X25519: from this handshake, from the cache
+    /// (remote static keys), or converted now.
+    fn remote_point(&self, remote: &[u8; 32]) -> RemotePoint {
+        let mut memo = self.memo.lock().ok();
+        if let Some(memo) = &memo {
+            if let Some(point) = memo.points.iter().flatten().find(|p| p.u() == remote) {
+                return *point;
+            }
+        }
+        let cached = self
+            .local
+            .ss_cache
+            .lock()
+            .ok()
+            .and_then(|cache| cache.point(remote));
+        let point = cached.unwrap_or_else(|| RemotePoint::new(*remote));
+        if let Some(free) = memo
+            .as_mut()
+            .and_then(|m| m.points.iter_mut().find(|p| p.is_none()))
+        {
+            *free = Some(point);
+        }
+        point
+    }
+
+    /// Holds a result computed with the local static key until the
+    /// handshake knows whether it was `ss`.
+    fn hold(&self, remote: RemotePoint, shared: &Zeroizing<[u8; 32]>) {
+        if let Ok(mut memo) = self.memo.lock() {
+            if let Some(free) = memo.pending.iter_mut().find(|p| p.is_none()) {
+                *free = Some((remote, shared.clone()));
+            }
+        }
+    }
+
+    /// Caches the held result with `remote_static` (the `ss` of a message
+    /// that authenticated) and drops the others.
+    fn commit_ss(&self, remote_static: &[u8; 32]) {
+        let Ok(mut memo) = self.memo.lock() else {
+            return;
+        };
+        let ss = memo
+            .pending
+            .iter_mut()
+            .find(|p| {
+                p.as_ref()
+                    .is_some_and(|(point, _)| point.u() == remote_static)
+            })
+            .and_then(Option::take);
+        memo.pending = Default::default();
+        drop(memo);
+        if let (Some((point, shared)), Ok(mut cache)) = (ss, self.local.ss_cache.lock()) {
+            cache.insert(point, &shared);
+        }
+    }
+
+    /// Drops the held results (zeroizing them).
+    fn discard_pending(&self) {
+        if let Ok(mut memo) = self.memo.lock() {
+            memo.pending = Default::default();
+        }
+    }
 }
 
 /// A snow resolver that uses snow's default hash and cipher but our own
-/// X25519 (which refuses low-order points and reuses the known public half of
-/// the local static key) and an RNG seeded from the caller's RNG.
+/// X25519 (faster, caching, refusing low-order points, reusing the known
+/// public half of the local static key) and an RNG seeded from the caller's
+/// RNG.
 struct Resolver {
     seed: Zeroizing<[u8; 32]>,
-    local: StaticKeypair,
+    keys: Arc<HandshakeKeys>,
 }
 
 impl Resolver {
-    fn new(local: &StaticKeypair, rng: &mut impl CryptoRngCore) -> Self {
+    fn new(keys: Arc<HandshakeKeys>, rng: &mut impl CryptoRngCore) -> Self {
         let mut seed = Zeroizing::new([0u8; 32]);
         rng.fill_bytes(seed.as_mut());
-        Resolver {
-            seed,
-            local: local.clone(),
-        }
+        Resolver { seed, keys }
     }
 }
 
@@ -707,7 +852,8 @@ impl CryptoResolver for Resolver {
             DHChoice::Curve25519 => Some(Box::new(X25519 {
                 private: [0; 32],
                 public: [0; 32],
-                local: self.local.clone(),
+                is_local_static: false,
+                keys: Arc::clone(&self.keys),
             })),
             _ => None,
         }
@@ -747,25 +893,28 @@ impl CryptoRng for SeededRandom {}
 
 impl Random for SeededRandom {}
 
-/// X25519 for snow, on x25519-dalek.
+/// X25519 for snow (see [`crate::x25519`]).
 ///
 /// Unlike snow's default, `dh` fails on an all-zero (non-contributory)
-/// result, as WireGuard requires, and `set` with the local static private
-/// key reuses its known public key instead of a base-point multiplication.
+/// result, as WireGuard requires; `set` with the local static private key
+/// reuses its known public key instead of a base-point multiplication; and
+/// with the local static key, `dh` uses the static-static cache.
 #[derive(Zeroize, ZeroizeOnDrop)]
 struct X25519 {
     private: [u8; 32],
     public: [u8; 32],
+    is_local_static: bool,
     #[zeroize(skip)]
-    local: StaticKeypair,
+    keys: Arc<HandshakeKeys>,
 }
 
 impl X25519 {
     fn set_private(&mut self, private: [u8; 32]) {
-        self.public = if bool::from(private.ct_eq(&self.local.private)) {
-            self.local.public.0
+        self.is_local_static = bool::from(private.ct_eq(&self.keys.local.private));
+        self.public = if self.is_local_static {
+            self.keys.local.public.0
         } else {
-            x25519_public(&private).0
+            x25519::public_key(&private)
         };
         self.private = private;
     }
@@ -805,18 +954,26 @@ impl Dh for X25519 {
     }
 
     fn dh(&self, pubkey: &[u8], out: &mut [u8]) -> Result<(), snow::Error> {
-        let theirs: [u8; 32] = pubkey
+        let theirs: &[u8; 32] = pubkey
             .get(..KEY_LEN)
             .and_then(|k| k.try_into().ok())
             .ok_or(snow::Error::Dh)?;
-        let secret = x25519_dalek::StaticSecret::from(self.private);
-        let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(theirs));
-        if !shared.was_contributory() {
-            return Err(snow::Error::Dh);
+        let out = out.get_mut(..KEY_LEN).ok_or(snow::Error::Dh)?;
+        // Only ever non-zero results are cached.
+        if let Some(shared) = self
+            .is_local_static
+            .then(|| self.keys.cached_ss(theirs))
+            .flatten()
+        {
+            out.copy_from_slice(shared.as_ref());
+            return Ok(());
         }
-        out.get_mut(..KEY_LEN)
-            .ok_or(snow::Error::Dh)?
-            .copy_from_slice(shared.as_bytes());
+        let point = self.keys.remote_point(theirs);
+        let shared = point.diffie_hellman(&self.private).ok_or(snow::Error::Dh)?;
+        if self.is_local_static {
+            self.keys.hold(point, &shared);
+        }
+        out.copy_from_slice(shared.as_ref());
         Ok(())
     }
 }
@@ -1341,6 +1498,168 @@ mod tests {
         assert!(!debug.contains("dwdt"), "{debug}");
         assert!(!debug.to_lowercase().contains("77076d0a"));
         assert_eq!(format!("{:?}", Psk::from_bytes([7; 32])), "Psk(..)");
+    }
+
+    fn ss_cache_len(kp: &StaticKeypair) -> usize {
+        kp.ss_cache.lock().unwrap().len()
+    }
+
+    fn ss_cached(kp: &StaticKeypair, remote: &PublicKey) -> Option<[u8; 32]> {
+        kp.ss_cache.lock().unwrap().shared(&remote.0).map(|s| *s)
+    }
+
+    /// DH(local static, remote static) by the Montgomery ladder.
+    fn ss_by_ladder(kp: &StaticKeypair, remote: &PublicKey) -> [u8; 32] {
+        x25519_dalek::StaticSecret::from(kp.private)
+            .diffie_hellman(&x25519_dalek::PublicKey::from(remote.0))
+            .to_bytes()
+    }
+
+    #[test]
+    fn static_static_results_are_cached_after_authentication_only() {
+        let (initiator, responder) = keypairs();
+        let (_, msg1) = initiation(None, 1);
+        // Tampered initiations add nothing.
+        let mut bad = msg1.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert!(ResponderHandshake::read_initiation(&responder, &bad, &mut rng(2)).is_err());
+        assert_eq!(ss_cache_len(&responder), 0);
+
+        let (pending, initiator_key, _) =
+            ResponderHandshake::read_initiation(&responder, &msg1, &mut rng(2)).unwrap();
+        // Exactly `ss`, not `es` (with the initiator's ephemeral key).
+        assert_eq!(ss_cache_len(&responder), 1);
+        assert_eq!(
+            ss_cached(&responder, &initiator_key),
+            Some(ss_by_ladder(&responder, &initiator.public()))
+        );
+        let mut msg2 = vec![0u8; MAX_RESPONSE_LEN];
+        pending
+            .write_response(None, &responder_payload(), &mut msg2)
+            .unwrap();
+        assert_eq!(ss_cache_len(&responder), 1);
+    }
+
+    #[test]
+    fn initiator_caches_its_static_static_result() {
+        let (initiator, responder) = keypairs();
+        let mut msg1 = vec![0u8; MAX_INITIATION_LEN];
+        let (mut hs, len) = InitiatorHandshake::start(
+            &initiator,
+            &responder.public(),
+            None,
+            &initiator_payload(),
+            &mut rng(1),
+            &mut msg1,
+        )
+        .unwrap();
+        assert_eq!(ss_cache_len(&initiator), 1);
+        assert_eq!(
+            ss_cached(&initiator, &responder.public()),
+            Some(ss_by_ladder(&initiator, &responder.public()))
+        );
+        let (pending, _, _) =
+            ResponderHandshake::read_initiation(&responder, &msg1[..len], &mut rng(2)).unwrap();
+        let mut msg2 = vec![0u8; MAX_RESPONSE_LEN];
+        let (len, _) = pending
+            .write_response(None, &responder_payload(), &mut msg2)
+            .unwrap();
+        hs.finish(&msg2[..len]).unwrap();
+        // `se` (with the responder's ephemeral key) is not cached.
+        assert_eq!(ss_cache_len(&initiator), 1);
+    }
+
+    /// A warm cache changes no byte: the same seeds give the same messages
+    /// and keys as with fresh key pairs, for many handshakes in a row.
+    #[test]
+    fn cached_handshakes_give_the_same_bytes() {
+        let (initiator, responder) = keypairs();
+        let psk = Psk::from_bytes([0x5a; 32]);
+        for round in 0..4u8 {
+            let mut results = Vec::new();
+            for (i, r) in [(initiator.clone(), responder.clone()), keypairs()] {
+                let mut msg1 = vec![0u8; MAX_INITIATION_LEN];
+                let (mut hs, len) = InitiatorHandshake::start(
+                    &i,
+                    &r.public(),
+                    Some(&psk),
+                    &initiator_payload(),
+                    &mut rng(round),
+                    &mut msg1,
+                )
+                .unwrap();
+                msg1.truncate(len);
+                let (pending, _, _) =
+                    ResponderHandshake::read_initiation(&r, &msg1, &mut rng(round + 100)).unwrap();
+                let mut msg2 = vec![0u8; MAX_RESPONSE_LEN];
+                let (len, responder_keys) = pending
+                    .write_response(Some(&psk), &responder_payload(), &mut msg2)
+                    .unwrap();
+                msg2.truncate(len);
+                let (_, initiator_keys) = hs.finish(&msg2).unwrap();
+                results.push((msg1, msg2, initiator_keys, responder_keys));
+            }
+            assert_eq!(results[0], results[1], "round {round}");
+        }
+        // The clones shared the originals' caches.
+        assert_eq!(ss_cache_len(&initiator), 1);
+        assert_eq!(ss_cache_len(&responder), 1);
+    }
+
+    #[test]
+    fn many_initiators_stay_within_the_cache_capacity() {
+        let (_, responder) = keypairs();
+        let mut r = rng(3);
+        for _ in 0..3 {
+            let initiator = StaticKeypair::generate(&mut r);
+            let mut msg1 = vec![0u8; MAX_INITIATION_LEN];
+            let (_, len) = InitiatorHandshake::start(
+                &initiator,
+                &responder.public(),
+                None,
+                &initiator_payload(),
+                &mut r,
+                &mut msg1,
+            )
+            .unwrap();
+            let (_, key, _) =
+                ResponderHandshake::read_initiation(&responder, &msg1[..len], &mut r).unwrap();
+            assert_eq!(
+                ss_cached(&responder, &key),
+                Some(ss_by_ladder(&responder, &key))
+            );
+        }
+        assert_eq!(ss_cache_len(&responder), 3);
+        assert!(ss_cache_len(&responder) <= SS_CACHE_CAPACITY);
+    }
+
+    #[test]
+    fn zeroizing_a_keypair_clears_and_detaches_its_cache() {
+        let (initiator, responder) = keypairs();
+        let mut clone = responder.clone();
+        let (_, msg1) = initiation(None, 1);
+        ResponderHandshake::read_initiation(&responder, &msg1, &mut rng(2)).unwrap();
+        assert_eq!(ss_cache_len(&clone), 1);
+        clone.zeroize();
+        assert_eq!(clone.private_bytes(), &[0; 32]);
+        assert_eq!(ss_cache_len(&responder), 0);
+        assert!(!Arc::ptr_eq(&clone.ss_cache, &responder.ss_cache));
+        // The original still works and refills its cache.
+        ResponderHandshake::read_initiation(&responder, &msg1, &mut rng(2)).unwrap();
+        assert_eq!(
+            ss_cached(&responder, &initiator.public()),
+            Some(ss_by_ladder(&responder, &initiator.public()))
+        );
+        assert_eq!(ss_cache_len(&clone), 0);
+    }
+
+    #[test]
+    fn handshake_types_are_send_and_keypairs_sync() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>() {}
+        send_sync::<StaticKeypair>();
+        send::<InitiatorHandshake>();
+        send::<ResponderHandshake>();
     }
 
     #[test]

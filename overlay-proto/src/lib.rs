@@ -31,3 +31,4 @@ pub mod session;
 pub mod sim;
 pub mod time;
 pub mod wire;
+mod x25519;
