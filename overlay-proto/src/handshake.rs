@@ -59,11 +59,12 @@ pub const NOISE_PROTOCOL: &str = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
 /// The Noise prologue, mixed into the handshake hash by both sides.
 pub const PROLOGUE: &[u8] = b"permanet v1";
 
-/// Longest lease a handshake payload may carry, in bytes.
-pub const MAX_LEASE_LEN: usize = 2048;
+/// Longest lease a handshake payload may carry, in bytes (the lease
+/// format's own limit).
+pub use crate::lease::MAX_LEASE_LEN;
 
-/// Smallest SPI a peer may choose (RFC 4303 reserves 1–255, 0 is invalid).
-pub const MIN_SPI: u32 = 0x100;
+/// Smallest SPI a payload may announce (the ESP limit).
+pub use crate::esp::MIN_SPI;
 
 /// Length of the fixed part of a payload: SPI, timestamp, lease length.
 pub const PAYLOAD_HEADER_LEN: usize = 4 + Tai64N::LEN + 2;
