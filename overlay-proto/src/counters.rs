@@ -6,6 +6,8 @@
 //! metrics can list every reason by a stable snake_case name, including the
 //! ones that stayed at zero.
 
+#![deny(clippy::indexing_slicing)]
+
 use std::fmt;
 
 macro_rules! drop_reasons {

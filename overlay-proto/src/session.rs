@@ -19,6 +19,8 @@
 //! The [`crate::node::Node`] owns the peers and feeds them; this module holds
 //! the per-peer rules so they can be read (and tested) in one place.
 
+#![deny(clippy::indexing_slicing)]
+
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! The control plane of a node: handshake initiation, response and cookie
 //! messages, and starting handshakes.
 
+#![deny(clippy::indexing_slicing)]
+
 use std::net::SocketAddr;
 
 use super::{

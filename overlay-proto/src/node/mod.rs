@@ -20,6 +20,8 @@
 //! decrypted packet whose inner source is outside the lease that
 //! authenticated it is dropped and counted.
 
+#![deny(clippy::indexing_slicing)]
+
 mod control;
 mod timers;
 

@@ -1,6 +1,8 @@
 //! Timers of a node: handshake retransmission and give-up, keepalives,
 //! dead-peer detection, SA expiry, rate-limiter sweeps.
 
+#![deny(clippy::indexing_slicing)]
+
 use std::time::{Duration, Instant};
 
 use super::{Event, Node};
