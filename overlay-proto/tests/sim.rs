@@ -120,6 +120,18 @@ fn world_with(
 }
 
 impl World {
+    /// Handshake initiations alice sent, as captured: (from, to, bytes).
+    fn initiations_from_alice(&self) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
+        let capture = self.sim.capture.as_ref().expect("capture is on");
+        let initiations: Vec<_> = capture
+            .iter()
+            .filter(|(from, _, b)| *from == alice_endpoint() && b.get(4) == Some(&1))
+            .cloned()
+            .collect();
+        assert!(!initiations.is_empty(), "no initiation captured");
+        initiations
+    }
+
     fn alice_at_bob(&self) -> Option<PeerId> {
         let key = *self.sim.host(self.alice).node.public_key();
         self.sim.host(self.bob).node.peer_by_key(&key)
@@ -314,15 +326,7 @@ fn replayed_initiation_is_refused() {
     let mut w = world(4, LinkConditions::PERFECT);
     w.sim.capture = Some(Vec::new());
     w.establish();
-    let initiation = w
-        .sim
-        .capture
-        .as_ref()
-        .unwrap()
-        .iter()
-        .find(|(from, _, bytes)| *from == alice_endpoint() && bytes.get(4) == Some(&1))
-        .cloned()
-        .expect("captured an initiation");
+    let initiation = w.initiations_from_alice().swap_remove(0);
     let handshakes = w.sim.host(w.bob).node.counters().handshakes_completed;
     w.sim.run_for(Duration::from_secs(5));
     // An attacker replays it, from alice's address and from its own.
@@ -391,15 +395,7 @@ fn a_flood_of_initiations_from_one_source_is_rate_limited_under_load() {
     w.establish();
     // Replaying captured initiations (which carry a valid cookie for alice's
     // address) is rate limited before any DH work is done.
-    let initiations: Vec<_> = w
-        .sim
-        .capture
-        .as_ref()
-        .unwrap()
-        .iter()
-        .filter(|(from, _, b)| *from == alice_endpoint() && b.get(4) == Some(&1))
-        .cloned()
-        .collect();
+    let initiations: Vec<_> = w.initiations_from_alice();
     let last = initiations.last().unwrap().clone();
     for _ in 0..50 {
         w.sim.inject(last.0, last.1, last.2.clone());
@@ -759,15 +755,7 @@ fn an_old_initiation_replayed_into_a_restarted_node_is_refused() {
     let mut w = world(17, LinkConditions::PERFECT);
     w.sim.capture = Some(Vec::new());
     w.establish();
-    let initiation = w
-        .sim
-        .capture
-        .as_ref()
-        .unwrap()
-        .iter()
-        .find(|(from, _, bytes)| *from == alice_endpoint() && bytes.get(4) == Some(&1))
-        .cloned()
-        .unwrap();
+    let initiation = w.initiations_from_alice().swap_remove(0);
     w.sim.run_for(Duration::from_secs(600));
     // Bob restarts: he remembers no timestamps.
     let (key, lease) = bob_identity(&w.authority);

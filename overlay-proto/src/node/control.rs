@@ -43,15 +43,10 @@ impl Node {
     ) -> Result<(), DropReason> {
         let repr =
             InitiationRepr::parse(packet.as_bytes()).map_err(|_| DropReason::MalformedControl)?;
-        let before_mac1 = packet
-            .bytes_before_mac1()
-            .ok_or(DropReason::MalformedControl)?;
+        self.check_mac1(packet, &repr.mac1)?;
         let before_mac2 = packet
             .bytes_before_mac2()
             .ok_or(DropReason::MalformedControl)?;
-        if !self.cookies.verify_mac1(before_mac1, &repr.mac1) {
-            return Err(DropReason::BadMac1);
-        }
         // Everything below costs Diffie-Hellman work: under load only
         // sources that proved their address (a valid cookie) get it, and
         // every source is held to its rate.
@@ -147,6 +142,23 @@ impl Node {
         Ok(())
     }
 
+    /// mac1 proves the sender knows our static public key; it is checked
+    /// before anything costs more than a hash.
+    fn check_mac1(
+        &self,
+        packet: &ControlPacket<&[u8]>,
+        mac1: &[u8; MAC_LEN],
+    ) -> Result<(), DropReason> {
+        let covered = packet
+            .bytes_before_mac1()
+            .ok_or(DropReason::MalformedControl)?;
+        if self.cookies.verify_mac1(covered, mac1) {
+            Ok(())
+        } else {
+            Err(DropReason::BadMac1)
+        }
+    }
+
     /// Find the peer an initiation comes from, or learn it from its lease.
     fn peer_for_initiation(
         &mut self,
@@ -229,12 +241,7 @@ impl Node {
     ) -> Result<(), DropReason> {
         let repr =
             ResponseRepr::parse(packet.as_bytes()).map_err(|_| DropReason::MalformedControl)?;
-        let before_mac1 = packet
-            .bytes_before_mac1()
-            .ok_or(DropReason::MalformedControl)?;
-        if !self.cookies.verify_mac1(before_mac1, &repr.mac1) {
-            return Err(DropReason::BadMac1);
-        }
+        self.check_mac1(packet, &repr.mac1)?;
         let id = *self
             .spis
             .get(&repr.receiver_spi)
