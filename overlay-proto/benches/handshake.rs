@@ -8,9 +8,13 @@
 //! `full_round` adds the initiator's two calls. The raw X25519 costs are
 //! there for context: a responder does four variable-base Diffie-Hellman
 //! operations (es, ss, ee, se; ss is cached for known peers) and one
-//! base-point multiplication (its ephemeral key) per handshake.
+//! base-point multiplication (its ephemeral key) per handshake. The handshake
+//! uses aws-lc (`x25519_aws_lc_*`); the curve25519-dalek figures are those of
+//! the reference implementations its tests compare it with, and of the
+//! Edwards-form path the handshake used before.
 #![allow(clippy::expect_used, reason = "benchmark on inputs it built itself")]
 
+use aws_lc_rs::agreement::{self, UnparsedPublicKey};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use curve25519_dalek::MontgomeryPoint;
 use overlay_proto::handshake::{
@@ -150,15 +154,15 @@ fn handshakes(c: &mut Criterion) {
         })
     });
 
-    let a = x25519_dalek::StaticSecret::random_from_rng(&mut rng);
+    let mut a_bytes = [0u8; 32];
+    rng.fill_bytes(&mut a_bytes);
+    let a = x25519_dalek::StaticSecret::from(a_bytes);
     let b_public =
         x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::random_from_rng(&mut rng));
     group.bench_function("x25519_diffie_hellman", |b| {
         b.iter(|| black_box(a.diffie_hellman(black_box(&b_public))))
     });
-    // The same result through the Edwards form, as the handshake computes it.
-    let mut a_bytes = [0u8; 32];
-    rng.fill_bytes(&mut a_bytes);
+    // The same result through the Edwards form.
     let b_point = MontgomeryPoint(b_public.to_bytes());
     group.bench_function("x25519_edwards_form", |b| {
         b.iter(|| {
@@ -171,6 +175,32 @@ fn handshakes(c: &mut Criterion) {
     });
     group.bench_function("x25519_base_point", |b| {
         b.iter(|| black_box(x25519_dalek::PublicKey::from(black_box(&a))))
+    });
+    // aws-lc, as the handshake computes it: a key made once and reused, and
+    // the ephemeral key's making (which derives the public key).
+    let a_key = agreement::PrivateKey::from_private_key(&agreement::X25519, &a_bytes)
+        .expect("X25519 private key");
+    let b_bytes = b_public.to_bytes();
+    group.bench_function("x25519_aws_lc_agree", |b| {
+        b.iter(|| {
+            let peer = UnparsedPublicKey::new(&agreement::X25519, black_box(&b_bytes));
+            agreement::agree(&a_key, peer, (), |secret| {
+                <[u8; 32]>::try_from(secret).map_err(|_| ())
+            })
+            .expect("agree")
+        })
+    });
+    group.bench_function("x25519_aws_lc_keygen", |b| {
+        b.iter(|| {
+            let key =
+                agreement::PrivateKey::from_private_key(&agreement::X25519, black_box(&a_bytes))
+                    .expect("X25519 private key");
+            let public = key.compute_public_key().expect("public key");
+            black_box((
+                key,
+                <[u8; 32]>::try_from(public.as_ref()).expect("32 bytes"),
+            ))
+        })
     });
     group.finish();
 }

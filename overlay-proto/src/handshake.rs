@@ -27,7 +27,7 @@
 //! (`ss`) with up to [`SS_CACHE_CAPACITY`] remote static keys, as WireGuard
 //! precomputes it per peer, so that a rekey with a known peer costs one
 //! Diffie-Hellman operation less; the Diffie-Hellman operations themselves
-//! go through the Edwards form (see `x25519.rs`). Only authenticated
+//! are aws-lc's (see `x25519.rs`). Only authenticated
 //! initiations and our own initiations add entries. A cache hit shows in the
 //! responder's timing; which peers a node talks to is no secret from an
 //! observer of its traffic anyway.
@@ -42,6 +42,7 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRng, CryptoRngCore, RngCore};
 use sha2::Sha256;
+use snow::error::InitStage;
 use snow::params::{CipherChoice, DHChoice, HashChoice, NoiseParams};
 use snow::resolvers::{CryptoResolver, DefaultResolver};
 use snow::types::{Cipher, Dh, Hash, Random};
@@ -51,7 +52,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::esp::EspKeyMaterial;
 use crate::time::Tai64N;
-use crate::x25519::{self, RemotePoint, SsCache};
+use crate::x25519::{self, SsCache};
 
 /// The Noise protocol name. Changing it changes every derived key.
 pub const NOISE_PROTOCOL: &str = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
@@ -288,13 +289,16 @@ impl FromStr for PublicKey {
 /// A local X25519 static key pair. The private half is zeroized on drop and
 /// never shown by `Debug`.
 ///
-/// It also carries the cache of static-static Diffie-Hellman results with
-/// recently seen remote static keys (see the module documentation), shared
-/// by its clones and zeroized when the last of them is dropped or zeroized.
+/// It also carries the private key in aws-lc's form and the cache of
+/// static-static Diffie-Hellman results with recently seen remote static
+/// keys (see the module documentation), both shared by its clones and wiped
+/// when the last of them is dropped or zeroized.
 #[derive(Clone)]
 pub struct StaticKeypair {
     private: [u8; 32],
     public: PublicKey,
+    /// `None` once zeroized.
+    agreement: Option<Arc<x25519::PrivateKey>>,
     ss_cache: Arc<Mutex<SsCache>>,
 }
 
@@ -307,11 +311,21 @@ impl StaticKeypair {
     }
 
     /// The key pair of a stored private key (any 32 bytes; X25519 clamps).
+    ///
+    /// # Panics
+    ///
+    /// If aws-lc cannot allocate the key (as Rust aborts when it cannot
+    /// allocate); aws-lc accepts every 32-byte X25519 private key.
     pub fn from_private(private: [u8; 32]) -> Self {
-        let public = PublicKey(x25519::public_key(&private));
+        #[allow(
+            clippy::expect_used,
+            reason = "aws-lc takes any 32 bytes; it only fails when out of memory"
+        )]
+        let agreement = x25519::PrivateKey::new(&private).expect("aws-lc X25519 key");
         StaticKeypair {
             private,
-            public,
+            public: PublicKey(*agreement.public_key()),
+            agreement: Some(Arc::new(agreement)),
             ss_cache: Arc::new(Mutex::new(SsCache::new(SS_CACHE_CAPACITY))),
         }
     }
@@ -330,9 +344,11 @@ impl StaticKeypair {
 impl Zeroize for StaticKeypair {
     /// Zeroizes the private key and the cached results (also those of the
     /// clones, which can recompute them), and detaches this key pair from
-    /// the clones' cache.
+    /// the clones' cache and from aws-lc's key (freed, and wiped, with the
+    /// last clone). A zeroized key pair can no longer handshake.
     fn zeroize(&mut self) {
         self.private.zeroize();
+        self.agreement = None;
         if let Ok(mut cache) = self.ss_cache.lock() {
             cache.clear();
         }
@@ -342,7 +358,8 @@ impl Zeroize for StaticKeypair {
 
 impl Drop for StaticKeypair {
     fn drop(&mut self) {
-        // The cache zeroizes its secrets when its last owner goes.
+        // The cache and aws-lc's key wipe their secrets when their last
+        // owner goes.
         self.private.zeroize();
     }
 }
@@ -739,14 +756,18 @@ struct HandshakeKeys {
     memo: Mutex<Memo>,
 }
 
-/// Remote public keys already converted during this handshake (the remote
-/// ephemeral key serves two Diffie-Hellman operations, and so does the
-/// remote static key), and the static-static candidates computed with the
-/// local static key, held until the message that used them authenticated.
+/// The static-static candidates computed with the local static key during
+/// this handshake, by remote key, held until the message that used them
+/// authenticated.
 #[derive(Default)]
 struct Memo {
-    points: [Option<RemotePoint>; 4],
-    pending: [Option<(RemotePoint, Zeroizing<[u8; 32]>)>; 2],
+    pending: [Option<Held>; 2],
+}
+
+/// A result computed with the local static key.
+struct Held {
+    remote: [u8; 32],
+    shared: Zeroizing<[u8; 32]>,
 }
 
 impl HandshakeKeys {
@@ -762,37 +783,15 @@ impl HandshakeKeys {
         self.local.ss_cache.lock().ok()?.shared(remote)
     }
 
-    /// `remote` prepared for X25519: from this handshake, from the cache
-    /// (remote static keys), or converted now.
-    fn remote_point(&self, remote: &[u8; 32]) -> RemotePoint {
-        let mut memo = self.memo.lock().ok();
-        if let Some(memo) = &memo {
-            if let Some(point) = memo.points.iter().flatten().find(|p| p.u() == remote) {
-                return *point;
-            }
-        }
-        let cached = self
-            .local
-            .ss_cache
-            .lock()
-            .ok()
-            .and_then(|cache| cache.point(remote));
-        let point = cached.unwrap_or_else(|| RemotePoint::new(*remote));
-        if let Some(free) = memo
-            .as_mut()
-            .and_then(|m| m.points.iter_mut().find(|p| p.is_none()))
-        {
-            *free = Some(point);
-        }
-        point
-    }
-
     /// Holds a result computed with the local static key until the
     /// handshake knows whether it was `ss`.
-    fn hold(&self, remote: RemotePoint, shared: &Zeroizing<[u8; 32]>) {
+    fn hold(&self, remote: &[u8; 32], shared: &Zeroizing<[u8; 32]>) {
         if let Ok(mut memo) = self.memo.lock() {
             if let Some(free) = memo.pending.iter_mut().find(|p| p.is_none()) {
-                *free = Some((remote, shared.clone()));
+                *free = Some(Held {
+                    remote: *remote,
+                    shared: shared.clone(),
+                });
             }
         }
     }
@@ -806,15 +805,12 @@ impl HandshakeKeys {
         let ss = memo
             .pending
             .iter_mut()
-            .find(|p| {
-                p.as_ref()
-                    .is_some_and(|(point, _)| point.u() == remote_static)
-            })
+            .find(|p| p.as_ref().is_some_and(|h| &h.remote == remote_static))
             .and_then(Option::take);
         memo.pending = Default::default();
         drop(memo);
-        if let (Some((point, shared)), Ok(mut cache)) = (ss, self.local.ss_cache.lock()) {
-            cache.insert(point, &shared);
+        if let (Some(ss), Ok(mut cache)) = (ss, self.local.ss_cache.lock()) {
+            cache.insert(&ss.remote, &ss.shared);
         }
     }
 
@@ -827,9 +823,8 @@ impl HandshakeKeys {
 }
 
 /// A snow resolver that uses snow's default hash and cipher but our own
-/// X25519 (faster, caching, refusing low-order points, reusing the known
-/// public half of the local static key) and an RNG seeded from the caller's
-/// RNG.
+/// X25519 (aws-lc's, caching, refusing low-order points, reusing the local
+/// static key's aws-lc form) and an RNG seeded from the caller's RNG.
 struct Resolver {
     seed: Zeroizing<[u8; 32]>,
     keys: Arc<HandshakeKeys>,
@@ -853,6 +848,7 @@ impl CryptoResolver for Resolver {
             DHChoice::Curve25519 => Some(Box::new(X25519 {
                 private: [0; 32],
                 public: [0; 32],
+                key: None,
                 is_local_static: false,
                 keys: Arc::clone(&self.keys),
             })),
@@ -894,16 +890,22 @@ impl CryptoRng for SeededRandom {}
 
 impl Random for SeededRandom {}
 
-/// X25519 for snow (see [`crate::x25519`]).
+/// X25519 for snow, by aws-lc (see [`crate::x25519`]).
 ///
 /// Unlike snow's default, `dh` fails on an all-zero (non-contributory)
 /// result, as WireGuard requires; `set` with the local static private key
-/// reuses its known public key instead of a base-point multiplication; and
-/// with the local static key, `dh` uses the static-static cache.
+/// reuses the key pair's aws-lc key and public key instead of a base-point
+/// multiplication; and with the local static key, `dh` uses the
+/// static-static cache.
 #[derive(Zeroize, ZeroizeOnDrop)]
 struct X25519 {
+    /// The bytes snow set or generated (it may ask for them back).
     private: [u8; 32],
     public: [u8; 32],
+    /// aws-lc's form of `private`; `None` before a key is set, or if aws-lc
+    /// failed to take it (then `dh` fails).
+    #[zeroize(skip)]
+    key: Option<Arc<x25519::PrivateKey>>,
     is_local_static: bool,
     #[zeroize(skip)]
     keys: Arc<HandshakeKeys>,
@@ -912,11 +914,13 @@ struct X25519 {
 impl X25519 {
     fn set_private(&mut self, private: [u8; 32]) {
         self.is_local_static = bool::from(private.ct_eq(&self.keys.local.private));
-        self.public = if self.is_local_static {
-            self.keys.local.public.0
+        if self.is_local_static {
+            self.key = self.keys.local.agreement.clone();
+            self.public = self.keys.local.public.0;
         } else {
-            x25519::public_key(&private)
-        };
+            self.key = x25519::PrivateKey::new(&private).map(Arc::new);
+            self.public = self.key.as_ref().map_or([0; 32], |k| *k.public_key());
+        }
         self.private = private;
     }
 }
@@ -960,6 +964,11 @@ impl Dh for X25519 {
             .and_then(|k| k.try_into().ok())
             .ok_or(snow::Error::Dh)?;
         let out = out.get_mut(..KEY_LEN).ok_or(snow::Error::Dh)?;
+        // Not a peer's doing: `HandshakeError::Setup`.
+        let key = self
+            .key
+            .as_deref()
+            .ok_or(snow::Error::Init(InitStage::GetDhImpl))?;
         // Only ever non-zero results are cached.
         if let Some(shared) = self
             .is_local_static
@@ -969,10 +978,9 @@ impl Dh for X25519 {
             out.copy_from_slice(shared.as_ref());
             return Ok(());
         }
-        let point = self.keys.remote_point(theirs);
-        let shared = point.diffie_hellman(&self.private).ok_or(snow::Error::Dh)?;
+        let shared = key.diffie_hellman(theirs).ok_or(snow::Error::Dh)?;
         if self.is_local_static {
-            self.keys.hold(point, &shared);
+            self.keys.hold(theirs, &shared);
         }
         out.copy_from_slice(shared.as_ref());
         Ok(())
@@ -1215,14 +1223,50 @@ mod tests {
         );
     }
 
+    /// Every point of small order (every X25519 result with it is zero),
+    /// also with the ignored high bit set, as the initiator's ephemeral key.
     #[test]
     fn low_order_ephemeral_is_refused() {
         let (_, responder) = keypairs();
-        let (_, mut msg1) = initiation(None, 1);
-        // Zero is a point of small order: every X25519 result with it is zero.
-        msg1[..32].fill(0);
-        let err = ResponderHandshake::read_initiation(&responder, &msg1, &mut rng(2));
-        assert_eq!(err.unwrap_err(), HandshakeError::LowOrderKey);
+        let (_, msg1) = initiation(None, 1);
+        let low_order = [
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            "0100000000000000000000000000000000000000000000000000000000000000",
+            "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+            "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+            "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+        ];
+        for hex in low_order {
+            let mut point: [u8; 32] = hex_array(hex);
+            for high_bit in [0, 0x80] {
+                point[31] |= high_bit;
+                let mut bad = msg1.clone();
+                bad[..32].copy_from_slice(&point);
+                let err = ResponderHandshake::read_initiation(&responder, &bad, &mut rng(2));
+                assert_eq!(err.unwrap_err(), HandshakeError::LowOrderKey, "{hex}");
+            }
+        }
+        assert_eq!(ss_cache_len(&responder), 0);
+    }
+
+    /// A zeroized key pair refuses to handshake (a local fault, not the
+    /// peer's) instead of using an all-zero key.
+    #[test]
+    fn zeroized_keypair_cannot_handshake() {
+        let (mut initiator, responder) = keypairs();
+        initiator.zeroize();
+        let mut msg1 = vec![0u8; MAX_INITIATION_LEN];
+        let err = InitiatorHandshake::start(
+            &initiator,
+            &responder.public(),
+            None,
+            &initiator_payload(),
+            &mut rng(1),
+            &mut msg1,
+        );
+        assert_eq!(err.unwrap_err(), HandshakeError::Setup);
     }
 
     #[test]

@@ -1,15 +1,23 @@
-//! X25519 (RFC 7748) for the handshake, made cheaper in two ways.
+//! X25519 (RFC 7748) for the handshake, computed by aws-lc.
 //!
-//! A variable-base X25519 goes through the Edwards form: the peer's
-//! u-coordinate is mapped to an Edwards point, multiplied by the clamped
-//! scalar, and mapped back. The result only depends on u (the sign of the
-//! Edwards x-coordinate is irrelevant since u(−P) = u(P)), so it is the same
-//! as the Montgomery ladder's, and curve25519-dalek runs the Edwards
-//! multiplication on its AVX2 backend when the CPU has one, which the ladder
-//! never uses. A u-coordinate on the quadratic twist has no Edwards point:
-//! those fall back to the ladder, so every input gives the ladder's answer.
-//! Both ways are constant time in the secret scalar; only the public point is
-//! examined.
+//! aws-lc's X25519 (s2n-bignum's formally verified assembly on x86-64 and
+//! AArch64) takes about half the time of curve25519-dalek's, even with the
+//! latter on its AVX2 backend: the handshake spends most of its time in
+//! X25519. A [`PrivateKey`] is aws-lc's key, made once from the 32 private
+//! bytes (which also derives the public key: a base-point multiplication)
+//! and reused for every agreement with it. aws-lc keeps the key in memory it
+//! allocated itself and wipes it when freeing it (`OPENSSL_free` cleanses);
+//! the shared secrets it returns are zeroized too.
+//!
+//! An all-zero result (the peer sent a point of small order, so the result
+//! does not depend on our key) is refused: aws-lc's `X25519()` fails on it,
+//! and [`PrivateKey::diffie_hellman`] checks it again. Every other u, on the
+//! curve or on its twist, canonical or not, gives RFC 7748's answer.
+//!
+//! The tests check aws-lc against two independent implementations from
+//! curve25519-dalek: the Montgomery ladder (x25519-dalek) and the Edwards
+//! form (map u to an Edwards point, multiply, map back; the ladder for twist
+//! points, which have no Edwards point).
 //!
 //! [`SsCache`] keeps, per local static key, the static-static results
 //! `DH(s_local, s_remote)` of recently seen remote static keys, as WireGuard
@@ -20,75 +28,62 @@
 
 use std::collections::HashMap;
 
-use curve25519_dalek::{EdwardsPoint, MontgomeryPoint};
+use aws_lc_rs::agreement::{self, UnparsedPublicKey};
 use subtle::ConstantTimeEq;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
-/// The X25519 public key of `private`: a base-point multiplication.
-pub(crate) fn public_key(private: &[u8; 32]) -> [u8; 32] {
-    MontgomeryPoint::mul_base_clamped(*private).to_bytes()
+/// Length of private keys, public keys and shared secrets.
+const LEN: usize = 32;
+
+/// An X25519 private key held by aws-lc, with its public key.
+pub(crate) struct PrivateKey {
+    key: agreement::PrivateKey,
+    public: [u8; LEN],
 }
 
-/// A peer's X25519 public key, with its Edwards form computed once so that
-/// several Diffie-Hellman operations with it share the conversion.
-#[derive(Clone, Copy)]
-pub(crate) struct RemotePoint {
-    u: [u8; 32],
-    /// `None` when u is on the twist: the ladder is used then.
-    edwards: Option<EdwardsPoint>,
-}
-
-impl RemotePoint {
-    /// Prepares `u` (any 32 bytes, as X25519 accepts).
-    pub(crate) fn new(u: [u8; 32]) -> Self {
-        RemotePoint {
-            u,
-            edwards: MontgomeryPoint(u).to_edwards(0),
-        }
+impl PrivateKey {
+    /// The key of `private` (any 32 bytes: X25519 clamps), or `None` when
+    /// aws-lc fails, which it only does when it cannot allocate.
+    pub(crate) fn new(private: &[u8; LEN]) -> Option<Self> {
+        let key = agreement::PrivateKey::from_private_key(&agreement::X25519, private).ok()?;
+        let public = key.compute_public_key().ok()?.as_ref().try_into().ok()?;
+        Some(PrivateKey { key, public })
     }
 
-    /// The public key bytes as received.
-    pub(crate) fn u(&self) -> &[u8; 32] {
-        &self.u
+    /// The public key.
+    pub(crate) fn public_key(&self) -> &[u8; LEN] {
+        &self.public
     }
 
-    /// `X25519(private, u)`, or `None` when the result is all zeros (a
-    /// low-order point: the result would not depend on `private`).
-    pub(crate) fn diffie_hellman(&self, private: &[u8; 32]) -> Option<Zeroizing<[u8; 32]>> {
-        let mut shared = match self.edwards {
-            Some(point) => {
-                let mut product = point.mul_clamped(*private);
-                let u = product.to_montgomery();
-                product.zeroize();
-                u
+    /// `X25519(self, peer)` for any 32 bytes `peer`, or `None` when the
+    /// result is all zeros (a low-order point). aws-lc's other failure,
+    /// failing to allocate, cannot be told apart and also gives `None`.
+    pub(crate) fn diffie_hellman(&self, peer: &[u8; LEN]) -> Option<Zeroizing<[u8; LEN]>> {
+        let peer = UnparsedPublicKey::new(&agreement::X25519, peer);
+        let shared = agreement::agree(&self.key, peer, (), |secret| {
+            let mut shared = Zeroizing::new([0u8; LEN]);
+            if secret.len() != LEN {
+                return Err(());
             }
-            None => MontgomeryPoint(self.u).mul_clamped(*private),
-        };
-        let bytes = Zeroizing::new(shared.to_bytes());
-        shared.zeroize();
-        if bool::from(bytes.ct_eq(&[0u8; 32])) {
+            shared.copy_from_slice(secret);
+            Ok(shared)
+        })
+        .ok()?;
+        // aws-lc already refuses it; the cache and Noise rely on it.
+        if bool::from(shared.ct_eq(&[0u8; LEN])) {
             None
         } else {
-            Some(bytes)
+            Some(shared)
         }
-    }
-
-    #[cfg(test)]
-    fn is_on_twist(&self) -> bool {
-        self.edwards.is_none()
     }
 }
 
 /// Static-static Diffie-Hellman results of one local static key, per remote
 /// static key, bounded to a capacity with CLOCK (second chance) eviction.
-///
-/// The remote's [`RemotePoint`] is kept too: the ephemeral Diffie-Hellman
-/// with that key (`se` at the responder, `es` at the initiator) then skips
-/// its conversion to the Edwards form.
 pub(crate) struct SsCache {
     capacity: usize,
     /// Remote public key → index into `slots`.
-    index: HashMap<[u8; 32], usize>,
+    index: HashMap<[u8; LEN], usize>,
     /// Boxed so that growing the vector moves pointers, never the secrets
     /// (a reallocation would leave copies in freed memory). Never longer
     /// than `capacity`.
@@ -102,8 +97,8 @@ pub(crate) struct SsCache {
 }
 
 struct Slot {
-    remote: RemotePoint,
-    shared: Zeroizing<[u8; 32]>,
+    remote: [u8; LEN],
+    shared: Zeroizing<[u8; LEN]>,
     referenced: bool,
 }
 
@@ -119,35 +114,25 @@ impl SsCache {
     }
 
     /// The remembered result with `remote`, marking it recently used.
-    pub(crate) fn shared(&mut self, remote: &[u8; 32]) -> Option<Zeroizing<[u8; 32]>> {
+    pub(crate) fn shared(&mut self, remote: &[u8; LEN]) -> Option<Zeroizing<[u8; LEN]>> {
         let slot = self.slots.get_mut(*self.index.get(remote)?)?;
         slot.referenced = true;
         Some(slot.shared.clone())
     }
 
-    /// The prepared point of a remembered remote key.
-    pub(crate) fn point(&self, remote: &[u8; 32]) -> Option<RemotePoint> {
-        let slot = self.slots.get(*self.index.get(remote)?)?;
-        Some(slot.remote)
-    }
-
     /// Remembers `shared` = DH(local static, `remote`), evicting (and
     /// zeroizing) another entry if the cache is full.
-    pub(crate) fn insert(&mut self, remote: RemotePoint, shared: &[u8; 32]) {
-        if let Some(slot) = self
-            .index
-            .get(remote.u())
-            .and_then(|&i| self.slots.get_mut(i))
-        {
+    pub(crate) fn insert(&mut self, remote: &[u8; LEN], shared: &[u8; LEN]) {
+        if let Some(slot) = self.index.get(remote).and_then(|&i| self.slots.get_mut(i)) {
             slot.shared.copy_from_slice(shared);
             slot.referenced = true;
             return;
         }
         if self.slots.len() < self.capacity {
-            self.index.insert(remote.u, self.slots.len());
+            self.index.insert(*remote, self.slots.len());
             let mut slot = Box::new(Slot {
-                remote,
-                shared: Zeroizing::new([0; 32]),
+                remote: *remote,
+                shared: Zeroizing::new([0; LEN]),
                 referenced: false,
             });
             slot.shared.copy_from_slice(shared);
@@ -166,10 +151,10 @@ impl SsCache {
                 slot.referenced = false;
                 continue;
             }
-            self.index.remove(slot.remote.u());
+            self.index.remove(&slot.remote);
             slot.shared.copy_from_slice(shared);
-            slot.remote = remote;
-            self.index.insert(remote.u, victim);
+            slot.remote = *remote;
+            self.index.insert(*remote, victim);
             return;
         }
     }
@@ -191,23 +176,52 @@ impl SsCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use curve25519_dalek::MontgomeryPoint;
     use rand::{RngCore, SeedableRng};
 
     fn hex32(s: &str) -> [u8; 32] {
         hex::decode(s).unwrap().try_into().unwrap()
     }
 
-    /// The ladder, as x25519-dalek computes it.
+    /// aws-lc, as the handshake computes it; all zeros when refused.
+    fn aws_lc(private: &[u8; 32], u: &[u8; 32]) -> [u8; 32] {
+        PrivateKey::new(private)
+            .unwrap()
+            .diffie_hellman(u)
+            .map_or([0; 32], |s| *s)
+    }
+
+    fn aws_lc_public(private: &[u8; 32]) -> [u8; 32] {
+        *PrivateKey::new(private).unwrap().public_key()
+    }
+
+    /// Reference: the Montgomery ladder, as x25519-dalek computes it.
     fn ladder(private: &[u8; 32], u: &[u8; 32]) -> [u8; 32] {
         x25519_dalek::StaticSecret::from(*private)
             .diffie_hellman(&x25519_dalek::PublicKey::from(*u))
             .to_bytes()
     }
 
-    fn fast(private: &[u8; 32], u: &[u8; 32]) -> [u8; 32] {
-        RemotePoint::new(*u)
-            .diffie_hellman(private)
-            .map_or([0; 32], |s| *s)
+    /// Reference: through the Edwards form with curve25519-dalek (u(−P) =
+    /// u(P), so the sign chosen is irrelevant). `None` for a u on the twist,
+    /// which has no Edwards point.
+    fn edwards(private: &[u8; 32], u: &[u8; 32]) -> Option<[u8; 32]> {
+        let point = MontgomeryPoint(*u).to_edwards(0)?;
+        Some(point.mul_clamped(*private).to_montgomery().to_bytes())
+    }
+
+    fn is_on_twist(u: &[u8; 32]) -> bool {
+        MontgomeryPoint(*u).to_edwards(0).is_none()
+    }
+
+    /// aws-lc against both references; returns aws-lc's result.
+    fn cross_checked(private: &[u8; 32], u: &[u8; 32]) -> [u8; 32] {
+        let shared = aws_lc(private, u);
+        assert_eq!(shared, ladder(private, u), "ladder, u = {u:02x?}");
+        if let Some(by_edwards) = edwards(private, u) {
+            assert_eq!(shared, by_edwards, "Edwards form, u = {u:02x?}");
+        }
+        shared
     }
 
     /// RFC 7748 §5.2 (the u-coordinates have the high bit set or are
@@ -237,26 +251,37 @@ mod tests {
             ),
         ];
         for (scalar, u, want) in cases {
-            assert_eq!(ladder(&hex32(scalar), &hex32(u)), hex32(want), "{u}");
-            assert_eq!(fast(&hex32(scalar), &hex32(u)), hex32(want), "{u}");
+            assert_eq!(cross_checked(&hex32(scalar), &hex32(u)), hex32(want), "{u}");
         }
         // §6.1: the public keys.
-        assert_eq!(
-            public_key(&hex32(
-                "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a"
-            )),
-            hex32("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
-        );
+        for (private, public) in [
+            (
+                "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
+                "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a",
+            ),
+            (
+                "5dab087e624a8a4b79e17f8b83800ee66f3bb1292618b6fd1c2f8b27ff88e0eb",
+                "de9edb7d7b7dc1b4d35b61c2ece435373f8343c85b78674dadfc7e146f882b4f",
+            ),
+        ] {
+            assert_eq!(aws_lc_public(&hex32(private)), hex32(public));
+            assert_eq!(
+                MontgomeryPoint::mul_base_clamped(hex32(private)).to_bytes(),
+                hex32(public)
+            );
+        }
     }
 
-    /// RFC 7748 §5.2: k = u = 9, then k, u ← X25519(k, u), k.
+    /// RFC 7748 §5.2: k = u = 9, then k, u ← X25519(k, u), k; every step
+    /// also by the ladder.
     #[test]
     fn rfc7748_iterated() {
         let mut k = [0u8; 32];
         k[0] = 9;
         let mut u = k;
         for i in 1..=1000 {
-            let next = fast(&k, &u);
+            let next = aws_lc(&k, &u);
+            assert_eq!(next, ladder(&k, &u), "iteration {i}");
             u = k;
             k = next;
             if i == 1 {
@@ -272,8 +297,10 @@ mod tests {
         );
     }
 
+    /// Random 32-byte u: half on the curve, half on the twist, half with the
+    /// ignored high bit set.
     #[test]
-    fn edwards_path_matches_the_ladder_on_random_points() {
+    fn aws_lc_matches_the_references_on_random_points() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7748);
         let (mut curve, mut twist) = (0, 0);
         for _ in 0..600 {
@@ -281,36 +308,38 @@ mod tests {
             let mut u = [0u8; 32];
             rng.fill_bytes(&mut private);
             rng.fill_bytes(&mut u);
-            let point = RemotePoint::new(u);
-            if point.is_on_twist() {
+            if is_on_twist(&u) {
                 twist += 1;
             } else {
                 curve += 1;
             }
-            assert_eq!(fast(&private, &u), ladder(&private, &u), "{u:02x?}");
+            assert_ne!(cross_checked(&private, &u), [0; 32]);
         }
-        // About half of all u are on the twist: both paths were exercised.
         assert!(curve > 200 && twist > 200, "curve {curve} twist {twist}");
     }
 
     #[test]
-    fn edwards_path_matches_the_ladder_on_real_public_keys() {
+    fn aws_lc_matches_the_references_on_real_public_keys() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(25519);
         for _ in 0..200 {
             let mut a = [0u8; 32];
             let mut b = [0u8; 32];
             rng.fill_bytes(&mut a);
             rng.fill_bytes(&mut b);
-            let b_public = public_key(&b);
-            assert!(!RemotePoint::new(b_public).is_on_twist());
-            assert_eq!(fast(&a, &b_public), ladder(&a, &b_public));
-            assert_eq!(fast(&a, &b_public), fast(&b, &public_key(&a)));
+            let (a_public, b_public) = (aws_lc_public(&a), aws_lc_public(&b));
+            assert_eq!(
+                b_public,
+                x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(b)).to_bytes()
+            );
+            assert_eq!(b_public, MontgomeryPoint::mul_base_clamped(b).to_bytes());
+            assert!(!is_on_twist(&b_public));
+            assert_eq!(cross_checked(&a, &b_public), cross_checked(&b, &a_public));
         }
     }
 
     /// The points of small order (and their non-canonical encodings, with
     /// the ignored high bit set or u ≥ p), and the twist's special u = −1:
-    /// all give an all-zero result, which is refused, or the ladder's.
+    /// the references give all zeros, and aws-lc refuses them.
     #[test]
     fn low_order_and_special_points() {
         let low_order = [
@@ -325,31 +354,33 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         let mut private = [0u8; 32];
         rng.fill_bytes(&mut private);
+        let key = PrivateKey::new(&private).unwrap();
         for hex in low_order {
             let u = hex32(hex);
             let mut high = u;
             high[31] |= 0x80;
             for u in [u, high] {
-                let point = RemotePoint::new(u);
-                // u = −1 (ec..7f) is on the twist, and of order 2 there.
-                assert!(point.diffie_hellman(&private).is_none(), "{u:02x?}");
+                assert!(key.diffie_hellman(&u).is_none(), "{u:02x?}");
                 assert_eq!(ladder(&private, &u), [0; 32], "{u:02x?}");
+                assert_eq!(edwards(&private, &u).unwrap_or([0; 32]), [0; 32]);
             }
         }
-        assert!(RemotePoint::new(hex32(low_order[4])).is_on_twist());
+        // u = −1 (ec..7f) is on the twist, and of order 2 there.
+        assert!(is_on_twist(&hex32(low_order[4])));
         // u = p + 9 is the base point, non-canonically encoded.
         let mut nine_plus_p = hex32(low_order[5]);
         nine_plus_p[0] = 0xf6;
         let mut nine = [0u8; 32];
         nine[0] = 9;
-        assert_eq!(fast(&private, &nine_plus_p), fast(&private, &nine));
-        assert_eq!(fast(&private, &nine_plus_p), ladder(&private, &nine_plus_p));
-        assert_eq!(fast(&private, &nine), public_key(&private));
+        assert_eq!(
+            cross_checked(&private, &nine_plus_p),
+            aws_lc(&private, &nine)
+        );
+        assert_eq!(cross_checked(&private, &nine), *key.public_key());
     }
 
-    fn entry(i: u8) -> (RemotePoint, [u8; 32]) {
-        let u = public_key(&[i; 32]);
-        (RemotePoint::new(u), [i; 32])
+    fn entry(i: u8) -> ([u8; 32], [u8; 32]) {
+        (aws_lc_public(&[i; 32]), [i; 32])
     }
 
     #[test]
@@ -357,27 +388,25 @@ mod tests {
         let mut cache = SsCache::new(3);
         assert!(cache.shared(&[1; 32]).is_none());
         for i in 1..=3 {
-            let (point, shared) = entry(i);
-            cache.insert(point, &shared);
+            let (remote, shared) = entry(i);
+            cache.insert(&remote, &shared);
         }
         assert_eq!(cache.len(), 3);
         // Using 1 gives it a second chance: 2, the oldest unused, goes.
-        let one = *entry(1).0.u();
-        assert_eq!(*cache.shared(&one).unwrap(), [1; 32]);
-        let (point, shared) = entry(4);
-        cache.insert(point, &shared);
+        assert_eq!(*cache.shared(&entry(1).0).unwrap(), [1; 32]);
+        let (remote, shared) = entry(4);
+        cache.insert(&remote, &shared);
         assert_eq!(cache.len(), 3);
-        let present = |cache: &mut SsCache, i: u8| cache.shared(entry(i).0.u()).is_some();
+        let present = |cache: &mut SsCache, i: u8| cache.shared(&entry(i).0).is_some();
         assert!(!present(&mut cache, 2));
         for i in [1, 3, 4] {
             assert!(present(&mut cache, i), "{i}");
-            assert_eq!(*cache.shared(entry(i).0.u()).unwrap(), [i; 32]);
-            assert_eq!(cache.point(entry(i).0.u()).unwrap().u(), entry(i).0.u());
+            assert_eq!(*cache.shared(&entry(i).0).unwrap(), [i; 32]);
         }
         // Re-inserting a known key replaces its value, not another entry.
-        cache.insert(entry(4).0, &[0x44; 32]);
+        cache.insert(&entry(4).0, &[0x44; 32]);
         assert_eq!(cache.len(), 3);
-        assert_eq!(*cache.shared(entry(4).0.u()).unwrap(), [0x44; 32]);
+        assert_eq!(*cache.shared(&entry(4).0).unwrap(), [0x44; 32]);
 
         cache.clear();
         assert_eq!(cache.len(), 0);
@@ -388,15 +417,15 @@ mod tests {
     fn cache_never_grows_past_its_capacity() {
         let mut cache = SsCache::new(8);
         for i in 0..100u8 {
-            let (point, shared) = entry(i);
-            cache.insert(point, &shared);
+            let (remote, shared) = entry(i);
+            cache.insert(&remote, &shared);
             assert_eq!(cache.len(), usize::from(i + 1).min(8));
             assert_eq!(cache.index.len(), cache.len());
-            assert_eq!(*cache.shared(point.u()).unwrap(), shared);
+            assert_eq!(*cache.shared(&remote).unwrap(), shared);
         }
         let mut empty = SsCache::new(0);
-        let (point, shared) = entry(1);
-        empty.insert(point, &shared);
-        assert!(empty.shared(point.u()).is_none());
+        let (remote, shared) = entry(1);
+        empty.insert(&remote, &shared);
+        assert!(empty.shared(&remote).is_none());
     }
 }
