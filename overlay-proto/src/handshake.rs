@@ -569,7 +569,7 @@ impl InitiatorHandshake {
             .ok_or(HandshakeError::BufferTooSmall)?;
         let psk = psk.map_or(&ZERO_PSK, |p| &p.0);
         let params = noise_params()?;
-        let keys = Arc::new(HandshakeKeys::new(local));
+        let keys = Arc::new(HandshakeKeys::new(local, SsToken::RemoteStatic(remote.0)));
         let resolver = Resolver::new(Arc::clone(&keys), rng);
         let mut state = snow::Builder::with_resolver(params, Box::new(resolver))
             .prologue(PROLOGUE)
@@ -638,7 +638,7 @@ impl ResponderHandshake {
     ) -> Result<(ResponderHandshake, PublicKey, ReceivedPayload), HandshakeError> {
         check_len(initiation_noise, MIN_INITIATION_LEN, MAX_INITIATION_LEN)?;
         let params = noise_params()?;
-        let keys = Arc::new(HandshakeKeys::new(local));
+        let keys = Arc::new(HandshakeKeys::new(local, SsToken::SecondStaticDh));
         let resolver = Resolver::new(Arc::clone(&keys), rng);
         let mut state = snow::Builder::with_resolver(params, Box::new(resolver))
             .prologue(PROLOGUE)
@@ -754,6 +754,24 @@ fn esp_key_material(ikm: &[u8; 32], handshake_hash: &[u8; 32], info: &[u8]) -> E
 struct HandshakeKeys {
     local: StaticKeypair,
     memo: Mutex<Memo>,
+    /// Which DH with the local static key is `ss`, the only one the cache
+    /// may answer: looking up `es` too would let anyone time whether we
+    /// talk to the node whose key they send as their ephemeral.
+    ss_token: SsToken,
+    /// DHs done with the local static key so far in this handshake.
+    static_dhs: std::sync::atomic::AtomicU8,
+}
+
+/// How a handshake recognises its `ss` DH.
+#[derive(Clone, Copy)]
+enum SsToken {
+    /// Initiator: `ss` is the DH with the responder's known static key
+    /// (its other static DH, `se`, is with the responder's ephemeral).
+    RemoteStatic([u8; 32]),
+    /// Responder: message 1 is `e, es, s, ss`, so `ss` is the second DH with
+    /// the local static key (the first, `es`, is with the initiator's
+    /// ephemeral, which the initiator chooses freely).
+    SecondStaticDh,
 }
 
 /// The static-static candidates computed with the local static key during
@@ -771,10 +789,23 @@ struct Held {
 }
 
 impl HandshakeKeys {
-    fn new(local: &StaticKeypair) -> Self {
+    fn new(local: &StaticKeypair, ss_token: SsToken) -> Self {
         HandshakeKeys {
             local: local.clone(),
             memo: Mutex::new(Memo::default()),
+            ss_token,
+            static_dhs: std::sync::atomic::AtomicU8::new(0),
+        }
+    }
+
+    /// Counts a DH with the local static key and says whether it is `ss`.
+    fn is_ss(&self, remote: &[u8; 32]) -> bool {
+        let n = self
+            .static_dhs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match self.ss_token {
+            SsToken::RemoteStatic(known) => bool::from(known.ct_eq(remote)),
+            SsToken::SecondStaticDh => n == 1,
         }
     }
 
@@ -969,12 +1000,10 @@ impl Dh for X25519 {
             .key
             .as_deref()
             .ok_or(snow::Error::Init(InitStage::GetDhImpl))?;
-        // Only ever non-zero results are cached.
-        if let Some(shared) = self
-            .is_local_static
-            .then(|| self.keys.cached_ss(theirs))
-            .flatten()
-        {
+        // Only ever non-zero results are cached, and only `ss` may be
+        // answered from the cache (see `SsToken`).
+        let ss = self.is_local_static && self.keys.is_ss(theirs);
+        if let Some(shared) = ss.then(|| self.keys.cached_ss(theirs)).flatten() {
             out.copy_from_slice(shared.as_ref());
             return Ok(());
         }
@@ -1558,6 +1587,21 @@ mod tests {
         x25519_dalek::StaticSecret::from(kp.private)
             .diffie_hellman(&x25519_dalek::PublicKey::from(remote.0))
             .to_bytes()
+    }
+
+    #[test]
+    fn only_the_ss_dh_may_be_answered_from_the_cache() {
+        let local = StaticKeypair::from_private([0x31; 32]);
+        let (remote_static, other) = ([0x42; 32], [0x43; 32]);
+        // Responder: `es` (first static DH) never, `ss` (second) yes.
+        let responder = HandshakeKeys::new(&local, SsToken::SecondStaticDh);
+        assert!(!responder.is_ss(&remote_static));
+        assert!(responder.is_ss(&remote_static));
+        assert!(!responder.is_ss(&remote_static));
+        // Initiator: only the DH with the responder's known static key.
+        let initiator = HandshakeKeys::new(&local, SsToken::RemoteStatic(remote_static));
+        assert!(!initiator.is_ss(&other));
+        assert!(initiator.is_ss(&remote_static));
     }
 
     #[test]

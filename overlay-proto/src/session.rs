@@ -553,11 +553,25 @@ impl Peer {
             self.keepalive_due,
             self.new_handshake_due,
             self.persistent_due,
+            self.stranded_queue_due(timers),
         ]
         .into_iter()
         .flatten()
         .chain(sa_expiry)
         .min()
+    }
+
+    /// When packets queued with no handshake of our own in flight must
+    /// start one: at once if nothing can carry them, or once a responder SA
+    /// has waited `rekey_timeout` for its key confirmation in vain.
+    pub(crate) fn stranded_queue_due(&self, timers: &Timers) -> Option<Instant> {
+        if self.queue.is_empty() || self.handshake.is_some() || self.current.is_some() {
+            return None;
+        }
+        match &self.next {
+            Some(next) => Some(next.created + timers.rekey_timeout),
+            None => self.last_sent.or(self.last_received),
+        }
     }
 }
 

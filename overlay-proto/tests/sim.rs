@@ -775,3 +775,53 @@ fn an_old_initiation_replayed_into_a_restarted_node_is_refused() {
         .peers()
         .all(|p| p.endpoint() != Some("99.1.2.3:5555".parse().unwrap())));
 }
+
+#[test]
+fn a_responder_whose_key_confirmation_is_lost_sends_its_queue_soon() {
+    let mut w = world(18, LinkConditions::PERFECT);
+    let alice_lease = w.sim.host(w.alice).node.local_lease().clone();
+    let now = w.sim.now().instant;
+    let alice_at_bob = w
+        .sim
+        .host_mut(w.bob)
+        .node
+        .add_peer(
+            alice_lease,
+            PeerConfig {
+                endpoint: Some(alice_endpoint()),
+                ..PeerConfig::default()
+            },
+            now,
+        )
+        .unwrap();
+    let first = w.to_bob(1);
+    w.sim.send(w.alice, w.bob_at_alice, &first);
+    let bob = w.bob;
+    assert!(w.sim.run_until_condition(Duration::from_secs(1), |s| s
+        .host(bob)
+        .node
+        .counters()
+        .handshakes_completed
+        == 1));
+    // The response is on its way; alice's first packet, bob's key
+    // confirmation, will be lost.
+    w.sim.link.loss = 1.0;
+    let reply = w.to_alice(2);
+    assert_eq!(w.sim.send(w.bob, alice_at_bob, &reply), SendOutcome::Queued);
+    w.sim.run_for(Duration::from_millis(500));
+    w.sim.link.loss = 0.0;
+    let sent_at = w.sim.now().instant;
+    let alice = w.alice;
+    assert!(
+        w.sim
+            .run_until_condition(Duration::from_secs(30), |s| !s.host(alice).inbox.is_empty()),
+        "bob's queued packet never arrived"
+    );
+    let waited = w.sim.now().instant - sent_at;
+    assert!(
+        waited < Duration::from_secs(7),
+        "bob's packet waited {waited:?}"
+    );
+    assert_eq!(w.sim.host(w.alice).inbox[0].packet, reply);
+    assert_eq!(w.sim.host(w.bob).node.queued_bytes(), 0);
+}

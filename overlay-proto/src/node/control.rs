@@ -67,11 +67,19 @@ impl Node {
         let (responder, initiator_key, payload) =
             ResponderHandshake::read_initiation(&self.config.keypair, repr.noise, &mut self.rng)
                 .map_err(|e| drop_reason_for_handshake(&e))?;
+        self.ratchet_rng();
         if payload.spi != repr.sender_spi {
             return Err(DropReason::HandshakePayload);
         }
-        let id = self.peer_for_initiation(now, &initiator_key, &payload.lease)?;
         let timers = self.config.timers;
+        // A key we do not know yet must bring a recent initiation before we
+        // learn (or replace) anything on its behalf.
+        if !self.by_key.contains_key(&initiator_key)
+            && !is_fresh(payload.timestamp, now.unix, timers.reject_after)
+        {
+            return Err(DropReason::StaleInitiation);
+        }
+        let id = self.peer_for_initiation(now, &initiator_key, &payload.lease)?;
         let peer = self.peers.get_mut(&id).ok_or(DropReason::UnknownPeer)?;
         match peer.last_initiation_timestamp {
             Some(last) if payload.timestamp <= last => return Err(DropReason::ReplayedInitiation),
@@ -373,6 +381,9 @@ impl Node {
             if let Some(old) = peer.handshake.take() {
                 self.spis.remove(&old.local_spi);
             }
+            peer.persistent_due = None;
+            peer.keepalive_due = None;
+            peer.new_handshake_due = None;
             if self.drop_queue(id, DropReason::LeaseExpired) == 0 {
                 self.counters.record(DropReason::LeaseExpired);
             }
@@ -380,7 +391,13 @@ impl Node {
             return;
         }
         let Some(destination) = peer_endpoint(peer, &self.config) else {
-            self.counters.record(DropReason::NoEndpoint);
+            // Nowhere to send: no handshake, so nothing waits for one.
+            if let Some(old) = peer.handshake.take() {
+                self.spis.remove(&old.local_spi);
+            }
+            if self.drop_queue(id, DropReason::NoEndpoint) == 0 {
+                self.counters.record(DropReason::NoEndpoint);
+            }
             return;
         };
         let (first_attempt, attempts) = match (&peer.handshake, retransmit) {
@@ -417,8 +434,15 @@ impl Node {
             seal_control(&mut message, &mut peer.cookie_jar, now).ok()?;
             Some((state, message))
         });
+        self.ratchet_rng();
         let Some((state, message)) = message else {
-            self.counters.record(DropReason::LocalLeaseUnusable);
+            // Nothing will complete: what waited for it goes now.
+            if self.drop_queue(id, DropReason::LocalLeaseUnusable) == 0 {
+                self.counters.record(DropReason::LocalLeaseUnusable);
+            }
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
             return;
         };
         peer.handshake = Some(Box::new(PendingHandshake {

@@ -318,6 +318,7 @@ impl Node {
         &mut self,
         id: PeerId,
         lease: SignedLease,
+        now: Instant,
     ) -> Result<(), AddPeerError> {
         let peer = self.peers.get_mut(&id).ok_or(AddPeerError::NoSuchPeer)?;
         let (new, old) = (lease.lease(), peer.lease.lease());
@@ -325,6 +326,10 @@ impl Node {
             return Err(AddPeerError::LeaseMismatch);
         }
         peer.lease = lease;
+        // Timers stopped when the old lease expired start again.
+        if let Some(interval) = peer.config.persistent_keepalive {
+            peer.persistent_due.get_or_insert(now + interval);
+        }
         Ok(())
     }
 
@@ -580,7 +585,12 @@ impl Node {
             return self.drop_outgoing(DropReason::NoSuchPeer);
         };
         let mut evicted = 0u64;
-        while peer.queue.len() >= limit || self.queued_bytes + inner.len() > budget {
+        // Evict this peer's oldest packets only if that makes room: when the
+        // other peers' queues hold the budget, only the new packet goes.
+        let others = self.queued_bytes - queue_bytes(&peer.queue);
+        while others + inner.len() <= budget
+            && (peer.queue.len() >= limit || self.queued_bytes + inner.len() > budget)
+        {
             let Some(old) = peer.queue.pop_front() else {
                 break;
             };
@@ -659,6 +669,9 @@ impl Node {
         let Some(peer) = self.peers.get_mut(&id) else {
             return false;
         };
+        if peer.lease.lease().check_validity(now.unix).is_err() {
+            return false;
+        }
         let Some(destination) = peer_endpoint(peer, &self.config) else {
             return false;
         };
@@ -712,6 +725,15 @@ impl Node {
             self.counters.record(reason);
         }
         queued.len()
+    }
+
+    /// Forward secrecy for the node's own randomness: replace the RNG's key
+    /// with its own output after every handshake, so the memory of a later
+    /// compromised process cannot recompute earlier ephemeral keys.
+    fn ratchet_rng(&mut self) {
+        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+        self.rng.fill_bytes(seed.as_mut());
+        self.rng = ChaCha20Rng::from_seed(*seed);
     }
 
     fn endpoint_changed(&mut self, peer: PeerId, from: Option<SocketAddr>, to: SocketAddr) {

@@ -55,11 +55,17 @@ impl Node {
         for spi in peer.expire_sas(t, &timers) {
             self.spis.remove(&spi);
         }
+        // Packets queued behind an SA that never got confirmed (or expired)
+        // must not wait forever: start the handshake they need.
+        let stranded = peer.stranded_queue_due(&timers).is_some_and(|d| d <= t);
         let retry = peer
             .handshake
             .as_ref()
             .filter(|h| h.retry_at <= t)
             .map(|h| h.first_attempt);
+        if stranded {
+            self.start_handshake(now, id, false);
+        }
         if let Some(first_attempt) = retry {
             if t.saturating_duration_since(first_attempt) >= timers.handshake_give_up {
                 self.give_up_handshake(id);
