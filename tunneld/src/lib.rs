@@ -1,0 +1,18 @@
+//! # tunneld — the permanet tunnel daemon
+//!
+//! `tunneld` runs on every terminal (client role) and every server (server
+//! role). It drives the sans-IO protocol core [`overlay_proto`]: it owns the
+//! UDP socket, the TUN device or userspace stack, the clock and the files,
+//! and feeds the core datagrams and time. This library holds everything the
+//! binary does that is worth testing in-process: the configuration
+//! ([`config`]), key files ([`keys`]) and turning both into a ready
+//! [`overlay_proto::node::Node`] ([`startup`]). The data plane is not
+//! written yet (issue #3).
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod keys;
+pub mod startup;
+
+#[cfg(test)]
+mod tests;
