@@ -5,12 +5,14 @@
 //! UDP socket, the TUN device or userspace stack, the clock and the files,
 //! and feeds the core datagrams and time. This library holds everything the
 //! binary does that is worth testing in-process: the configuration
-//! ([`config`]), key files ([`keys`]) and turning both into a ready
-//! [`overlay_proto::node::Node`] ([`startup`]). The data plane is not
-//! written yet (issue #3).
+//! ([`config`]), key files ([`keys`]), turning both into a ready
+//! [`overlay_proto::node::Node`] ([`startup`]) and the UDP data plane that
+//! drives it ([`dataplane`]; the TUN and userspace modes that plug into its
+//! inner-packet port are not written yet, issue #3).
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod dataplane;
 pub mod keys;
 pub mod startup;
 

@@ -1,0 +1,469 @@
+//! The UDP data plane: one socket, one [`Node`], one inner-packet port.
+//!
+//! A [`Tunnel`] drives the sans-IO protocol core the way
+//! `overlay_proto::sim` does, with a real socket and the real clock. One
+//! task runs [`Tunnel::run`], a `tokio::select!` loop over four inputs:
+//! - UDP datagrams: [`Node::handle_datagram`]; decrypted inner packets go
+//!   out through the port;
+//! - inner IPv6 packets from the port: the destination address picks the
+//!   peer ([`Node::route`], cryptokey routing), [`Node::encapsulate`] seals
+//!   the packet and the datagram is sent;
+//! - the node's timer ([`Node::poll_timeout`], [`Node::handle_timeout`]);
+//! - control: status requests and shutdown from a [`TunnelHandle`].
+//!
+//! After every input the loop sends what [`Node::poll_transmit`] holds and
+//! logs what [`Node::poll_event`] reports. The per-packet path reuses one
+//! receive buffer, one inner buffer and one send buffer, takes no lock and
+//! allocates nothing (control messages allocate, in the core).
+//!
+//! The *port* ([`InnerPort`]) is the seam to the mode: a TUN device, or
+//! the userspace stack that serves port forwards and SOCKS5. It reads
+//! inner packets into the tunnel's buffer and takes decrypted packets by
+//! reference, so a TUN device implements it with one `read` and one
+//! `write` per packet. [`ChannelPort`] implements it over two
+//! `tokio::sync::mpsc` channels, for the userspace stack and for tests.
+
+use std::future::Future;
+use std::io;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::time::Instant;
+
+use overlay_proto::counters::Counters;
+use overlay_proto::esp;
+use overlay_proto::handshake::PublicKey;
+use overlay_proto::node::{Event, Node, Outgoing, Received, MAX_INNER_PACKET};
+use overlay_proto::session::{PeerId, PeerStats};
+use overlay_proto::time::UnixTime;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, trace, warn};
+
+use crate::startup;
+
+/// Largest UDP payload a datagram can carry.
+const MAX_DATAGRAM: usize = 65_535;
+
+/// Length of the fixed IPv6 header.
+const IPV6_HEADER_LEN: usize = 40;
+
+/// Status requests waiting for the loop.
+const STATUS_QUEUE: usize = 4;
+
+/// Where inner IPv6 packets enter and leave the tunnel: the mode's side.
+///
+/// The tunnel calls [`InnerPort::recv`] inside `tokio::select!`, so it must
+/// be cancel safe: if the future is dropped before it completes, no packet
+/// may be lost half-read (a TUN read and `mpsc::Receiver::recv` are).
+pub trait InnerPort: Send {
+    /// Wait for the next inner packet to send, write it into `buf` (which
+    /// holds [`MAX_INNER_PACKET`] bytes) and return its length. `None`
+    /// when the mode has closed the port: the tunnel then stops.
+    fn recv<'a>(&'a mut self, buf: &'a mut [u8])
+        -> impl Future<Output = Option<usize>> + Send + 'a;
+
+    /// Hand a decrypted inner packet to the mode without waiting. An error
+    /// (queue full, device gone) drops the packet; the tunnel counts it.
+    fn deliver(&mut self, packet: &[u8]) -> io::Result<()>;
+}
+
+/// An [`InnerPort`] over two bounded `mpsc` channels of packets.
+///
+/// The mode holds the other ends ([`PortChannels`]). Each packet is one
+/// `Vec<u8>` handed over whole; a decrypted packet the mode has no room
+/// for is dropped, like a full TUN queue drops it.
+#[derive(Debug)]
+pub struct ChannelPort {
+    from_mode: mpsc::Receiver<Vec<u8>>,
+    to_mode: mpsc::Sender<Vec<u8>>,
+}
+
+/// The mode's ends of a [`ChannelPort`].
+#[derive(Debug)]
+pub struct PortChannels {
+    /// Inner IPv6 packets to send through the tunnel. Dropping every
+    /// sender closes the port and stops the tunnel.
+    pub outbound: mpsc::Sender<Vec<u8>>,
+    /// Decrypted inner IPv6 packets that came out of the tunnel.
+    pub inbound: mpsc::Receiver<Vec<u8>>,
+}
+
+impl ChannelPort {
+    /// A port whose channels each hold up to `capacity` packets.
+    pub fn new(capacity: usize) -> (ChannelPort, PortChannels) {
+        let (outbound, from_mode) = mpsc::channel(capacity);
+        let (to_mode, inbound) = mpsc::channel(capacity);
+        (
+            ChannelPort { from_mode, to_mode },
+            PortChannels { outbound, inbound },
+        )
+    }
+}
+
+impl InnerPort for ChannelPort {
+    async fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
+        loop {
+            let packet = self.from_mode.recv().await?;
+            // Larger than any IPv6 packet without jumbograms: skip it.
+            if let Some(slot) = buf.get_mut(..packet.len()) {
+                slot.copy_from_slice(&packet);
+                return Some(packet.len());
+            }
+            debug!(len = packet.len(), "inner packet too large for the tunnel");
+        }
+    }
+
+    fn deliver(&mut self, packet: &[u8]) -> io::Result<()> {
+        self.to_mode.try_send(packet.to_vec()).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => io::ErrorKind::WouldBlock.into(),
+            mpsc::error::TrySendError::Closed(_) => io::ErrorKind::BrokenPipe.into(),
+        })
+    }
+}
+
+/// What the data plane itself counted, beside the node's [`Counters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataplaneCounters {
+    /// UDP datagrams received.
+    pub datagrams_received: u64,
+    /// UDP datagrams sent.
+    pub datagrams_sent: u64,
+    /// Inner packets from the port whose destination no peer's lease
+    /// covers (dropped; ICMPv6 unreachable comes later).
+    pub no_route: u64,
+    /// Inner packets from the port that are not IPv6 (dropped).
+    pub malformed_inner: u64,
+    /// Decrypted packets the port refused (dropped).
+    pub deliver_errors: u64,
+    /// `recv_from` failures.
+    pub recv_errors: u64,
+    /// `send_to` failures (datagram dropped).
+    pub send_errors: u64,
+}
+
+/// One peer, as a status command shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerStatus {
+    /// The node's handle.
+    pub id: PeerId,
+    /// Its static key.
+    pub public_key: PublicKey,
+    /// Where packets for it go now.
+    pub endpoint: Option<SocketAddr>,
+    /// Traffic totals.
+    pub stats: PeerStats,
+    /// When its last handshake completed.
+    pub last_handshake: Option<UnixTime>,
+    /// Whether a handshake is running.
+    pub handshake_in_flight: bool,
+    /// Packets waiting for that handshake.
+    pub queued: usize,
+}
+
+/// A snapshot of a running tunnel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    /// The node's counters.
+    pub node: Counters,
+    /// The data plane's own counters.
+    pub dataplane: DataplaneCounters,
+    /// Every peer, ordered by handle.
+    pub peers: Vec<PeerStatus>,
+}
+
+/// Why [`Tunnel::run`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// [`TunnelHandle::shutdown`] was called, or every handle was dropped.
+    Shutdown,
+    /// The mode closed the port.
+    PortClosed,
+}
+
+/// Controls a running [`Tunnel`] from other tasks. Dropping the last
+/// handle stops the tunnel.
+#[derive(Clone, Debug)]
+pub struct TunnelHandle {
+    shutdown: watch::Sender<bool>,
+    status: mpsc::Sender<oneshot::Sender<Status>>,
+}
+
+impl TunnelHandle {
+    /// Ask the loop to stop; [`Tunnel::run`] returns soon after.
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// A snapshot of the node's counters and peers. `None` once the
+    /// tunnel has stopped.
+    pub async fn status(&self) -> Option<Status> {
+        let (reply, answer) = oneshot::channel();
+        self.status.send(reply).await.ok()?;
+        answer.await.ok()
+    }
+}
+
+/// The data plane: a node, its UDP socket and an inner-packet port. See
+/// the module documentation.
+#[derive(Debug)]
+pub struct Tunnel<P> {
+    node: Node,
+    socket: UdpSocket,
+    port: P,
+    shutdown: watch::Receiver<bool>,
+    status: mpsc::Receiver<oneshot::Sender<Status>>,
+    counters: DataplaneCounters,
+    /// Received datagrams, decrypted in place.
+    datagram: Vec<u8>,
+    /// Inner packets read from the port.
+    inner: Vec<u8>,
+    /// Encapsulated datagrams.
+    sealed: Vec<u8>,
+}
+
+impl<P: InnerPort> Tunnel<P> {
+    /// A tunnel over a bound socket, and the handle that controls it.
+    pub fn new(node: Node, socket: UdpSocket, port: P) -> (Self, TunnelHandle) {
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        let (status_tx, status) = mpsc::channel(STATUS_QUEUE);
+        let tunnel = Tunnel {
+            node,
+            socket,
+            port,
+            shutdown,
+            status,
+            counters: DataplaneCounters::default(),
+            datagram: vec![0; MAX_DATAGRAM],
+            inner: vec![0; MAX_INNER_PACKET],
+            sealed: vec![0; esp::encapsulated_len(MAX_INNER_PACKET)],
+        };
+        let handle = TunnelHandle {
+            shutdown: shutdown_tx,
+            status: status_tx,
+        };
+        (tunnel, handle)
+    }
+
+    /// [`Tunnel::new`] with a socket bound to `listen` (the config's
+    /// `listen`).
+    pub async fn bind(node: Node, listen: SocketAddr, port: P) -> io::Result<(Self, TunnelHandle)> {
+        let socket = UdpSocket::bind(listen).await?;
+        Ok(Tunnel::new(node, socket, port))
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// The node, e.g. to read counters before or after running.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Drive the node until shutdown or until the port closes. Returns the
+    /// node (the socket is closed) and why it stopped.
+    pub async fn run(mut self) -> (Node, Stopped) {
+        let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        let mut status_open = true;
+        // Packets the node may have queued before the loop started (peers
+        // with persistent keepalive, handshakes started by the caller).
+        self.drain().await;
+        let stopped = loop {
+            let deadline = self.node.poll_timeout();
+            if deadline != armed {
+                if let Some(at) = deadline {
+                    timer.as_mut().reset(at.into());
+                }
+                armed = deadline;
+            }
+            tokio::select! {
+                changed = self.shutdown.changed() => {
+                    if changed.is_err() || *self.shutdown.borrow() {
+                        break Stopped::Shutdown;
+                    }
+                }
+                request = self.status.recv(), if status_open => match request {
+                    Some(reply) => {
+                        let _ = reply.send(self.snapshot());
+                    }
+                    None => status_open = false,
+                },
+                received = self.socket.recv_from(&mut self.datagram) => match received {
+                    Ok((len, src)) => self.on_datagram(len, src),
+                    Err(error) => {
+                        self.counters.recv_errors += 1;
+                        debug!(%error, "UDP receive failed");
+                    }
+                },
+                len = self.port.recv(&mut self.inner) => match len {
+                    Some(len) => self.on_inner(len).await,
+                    None => break Stopped::PortClosed,
+                },
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    self.node.handle_timeout(startup::now());
+                }
+            }
+            self.drain().await;
+        };
+        info!(?stopped, "data plane stopped");
+        (self.node, stopped)
+    }
+
+    /// A snapshot of the counters and peers.
+    pub fn snapshot(&self) -> Status {
+        let mut peers: Vec<PeerStatus> = self
+            .node
+            .peers()
+            .map(|p| PeerStatus {
+                id: p.id(),
+                public_key: *p.public_key(),
+                endpoint: p.endpoint(),
+                stats: p.stats(),
+                last_handshake: p.last_handshake(),
+                handshake_in_flight: p.handshake_in_flight(),
+                queued: p.queued(),
+            })
+            .collect();
+        peers.sort_by_key(|p| p.id);
+        Status {
+            node: self.node.counters().clone(),
+            dataplane: self.counters,
+            peers,
+        }
+    }
+
+    fn on_datagram(&mut self, len: usize, src: SocketAddr) {
+        self.counters.datagrams_received += 1;
+        let Some(datagram) = self.datagram.get_mut(..len) else {
+            return;
+        };
+        match self.node.handle_datagram(startup::now(), src, datagram) {
+            Received::Packet { packet, .. } => {
+                if let Err(error) = self.port.deliver(packet) {
+                    self.counters.deliver_errors += 1;
+                    trace!(%error, "decrypted packet dropped by the port");
+                }
+            }
+            Received::Dropped(reason) => trace!(%src, %reason, "datagram dropped"),
+            Received::Control | Received::Keepalive => {}
+        }
+    }
+
+    async fn on_inner(&mut self, len: usize) {
+        let Some(packet) = self.inner.get(..len) else {
+            return;
+        };
+        let Some(destination) = ipv6_destination(packet) else {
+            self.counters.malformed_inner += 1;
+            return;
+        };
+        let Some(peer) = self.node.route(&destination) else {
+            self.counters.no_route += 1;
+            trace!(%destination, "no peer routes this destination");
+            return;
+        };
+        match self
+            .node
+            .encapsulate(startup::now(), peer, packet, &mut self.sealed)
+        {
+            Outgoing::Send {
+                destination,
+                datagram,
+            } => send(&self.socket, &mut self.counters, datagram, destination).await,
+            Outgoing::Queued => {}
+            Outgoing::Dropped(reason) => trace!(peer = peer.0, %reason, "inner packet dropped"),
+        }
+    }
+
+    /// Send what the node queued and log its events.
+    async fn drain(&mut self) {
+        while let Some(transmit) = self.node.poll_transmit() {
+            send(
+                &self.socket,
+                &mut self.counters,
+                &transmit.contents,
+                transmit.destination,
+            )
+            .await;
+        }
+        while let Some(event) = self.node.poll_event() {
+            log_event(&event);
+        }
+    }
+}
+
+async fn send(
+    socket: &UdpSocket,
+    counters: &mut DataplaneCounters,
+    datagram: &[u8],
+    destination: SocketAddr,
+) {
+    match socket.send_to(datagram, destination).await {
+        Ok(_) => counters.datagrams_sent += 1,
+        Err(error) => {
+            counters.send_errors += 1;
+            debug!(%error, %destination, "UDP send failed");
+        }
+    }
+}
+
+/// The destination address of an IPv6 packet, if it is one.
+fn ipv6_destination(packet: &[u8]) -> Option<Ipv6Addr> {
+    let header = packet.get(..IPV6_HEADER_LEN)?;
+    if header.first()? >> 4 != 6 {
+        return None;
+    }
+    let dst: [u8; 16] = header.get(24..40)?.try_into().ok()?;
+    Some(Ipv6Addr::from(dst))
+}
+
+fn log_event(event: &Event) {
+    match event {
+        Event::HandshakeCompleted { peer, initiator } => {
+            info!(peer = peer.0, initiator, "handshake completed");
+        }
+        Event::PeerLearned { peer } => info!(peer = peer.0, "peer learned from its lease"),
+        Event::PeerReplaced { old, new } => {
+            info!(old = old.0, new = new.0, "peer replaced by a newer lease");
+        }
+        Event::EndpointChanged { peer, from, to } => {
+            info!(peer = peer.0, ?from, %to, "peer endpoint changed");
+        }
+        Event::HandshakeTimedOut {
+            peer,
+            dropped_packets,
+        } => warn!(peer = peer.0, dropped_packets, "handshake given up"),
+        Event::LeaseExpired { peer } => warn!(peer = peer.0, "peer lease expired"),
+        // Writing the key log file is not implemented yet; never log keys.
+        Event::SaKeys(keys) => debug!(
+            peer = keys.peer.0,
+            inbound_spi = keys.inbound_spi,
+            outbound_spi = keys.outbound_spi,
+            "new SA (key export not written yet)"
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_destination_reads_only_ipv6_headers() {
+        let mut packet = vec![0u8; 48];
+        packet[0] = 0x60;
+        packet[24..40].copy_from_slice(&"2001:db8::7".parse::<Ipv6Addr>().unwrap().octets());
+        assert_eq!(
+            ipv6_destination(&packet),
+            Some("2001:db8::7".parse().unwrap())
+        );
+        for n in 0..IPV6_HEADER_LEN {
+            assert_eq!(ipv6_destination(&packet[..n]), None, "truncated to {n}");
+        }
+        packet[0] = 0x45;
+        assert_eq!(ipv6_destination(&packet), None);
+    }
+}

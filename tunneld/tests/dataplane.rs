@@ -1,0 +1,310 @@
+//! The data plane over real UDP on 127.0.0.1: a client tunnel with the
+//! server as its configured peer, a server tunnel that accepts any peer with
+//! a valid lease, inner packets through their channel ports.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code
+
+use std::net::{Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use overlay_proto::lease::{EntityKind, LeaseAuthority};
+use overlay_proto::node::{Node, NodeConfig};
+use overlay_proto::session::PeerConfig;
+use overlay_proto::sim::{ipv6_packet, issue_identity, IdentitySpec};
+use overlay_proto::time::UnixTime;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+use tunneld::dataplane::{ChannelPort, PortChannels, Stopped, Tunnel, TunnelHandle};
+use tunneld::startup;
+
+/// Inner packets in the bulk test, each way.
+const PACKETS: u32 = 10_000;
+/// Size of each inner packet.
+const PACKET_LEN: usize = 1_400;
+/// Packets in flight per direction: small enough that loopback socket
+/// buffers never overflow, so every packet must arrive.
+const WINDOW: u32 = 32;
+/// Deadline of every wait in these tests.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+const CLIENT_PREFIX: &str = "2002:102:304:1::a/128";
+const SERVER_PREFIX: &str = "2002:b16:212c:1::/64";
+
+fn client_addr() -> Ipv6Addr {
+    "2002:102:304:1::a".parse().unwrap()
+}
+
+fn server_addr() -> Ipv6Addr {
+    "2002:b16:212c:1::1".parse().unwrap()
+}
+
+struct Side {
+    handle: TunnelHandle,
+    io: PortChannels,
+    task: JoinHandle<(Node, Stopped)>,
+    udp: SocketAddr,
+}
+
+struct Pair {
+    client: Side,
+    server: Side,
+}
+
+fn spawn(node: Node, socket: UdpSocket) -> Side {
+    let (port, io) = ChannelPort::new(1024);
+    let (tunnel, handle) = Tunnel::new(node, socket, port);
+    let udp = tunnel.local_addr().unwrap();
+    let task = tokio::spawn(tunnel.run());
+    Side {
+        handle,
+        io,
+        task,
+        udp,
+    }
+}
+
+async fn pair() -> Pair {
+    let now = startup::now();
+    let authority = LeaseAuthority::from_seed([7; 32]);
+    let spec = |name, kind, prefix: &str| IdentitySpec {
+        name,
+        kind,
+        prefix: prefix.parse().unwrap(),
+        groups: &[],
+        valid_from: UnixTime::from_secs(now.unix.as_secs() - 60),
+        lifetime: Duration::from_secs(24 * 3600),
+        serial: 1,
+    };
+    let (server_key, server_lease) = issue_identity(
+        &authority,
+        [2; 32],
+        &spec("server", EntityKind::System, SERVER_PREFIX),
+    );
+    let (client_key, client_lease) = issue_identity(
+        &authority,
+        [1; 32],
+        &spec("client", EntityKind::User, CLIENT_PREFIX),
+    );
+
+    let server_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server_udp = server_socket.local_addr().unwrap();
+    let mut server_config =
+        NodeConfig::new(server_key, authority.public_key(), server_lease.clone());
+    server_config.accept_unknown_peers = true;
+    let server = spawn(Node::new(server_config, [3; 32]), server_socket);
+
+    let client_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut client_node = Node::new(
+        NodeConfig::new(client_key, authority.public_key(), client_lease),
+        [4; 32],
+    );
+    // 127.0.0.1 is not in the server's 6to4 prefix: give its endpoint.
+    let peer = PeerConfig {
+        endpoint: Some(server_udp),
+        ..PeerConfig::default()
+    };
+    client_node
+        .add_peer(server_lease, peer, now.instant)
+        .unwrap();
+    let client = spawn(client_node, client_socket);
+    Pair { client, server }
+}
+
+/// Inner packet `i` from `src` to `dst`: `PACKET_LEN` bytes, the index and
+/// a pattern that depends on it.
+fn packet(src: Ipv6Addr, dst: Ipv6Addr, i: u32) -> Vec<u8> {
+    let mut payload = vec![0u8; PACKET_LEN - 48];
+    payload[..4].copy_from_slice(&i.to_be_bytes());
+    let mut x = i.wrapping_mul(0x9e37_79b9) | 1;
+    for b in &mut payload[4..] {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        *b = x as u8;
+    }
+    let p = ipv6_packet(src, dst, &payload);
+    assert_eq!(p.len(), PACKET_LEN);
+    p
+}
+
+fn index(packet: &[u8]) -> u32 {
+    u32::from_be_bytes(packet[48..52].try_into().unwrap())
+}
+
+/// Sends `count` packets from `src` to `dst` into `tx`, at most `WINDOW`
+/// ahead of what came out of `rx`, and checks every one arrives, byte for
+/// byte, exactly once.
+async fn transfer(
+    tx: mpsc::Sender<Vec<u8>>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    count: u32,
+) -> (mpsc::Sender<Vec<u8>>, mpsc::Receiver<Vec<u8>>) {
+    let mut seen = vec![false; count as usize];
+    let (mut sent, mut received) = (0u32, 0u32);
+    while received < count {
+        while sent < count && sent - received < WINDOW {
+            tx.send(packet(src, dst, sent)).await.unwrap();
+            sent += 1;
+        }
+        let p = rx.recv().await.expect("port closed");
+        let i = index(&p);
+        assert!(i < count, "index {i} out of range");
+        assert_eq!(p, packet(src, dst, i), "packet {i} changed on the way");
+        assert!(!seen[i as usize], "packet {i} arrived twice");
+        seen[i as usize] = true;
+        received += 1;
+    }
+    (tx, rx)
+}
+
+/// One packet client → server (the handshake), then one back.
+async fn warm_up(pair: &mut Pair) {
+    let c2s = packet(client_addr(), server_addr(), 0);
+    pair.client.io.outbound.send(c2s.clone()).await.unwrap();
+    let got = timeout(DEADLINE, pair.server.io.inbound.recv())
+        .await
+        .unwrap();
+    assert_eq!(got, Some(c2s));
+    let s2c = packet(server_addr(), client_addr(), 0);
+    pair.server.io.outbound.send(s2c.clone()).await.unwrap();
+    let got = timeout(DEADLINE, pair.client.io.inbound.recv())
+        .await
+        .unwrap();
+    assert_eq!(got, Some(s2c));
+}
+
+async fn stop(side: Side) -> SocketAddr {
+    side.handle.shutdown();
+    let (_, stopped) = timeout(DEADLINE, side.task).await.unwrap().unwrap();
+    assert_eq!(stopped, Stopped::Shutdown);
+    side.udp
+}
+
+#[tokio::test]
+async fn bulk_packets_arrive_unchanged_both_ways() {
+    let mut pair = pair().await;
+    warm_up(&mut pair).await;
+
+    let Pair {
+        mut client,
+        mut server,
+    } = pair;
+    let started = std::time::Instant::now();
+    let up = tokio::spawn(transfer(
+        client.io.outbound.clone(),
+        server.io.inbound,
+        client_addr(),
+        server_addr(),
+        PACKETS,
+    ));
+    let down = tokio::spawn(transfer(
+        server.io.outbound.clone(),
+        client.io.inbound,
+        server_addr(),
+        client_addr(),
+        PACKETS,
+    ));
+    (_, server.io.inbound) = timeout(DEADLINE, up).await.unwrap().unwrap();
+    (_, client.io.inbound) = timeout(DEADLINE, down).await.unwrap().unwrap();
+    eprintln!(
+        "{} packets of {PACKET_LEN} bytes each way in {:?}",
+        PACKETS,
+        started.elapsed()
+    );
+
+    let total = u64::from(PACKETS) + 1;
+    let client_status = client.handle.status().await.unwrap();
+    let server_status = server.handle.status().await.unwrap();
+    for status in [&client_status, &server_status] {
+        assert_eq!(status.node.packets_sent, total);
+        assert_eq!(status.node.packets_received, total);
+        assert_eq!(status.node.total_drops(), 0, "{:?}", status.node);
+        assert_eq!(status.dataplane.no_route, 0);
+        assert_eq!(status.dataplane.deliver_errors, 0);
+        assert_eq!(status.peers.len(), 1);
+        let peer = &status.peers[0];
+        assert_eq!(peer.stats.tx_packets, total);
+        assert_eq!(peer.stats.rx_packets, total);
+        assert_eq!(peer.stats.rx_bytes, total * PACKET_LEN as u64);
+        assert!(peer.last_handshake.is_some());
+    }
+    assert_eq!(server_status.peers[0].endpoint, Some(client.udp));
+    assert_eq!(client_status.peers[0].endpoint, Some(server.udp));
+
+    stop(client).await;
+    stop(server).await;
+}
+
+#[tokio::test]
+async fn unrouted_destination_is_counted_and_not_sent() {
+    let mut pair = pair().await;
+    warm_up(&mut pair).await;
+    let before = pair.client.handle.status().await.unwrap();
+
+    let nowhere: Ipv6Addr = "2001:db8::1".parse().unwrap();
+    pair.client
+        .io
+        .outbound
+        .send(packet(client_addr(), nowhere, 1))
+        .await
+        .unwrap();
+    // Not IPv6 at all.
+    pair.client.io.outbound.send(vec![0x45; 60]).await.unwrap();
+    // The port is a queue: once this one arrives, the two before it were
+    // handled.
+    let marker = packet(client_addr(), server_addr(), 2);
+    pair.client.io.outbound.send(marker.clone()).await.unwrap();
+    let got = timeout(DEADLINE, pair.server.io.inbound.recv())
+        .await
+        .unwrap();
+    assert_eq!(got, Some(marker));
+
+    let after = pair.client.handle.status().await.unwrap();
+    assert_eq!(after.dataplane.no_route, before.dataplane.no_route + 1);
+    assert_eq!(
+        after.dataplane.malformed_inner,
+        before.dataplane.malformed_inner + 1
+    );
+    // Only the marker left the client, and only the marker arrived.
+    assert_eq!(after.node.packets_sent, before.node.packets_sent + 1);
+    assert_eq!(
+        after.dataplane.datagrams_sent,
+        before.dataplane.datagrams_sent + 1
+    );
+    assert!(pair.server.io.inbound.try_recv().is_err());
+
+    stop(pair.client).await;
+    stop(pair.server).await;
+}
+
+#[tokio::test]
+async fn shutdown_returns_and_releases_the_socket() {
+    let mut pair = pair().await;
+    warm_up(&mut pair).await;
+    let client_udp = stop(pair.client).await;
+    let server_udp = stop(pair.server).await;
+    UdpSocket::bind(client_udp).await.unwrap();
+    UdpSocket::bind(server_udp).await.unwrap();
+}
+
+#[tokio::test]
+async fn closing_the_port_or_dropping_the_handle_stops_the_tunnel() {
+    let Pair { client, server } = pair().await;
+
+    let Side {
+        io, task, handle, ..
+    } = client;
+    drop(io);
+    let (_, stopped) = timeout(DEADLINE, task).await.unwrap().unwrap();
+    assert_eq!(stopped, Stopped::PortClosed);
+    assert!(handle.status().await.is_none());
+
+    let Side { handle, task, .. } = server;
+    drop(handle);
+    let (_, stopped) = timeout(DEADLINE, task).await.unwrap().unwrap();
+    assert_eq!(stopped, Stopped::Shutdown);
+}
