@@ -8,10 +8,12 @@
 //! ([`config`]), key files ([`keys`]), turning both into a ready
 //! [`overlay_proto::node::Node`] ([`startup`]) and the UDP data plane that
 //! drives it ([`dataplane`]; the TUN and userspace modes that plug into its
-//! inner-packet port are not written yet, issue #3).
+//! inner-packet port are not written yet, issue #3), and the control socket
+//! `tunneld status` talks to ([`control`]).
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod control;
 pub mod dataplane;
 pub mod keys;
 pub mod startup;

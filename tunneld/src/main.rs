@@ -6,24 +6,36 @@
 //! | 0 | success |
 //! | 1 | error (bad config, unreadable key, no daemon running) |
 //! | 2 | usage error (from clap) |
-//! | 3 | not implemented yet (the data plane, status over the socket) |
+//! | 3 | not implemented yet (`mode = "tun"`) |
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use overlay_proto::handshake::StaticKeypair;
 use rand::rngs::OsRng;
 use rand::RngCore;
+use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
-use tunneld::config::{Config, LogLevel};
+use tunneld::config::{Config, LogLevel, Mode};
+use tunneld::control::{self, ControlSocket, Report};
+use tunneld::dataplane::{ChannelPort, Tunnel};
 use tunneld::{keys, startup};
 use zeroize::Zeroizing;
 
 /// Default path of the daemon's control socket.
 const DEFAULT_SOCKET: &str = "/run/permanet/tunneld.sock";
+
+/// Packets each direction of the inner-packet port holds.
+const PORT_QUEUE: usize = 256;
+
+/// How long `tunneld status` waits for the daemon's answer.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// permanet tunnel daemon.
 #[derive(Debug, Parser)]
@@ -40,6 +52,9 @@ enum Command {
         /// Config file (TOML).
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
+        /// The control socket to create.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
     },
     /// Check a config file and the key and lease files it names.
     CheckConfig {
@@ -76,7 +91,7 @@ enum Outcome {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { config } => run(&config),
+        Command::Run { config, socket } => run(&config, &socket),
         Command::CheckConfig { file } => Ok(check_config(&file)),
         Command::Genkey => genkey(),
         Command::Pubkey => pubkey(),
@@ -93,7 +108,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(path: &Path) -> anyhow::Result<Outcome> {
+fn run(path: &Path, socket: &Path) -> anyhow::Result<Outcome> {
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(e) => {
@@ -114,10 +129,57 @@ fn run(path: &Path) -> anyhow::Result<Outcome> {
     if prepared.config.ipv4_policy.dangerous_allow_private {
         warn!("dangerous-allow-private-ipv4 is set: 6to4 addresses may map to private IPv4 addresses (labs only)");
     }
-    eprintln!(
-        "tunneld: configuration, keys and leases are valid, but the data plane is not implemented yet (issue #3); exiting"
-    );
-    Ok(Outcome::NotImplemented)
+    match prepared.config.mode {
+        Mode::Tun => {
+            eprintln!("tunneld: tun mode not implemented yet (issue #3); use mode = \"userspace\"");
+            Ok(Outcome::NotImplemented)
+        }
+        Mode::Userspace => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?;
+            runtime.block_on(serve(prepared, socket))
+        }
+    }
+}
+
+/// Run the data plane and the control socket until SIGTERM or SIGINT.
+async fn serve(prepared: startup::Prepared, socket: &Path) -> anyhow::Result<Outcome> {
+    let startup::Prepared { config, node, .. } = prepared;
+    let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    // The userspace stack will own `_stack`; until then it is held here so
+    // the port stays open.
+    let (port, _stack) = ChannelPort::new(PORT_QUEUE);
+    let (tunnel, handle) = Tunnel::bind(node, config.listen, port)
+        .await
+        .with_context(|| format!("binding UDP socket {}", config.listen))?;
+    let listen = tunnel
+        .local_addr()
+        .context("reading the UDP socket address")?;
+    let identity = Arc::new(control::Identity::new(&config, tunnel.node(), listen));
+    warn!("userspace stack not started yet: port forwards and SOCKS5 are not served (issue #3)");
+    let control = ControlSocket::bind(socket).await?;
+    let mut tunnel = tokio::spawn(tunnel.run());
+    info!(%listen, socket = %control.path().display(), "data plane running, control socket listening");
+    let stopped_early = tokio::select! {
+        () = control.serve(handle.clone(), identity) => None,
+        _ = terminate.recv() => { info!("SIGTERM: shutting down"); None }
+        _ = interrupt.recv() => { info!("SIGINT: shutting down"); None }
+        result = &mut tunnel => Some(result),
+    };
+    let result = match stopped_early {
+        Some(result) => result,
+        None => {
+            handle.shutdown();
+            tunnel.await
+        }
+    };
+    drop(control);
+    let (_node, stopped) = result.context("the data plane task failed")?;
+    info!(?stopped, "tunneld stopped");
+    Ok(Outcome::Success)
 }
 
 fn check_config(path: &Path) -> Outcome {
@@ -165,39 +227,89 @@ fn pubkey() -> anyhow::Result<Outcome> {
 }
 
 fn status(socket: &Path, json: bool) -> Outcome {
-    let running = socket.exists();
-    let message = if running {
-        format!(
-            "tunneld status: control socket {} exists, but status over the control socket is not implemented yet",
-            socket.display()
-        )
+    let answer = match query(socket) {
+        Ok(answer) => answer,
+        Err(e) => {
+            let message = format!("tunneld status: {e}");
+            if json {
+                let value = serde_json::json!({
+                    "socket_found": socket.exists(),
+                    "socket": socket.display().to_string(),
+                    "error": message,
+                });
+                println!("{value}");
+            } else {
+                eprintln!("{message}");
+            }
+            return Outcome::Failure;
+        }
+    };
+    let report = match serde_json::from_str::<Report>(&answer) {
+        Ok(report) => report,
+        Err(_) => {
+            // An error document from the daemon, or garbage.
+            let error = serde_json::from_str::<serde_json::Value>(&answer)
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+                .unwrap_or_else(|| "unreadable answer from the daemon".to_owned());
+            if json {
+                println!("{}", answer.trim_end());
+            } else {
+                eprintln!("tunneld status: {error}");
+            }
+            return Outcome::Failure;
+        }
+    };
+    if json {
+        println!("{}", answer.trim_end());
     } else {
+        print!("{}", report.human());
+    }
+    Outcome::Success
+}
+
+/// Send `status` over the control socket and read the one-line answer.
+fn query(socket: &Path) -> Result<String, String> {
+    let not_running = |why: &dyn std::fmt::Display| {
         format!(
-            "tunneld status: no daemon running (control socket {} not found)",
+            "no daemon running (control socket {} {why})",
             socket.display()
         )
     };
-    if json {
-        let value = serde_json::json!({
-            "socket_found": running,
-            "socket": socket.display().to_string(),
-            "error": message,
-        });
-        println!("{value}");
-    } else {
-        eprintln!("{message}");
+    let mut stream = match UnixStream::connect(socket) {
+        Ok(stream) => stream,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(not_running(&"not found")),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            return Err(not_running(&"refuses connections"))
+        }
+        Err(e) => return Err(format!("control socket {}: {e}", socket.display())),
+    };
+    let io_error = |e: io::Error| format!("control socket {}: {e}", socket.display());
+    stream
+        .set_read_timeout(Some(STATUS_TIMEOUT))
+        .map_err(io_error)?;
+    stream
+        .set_write_timeout(Some(STATUS_TIMEOUT))
+        .map_err(io_error)?;
+    writeln!(stream, "{}", control::STATUS_REQUEST).map_err(io_error)?;
+    let mut answer = String::new();
+    io::BufReader::new(stream)
+        .read_line(&mut answer)
+        .map_err(io_error)?;
+    if answer.is_empty() {
+        return Err(format!(
+            "control socket {}: the daemon closed the connection without answering",
+            socket.display()
+        ));
     }
-    if running {
-        Outcome::NotImplemented
-    } else {
-        Outcome::Failure
-    }
+    Ok(answer)
 }
 
 fn init_logging(level: LogLevel) {
     tracing_subscriber::fmt()
         .with_max_level(level.to_tracing())
         .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal())
         .init();
 }
 

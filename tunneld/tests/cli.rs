@@ -5,11 +5,14 @@
 
 use std::fs;
 use std::io::Write;
+use std::net::UdpSocket;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use overlay_proto::counters::DropReason;
 
 use overlay_proto::handshake::{PublicKey, StaticKeypair};
 use overlay_proto::lease::{EntityKind, Lease, LeaseAuthority};
@@ -228,27 +231,33 @@ fn config_errors_name_file_key_and_problem() {
 }
 
 #[test]
-fn run_builds_the_node_then_stops_before_the_data_plane() {
+fn run_refuses_tun_mode_after_building_the_node() {
     let setup = Setup::new();
     let path = setup.install_server();
-    let out = tunneld(&["run", "--config", path.to_str().unwrap()], b"");
+    let config = fs::read_to_string(&path).unwrap().replace(
+        "mode = \"userspace\"",
+        "mode = \"tun\"\ndangerous-esp-keylog = \"keys.log\"",
+    );
+    fs::write(&path, config).unwrap();
+    let socket = setup.path("tunneld.sock");
+    let out = tunneld(
+        &[
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+            "--socket",
+            socket.to_str().unwrap(),
+        ],
+        b"",
+    );
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("data plane is not implemented yet"), "{err}");
+    assert!(err.contains("tun mode not implemented yet"), "{err}");
     // The summary names the identity the node was built with.
     assert!(err.contains(&setup.keypair.public().to_string()), "{err}");
     assert!(err.contains("2002:b16:212c:2::/64"), "{err}");
-    assert!(!err.contains("DANGER"), "{err}");
-
-    let config = fs::read_to_string(&path).unwrap().replace(
-        "log-level = \"info\"",
-        "log-level = \"info\"\ndangerous-esp-keylog = \"keys.log\"",
-    );
-    fs::write(&path, config).unwrap();
-    let out = tunneld(&["run", "--config", path.to_str().unwrap()], b"");
-    let err = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("DANGER: dangerous-esp-keylog"), "{err}");
+    assert!(!socket.exists());
 }
 
 #[test]
@@ -270,10 +279,14 @@ fn status_without_a_daemon() {
     assert_eq!(json["socket_found"], false);
     assert_eq!(json["socket"], s);
 
-    // A socket path that exists: talking to it is not implemented yet.
+    // A file nobody listens on.
     fs::write(&socket, b"").unwrap();
     let out = tunneld(&["status", "--socket", s], b"");
-    assert_eq!(out.status.code(), Some(3));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!("tunneld status: no daemon running (control socket {s} refuses connections)\n")
+    );
 
     let out = tunneld(&["status"], b"");
     if !Path::new("/run/permanet/tunneld.sock").exists() {
@@ -286,4 +299,205 @@ fn usage_errors_exit_2() {
     for args in [&["bogus"][..], &["run"], &["check-config"], &[]] {
         assert_eq!(tunneld(args, b"").status.code(), Some(2), "{args:?}");
     }
+}
+
+/// A `tunneld run` child process; killed (SIGKILL) if the test ends
+/// before it exited.
+struct Daemon {
+    child: Option<Child>,
+    stderr: PathBuf,
+}
+
+/// How long the daemon may take to start or to stop.
+const DAEMON_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Daemon {
+    /// Starts `tunneld run` and waits until `socket` accepts connections.
+    fn start(config: &Path, socket: &Path, stderr: PathBuf) -> Self {
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(config)
+            .arg("--socket")
+            .arg(socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let mut daemon = Daemon {
+            child: Some(child),
+            stderr,
+        };
+        daemon.wait_for(|d| {
+            let exited = d.child.as_mut().unwrap().try_wait().unwrap();
+            assert!(exited.is_none(), "daemon exited: {exited:?}\n{}", d.log());
+            std::os::unix::net::UnixStream::connect(socket).is_ok()
+        });
+        daemon
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Polls `ready` until it holds; panics after [`DAEMON_TIMEOUT`].
+    fn wait_for(&mut self, mut ready: impl FnMut(&mut Self) -> bool) {
+        let deadline = Instant::now() + DAEMON_TIMEOUT;
+        while !ready(self) {
+            assert!(Instant::now() < deadline, "timed out\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    fn terminate(&mut self) -> ExitStatus {
+        let pid = libc::pid_t::try_from(self.child.as_ref().unwrap().id()).unwrap();
+        // SAFETY: kill(2) has no memory-safety preconditions; `pid` is our
+        // child, not yet reaped, so it names no other process.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(rc, 0);
+        let mut status = None;
+        self.wait_for(|d| {
+            status = d.child.as_mut().unwrap().try_wait().unwrap();
+            status.is_some()
+        });
+        self.child = None;
+        status.unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[test]
+fn run_serves_status_until_sigterm() {
+    let setup = Setup::new();
+    // The peer's endpoint: a loopback socket that never answers.
+    let peer_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let endpoint = peer_socket.local_addr().unwrap();
+    let config = CLIENT_EXAMPLE
+        .replace("listen = \"0.0.0.0:4500\"", "listen = \"127.0.0.1:0\"")
+        .replace("203.0.113.10:4500", &endpoint.to_string());
+    assert!(config.contains("127.0.0.1:0"));
+    let path = setup.install(&config, EntityKind::User, "2002:b16:212c:1::1234/128");
+    let peer = StaticKeypair::from_private([0x55; 32]).public();
+    let lease = setup.lease(EntityKind::System, "2002:b16:212c:2::/64", peer, "srv");
+    setup.write("peers/server.lease", &lease, 0o644);
+    // The daemon creates the socket's directory.
+    let socket = setup.path("run/tunneld.sock");
+    let mut daemon = Daemon::start(&path, &socket, setup.path("stderr.log"));
+
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(socket.parent().unwrap()), 0o700);
+    assert_eq!(mode(&socket), 0o600);
+    assert!(daemon.log().contains("userspace stack not started yet"));
+
+    let s = socket.to_str().unwrap();
+    let out = tunneld(&["status", "--json", "--socket", s], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let interface = &json["interface"];
+    assert_eq!(interface["name"], "node");
+    assert_eq!(
+        interface["public_key"],
+        setup.keypair.public().to_string().as_str()
+    );
+    assert_eq!(
+        interface["addresses"],
+        serde_json::json!(["2002:b16:212c:1::1234/128"])
+    );
+    assert_eq!(interface["role"], "client");
+    assert_eq!(interface["mode"], "userspace");
+    let port = interface["listen_port"].as_u64().unwrap();
+    assert_ne!(port, 0);
+    assert_eq!(interface["listen"], format!("127.0.0.1:{port}").as_str());
+    let peers = json["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 1, "{json}");
+    assert_eq!(peers[0]["public_key"], peer.to_string().as_str());
+    assert_eq!(peers[0]["name"], "srv");
+    assert_eq!(peers[0]["lease_prefix"], "2002:b16:212c:2::/64");
+    assert_eq!(peers[0]["endpoint"], endpoint.to_string().as_str());
+    assert_eq!(peers[0]["latest_handshake"], serde_json::Value::Null);
+    assert_eq!(peers[0]["rx_bytes"], 0);
+    assert_eq!(peers[0]["tx_bytes"], 0);
+    // Every drop reason is there by its label, with its count.
+    let drops = json["drops"].as_object().unwrap();
+    assert_eq!(drops.len(), DropReason::ALL.len());
+    for reason in DropReason::ALL {
+        assert_eq!(drops[reason.as_str()], 0, "{reason}");
+    }
+    assert_eq!(json["counters"]["handshakes_completed"], 0);
+    assert_eq!(json["dataplane"]["no_route"], 0);
+    let now = json["now"].as_u64().unwrap();
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(now.abs_diff(wall) < 60, "{now} vs {wall}");
+
+    let out = tunneld(&["status", "--socket", s], b"");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let human = text(&out.stdout);
+    for line in [
+        "interface: node\n".to_owned(),
+        format!("  public key: {}\n", setup.keypair.public()),
+        format!("  listening port: {port}\n"),
+        "  addresses: 2002:b16:212c:1::1234/128\n".to_owned(),
+        format!("\npeer: {peer}\n"),
+        "  name: srv\n".to_owned(),
+        format!("  endpoint: {endpoint}\n"),
+        "  allowed ips: 2002:b16:212c:2::/64\n".to_owned(),
+        "  transfer: 0 B received, 0 B sent\n".to_owned(),
+    ] {
+        assert!(human.contains(&line), "{line:?} not in\n{human}");
+    }
+    assert!(!human.contains("drops:"), "{human}");
+
+    // A second daemon on the same socket is refused; the first keeps it.
+    let out = Command::new(BIN)
+        .args(["run", "--config", path.to_str().unwrap(), "--socket", s])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("in use by a running daemon"));
+    assert!(socket.exists());
+
+    let status = daemon.terminate();
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+    assert!(!socket.exists());
+    assert!(daemon.log().contains("SIGTERM"), "{}", daemon.log());
+    let out = tunneld(&["status", "--socket", s], b"");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn run_replaces_a_stale_socket() {
+    let setup = Setup::new();
+    let path = setup.install_server();
+    let config = fs::read_to_string(&path)
+        .unwrap()
+        .replace("listen = \"0.0.0.0:4500\"", "listen = \"127.0.0.1:0\"");
+    fs::write(&path, config).unwrap();
+    let socket = setup.path("tunneld.sock");
+    // Left behind by a daemon that was killed.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let mut daemon = Daemon::start(&path, &socket, setup.path("stderr.log"));
+    let out = tunneld(
+        &["status", "--json", "--socket", socket.to_str().unwrap()],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["interface"]["role"], "server");
+    assert_eq!(json["peers"], serde_json::json!([]));
+    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
+    assert!(!socket.exists());
 }

@@ -1,0 +1,435 @@
+//! The control socket: how `tunneld status` asks the running daemon.
+//!
+//! The daemon listens on a Unix stream socket (default
+//! `/run/permanet/tunneld.sock`, mode 0600, in a directory it creates with
+//! mode 0700). A client writes one request line and reads one JSON
+//! document back, then the daemon closes the connection. The only request
+//! is `status`: the answer is a [`Report`], built from the data plane's
+//! [`Status`] snapshot and the node's fixed [`Identity`].
+//!
+//! [`ControlSocket::bind`] replaces a stale socket file (one nobody
+//! answers on) and refuses to steal a live one; dropping the
+//! [`ControlSocket`] removes the file.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use overlay_proto::node::Node;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tracing::{debug, warn};
+
+use crate::config::Config;
+use crate::dataplane::{Status, TunnelHandle};
+use crate::startup;
+
+/// Longest request line accepted, newline included.
+const MAX_REQUEST: u64 = 256;
+
+/// How long a client may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The status request line.
+pub const STATUS_REQUEST: &str = "status";
+
+/// What does not change while the daemon runs: this node, and the leases
+/// of the peers it was configured with.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    interface: Interface,
+    /// Name and lease prefix of each peer known at start, by static key.
+    peers: HashMap<[u8; 32], (String, String)>,
+}
+
+impl Identity {
+    /// Reads the node's lease and its peers' leases before the node is
+    /// handed to the data plane; `listen` is the bound UDP address.
+    pub fn new(config: &Config, node: &Node, listen: std::net::SocketAddr) -> Self {
+        let lease = node.local_lease().lease();
+        let peers = node
+            .peers()
+            .map(|p| {
+                let lease = p.lease().lease();
+                (
+                    p.public_key().0,
+                    (lease.name.clone(), lease.prefix.to_string()),
+                )
+            })
+            .collect();
+        Identity {
+            interface: Interface {
+                name: lease.name.clone(),
+                public_key: node.public_key().to_string(),
+                addresses: vec![lease.prefix.to_string()],
+                listen: listen.to_string(),
+                listen_port: listen.port(),
+                role: config.role.as_str().to_owned(),
+                mode: config.mode.as_str().to_owned(),
+            },
+            peers,
+        }
+    }
+
+    /// The report for `status`, taken at `now_unix` (seconds).
+    pub fn report(&self, status: &Status, now_unix: u64) -> Report {
+        let peers = status
+            .peers
+            .iter()
+            .map(|p| {
+                let known = self.peers.get(&p.public_key.0);
+                PeerReport {
+                    id: p.id.0,
+                    public_key: p.public_key.to_string(),
+                    name: known.map(|(name, _)| name.clone()),
+                    lease_prefix: known.map(|(_, prefix)| prefix.clone()),
+                    endpoint: p.endpoint.map(|e| e.to_string()),
+                    latest_handshake: p.last_handshake.map(|t| t.as_secs()),
+                    handshake_in_flight: p.handshake_in_flight,
+                    queued: p.queued,
+                    rx_bytes: p.stats.rx_bytes,
+                    tx_bytes: p.stats.tx_bytes,
+                    rx_packets: p.stats.rx_packets,
+                    tx_packets: p.stats.tx_packets,
+                    handshakes: p.stats.handshakes,
+                    spoofed_sources: p.stats.spoofed_sources,
+                }
+            })
+            .collect();
+        let n = &status.node;
+        let d = &status.dataplane;
+        let counters = [
+            ("nat_keepalives_received", n.nat_keepalives_received),
+            ("keepalives_received", n.keepalives_received),
+            ("keepalives_sent", n.keepalives_sent),
+            ("handshakes_completed", n.handshakes_completed),
+            ("handshake_timeouts", n.handshake_timeouts),
+            ("initiations_sent", n.initiations_sent),
+            ("cookie_replies_sent", n.cookie_replies_sent),
+            ("packets_received", n.packets_received),
+            ("packets_sent", n.packets_sent),
+            ("endpoint_changes", n.endpoint_changes),
+        ];
+        let dataplane = [
+            ("datagrams_received", d.datagrams_received),
+            ("datagrams_sent", d.datagrams_sent),
+            ("no_route", d.no_route),
+            ("malformed_inner", d.malformed_inner),
+            ("deliver_errors", d.deliver_errors),
+            ("recv_errors", d.recv_errors),
+            ("send_errors", d.send_errors),
+        ];
+        Report {
+            now: now_unix,
+            interface: self.interface.clone(),
+            peers,
+            counters: to_map(counters),
+            drops: n
+                .iter_drops()
+                .map(|(reason, count)| (reason.as_str().to_owned(), count))
+                .collect(),
+            dataplane: to_map(dataplane),
+        }
+    }
+}
+
+fn to_map<const N: usize>(pairs: [(&str, u64); N]) -> BTreeMap<String, u64> {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+}
+
+/// The answer to `status`, as JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// The daemon's wall clock when it answered, in Unix seconds.
+    pub now: u64,
+    /// This node.
+    pub interface: Interface,
+    /// Every peer, ordered by handle.
+    pub peers: Vec<PeerReport>,
+    /// The node's event counters, by name.
+    pub counters: BTreeMap<String, u64>,
+    /// Every drop reason's label with its count, zeros included.
+    pub drops: BTreeMap<String, u64>,
+    /// The data plane's own counters, by name.
+    pub dataplane: BTreeMap<String, u64>,
+}
+
+/// This node in a [`Report`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Interface {
+    /// The name in this node's lease.
+    pub name: String,
+    /// This node's static key, base64.
+    pub public_key: String,
+    /// This node's lease prefix.
+    pub addresses: Vec<String>,
+    /// The UDP socket's address.
+    pub listen: String,
+    /// Its port.
+    pub listen_port: u16,
+    /// `client` or `server`.
+    pub role: String,
+    /// `userspace` or `tun`.
+    pub mode: String,
+}
+
+/// One peer in a [`Report`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerReport {
+    /// The node's handle.
+    pub id: u64,
+    /// Its static key, base64.
+    pub public_key: String,
+    /// The name in its lease (peers configured at start only).
+    pub name: Option<String>,
+    /// Its lease prefix (peers configured at start only).
+    pub lease_prefix: Option<String>,
+    /// Where packets for it go.
+    pub endpoint: Option<String>,
+    /// When its last handshake completed, in Unix seconds.
+    pub latest_handshake: Option<u64>,
+    /// Whether this node is initiating a handshake with it.
+    pub handshake_in_flight: bool,
+    /// Packets waiting for that handshake.
+    pub queued: usize,
+    /// Inner bytes received.
+    pub rx_bytes: u64,
+    /// Inner bytes sent.
+    pub tx_bytes: u64,
+    /// Inner packets received.
+    pub rx_packets: u64,
+    /// Inner packets sent.
+    pub tx_packets: u64,
+    /// Handshakes completed with it.
+    pub handshakes: u64,
+    /// Its packets dropped for an inner source outside its lease.
+    pub spoofed_sources: u64,
+}
+
+impl Report {
+    /// The `wg show`-like text `tunneld status` prints.
+    pub fn human(&self) -> String {
+        let i = &self.interface;
+        let mut s = String::new();
+        let _ = writeln!(s, "interface: {}", i.name);
+        let _ = writeln!(s, "  public key: {}", i.public_key);
+        let _ = writeln!(s, "  listening port: {}", i.listen_port);
+        let _ = writeln!(s, "  addresses: {}", i.addresses.join(", "));
+        let _ = writeln!(s, "  role: {}, mode: {}", i.role, i.mode);
+        for p in &self.peers {
+            let _ = writeln!(s, "\npeer: {}", p.public_key);
+            if let Some(name) = &p.name {
+                let _ = writeln!(s, "  name: {name}");
+            }
+            if let Some(endpoint) = &p.endpoint {
+                let _ = writeln!(s, "  endpoint: {endpoint}");
+            }
+            if let Some(prefix) = &p.lease_prefix {
+                let _ = writeln!(s, "  allowed ips: {prefix}");
+            }
+            match p.latest_handshake {
+                Some(at) => {
+                    let ago = self.now.saturating_sub(at);
+                    let _ = writeln!(s, "  latest handshake: {ago} seconds ago");
+                }
+                None if p.handshake_in_flight => {
+                    let _ = writeln!(s, "  latest handshake: (none, one in progress)");
+                }
+                None => {}
+            }
+            let _ = writeln!(
+                s,
+                "  transfer: {} received, {} sent",
+                bytes(p.rx_bytes),
+                bytes(p.tx_bytes)
+            );
+        }
+        let drops: Vec<_> = self.drops.iter().filter(|(_, n)| **n > 0).collect();
+        if !drops.is_empty() {
+            s.push_str("\ndrops:\n");
+            for (label, n) in drops {
+                let _ = writeln!(s, "  {label}: {n}");
+            }
+        }
+        s
+    }
+}
+
+/// `wg`-style byte counts: B, KiB, MiB, GiB, TiB with two decimals.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    // Precision loss above 2^53 bytes does not show in two decimals.
+    #[allow(clippy::cast_precision_loss)]
+    let mut value = n as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for next in &UNITS[1..] {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = next;
+    }
+    format!("{value:.2} {unit}")
+}
+
+/// Errors of [`ControlSocket::bind`].
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// Another daemon answers on the socket.
+    #[error("control socket {0} is in use by a running daemon")]
+    InUse(PathBuf),
+    /// Something that is not a socket is at the path.
+    #[error("{0} exists and is not a socket")]
+    NotASocket(PathBuf),
+    /// Creating the directory, removing the stale file, binding, or
+    /// setting the mode failed.
+    #[error("control socket {path}: {source}")]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// The daemon's listening control socket. Dropping it removes the file.
+#[derive(Debug)]
+pub struct ControlSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl ControlSocket {
+    /// Create the parent directory (0700) if missing, replace a stale
+    /// socket file, bind and set the socket's mode to 0600. Must run
+    /// inside a tokio runtime.
+    pub async fn bind(path: &Path) -> Result<Self, BindError> {
+        let io_error = |source| BindError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.exists() {
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)
+                    .map_err(io_error)?;
+            }
+        }
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if !meta.file_type().is_socket() => {
+                return Err(BindError::NotASocket(path.to_owned()))
+            }
+            Ok(_) => {
+                if UnixStream::connect(path).await.is_ok() {
+                    return Err(BindError::InUse(path.to_owned()));
+                }
+                debug!(path = %path.display(), "removing stale control socket");
+                std::fs::remove_file(path).map_err(io_error)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(e)),
+        }
+        let listener = UnixListener::bind(path).map_err(io_error)?;
+        let socket = ControlSocket {
+            listener,
+            path: path.to_owned(),
+        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_error)?;
+        Ok(socket)
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Answer requests until the task is dropped. Each connection is
+    /// served in its own task.
+    pub async fn serve(&self, handle: TunnelHandle, identity: Arc<Identity>) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, _)) => {
+                    let handle = handle.clone();
+                    let identity = Arc::clone(&identity);
+                    tokio::spawn(async move {
+                        if let Err(error) = answer(stream, &handle, &identity).await {
+                            debug!(%error, "control connection failed");
+                        }
+                    });
+                }
+                Err(error) => {
+                    warn!(%error, "control socket accept failed");
+                    // EMFILE and the like: do not spin.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_file(&self.path) {
+            if error.kind() != io::ErrorKind::NotFound {
+                warn!(path = %self.path.display(), %error, "could not remove the control socket");
+            }
+        }
+    }
+}
+
+async fn answer(stream: UnixStream, handle: &TunnelHandle, identity: &Identity) -> io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_REQUEST));
+    tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line))
+        .await
+        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+    let response = match line.trim_end() {
+        STATUS_REQUEST => match handle.status().await {
+            Some(status) => {
+                let report = identity.report(&status, startup::now().unix.as_secs());
+                serde_json::to_string(&report).map_err(io::Error::other)?
+            }
+            None => error_json("the data plane has stopped"),
+        },
+        _ => error_json("unknown request"),
+    };
+    write.write_all(response.as_bytes()).await?;
+    write.write_all(b"\n").await?;
+    write.shutdown().await
+}
+
+fn error_json(message: &str) -> String {
+    serde_json::json!({ "error": message }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_units() {
+        for (n, text) in [
+            (0, "0 B"),
+            (1023, "1023 B"),
+            (1024, "1.00 KiB"),
+            (1536, "1.50 KiB"),
+            (5 * 1024 * 1024, "5.00 MiB"),
+            (3 << 30, "3.00 GiB"),
+            (7 << 40, "7.00 TiB"),
+            (7 << 50, "7168.00 TiB"),
+        ] {
+            assert_eq!(bytes(n), text, "{n}");
+        }
+    }
+}
