@@ -394,6 +394,10 @@ async fn answer(stream: UnixStream, handle: &TunnelHandle, identity: &Identity) 
     tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line))
         .await
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+    if line.is_empty() {
+        // Closed without a request (e.g. a probe that the daemon is up).
+        return Ok(());
+    }
     let response = match line.trim_end() {
         STATUS_REQUEST => match handle.status().await {
             Some(status) => {
@@ -416,6 +420,76 @@ fn error_json(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn human_view_shows_handshake_age_transfer_and_nonzero_drops() {
+        let peer = |name: Option<&str>, latest_handshake| PeerReport {
+            id: 1,
+            public_key: "PEERKEY=".to_owned(),
+            name: name.map(str::to_owned),
+            lease_prefix: name.map(|_| "2002:b16:212c:2::/64".to_owned()),
+            endpoint: Some("192.0.2.1:4500".to_owned()),
+            latest_handshake,
+            handshake_in_flight: latest_handshake.is_none(),
+            queued: 0,
+            rx_bytes: 2048,
+            tx_bytes: 100,
+            rx_packets: 2,
+            tx_packets: 1,
+            handshakes: 1,
+            spoofed_sources: 0,
+        };
+        let report = Report {
+            now: 1_000,
+            interface: Interface {
+                name: "node".to_owned(),
+                public_key: "OURKEY=".to_owned(),
+                addresses: vec!["2002:b16:212c:1::1234/128".to_owned()],
+                listen: "0.0.0.0:4500".to_owned(),
+                listen_port: 4500,
+                role: "client".to_owned(),
+                mode: "userspace".to_owned(),
+            },
+            peers: vec![peer(Some("srv"), Some(988)), peer(None, None)],
+            counters: BTreeMap::new(),
+            drops: [
+                ("unknown_spi", 3),
+                ("bad_mac1", 0),
+                ("esp_replay_duplicate", 1),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+            dataplane: BTreeMap::new(),
+        };
+        let expected = "\
+interface: node
+  public key: OURKEY=
+  listening port: 4500
+  addresses: 2002:b16:212c:1::1234/128
+  role: client, mode: userspace
+
+peer: PEERKEY=
+  name: srv
+  endpoint: 192.0.2.1:4500
+  allowed ips: 2002:b16:212c:2::/64
+  latest handshake: 12 seconds ago
+  transfer: 2.00 KiB received, 100 B sent
+
+peer: PEERKEY=
+  endpoint: 192.0.2.1:4500
+  latest handshake: (none, one in progress)
+  transfer: 2.00 KiB received, 100 B sent
+
+drops:
+  esp_replay_duplicate: 1
+  unknown_spi: 3
+";
+        assert_eq!(report.human(), expected);
+        // The JSON round-trips into the same report (the client parses it).
+        let json = serde_json::to_string(&report).unwrap();
+        assert_eq!(serde_json::from_str::<Report>(&json).unwrap(), report);
+    }
 
     #[test]
     fn byte_units() {
