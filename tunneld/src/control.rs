@@ -11,7 +11,7 @@
 //! answers on) and refuses to steal a live one; dropping the
 //! [`ControlSocket`] removes the file.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use overlay_proto::node::Node;
+use overlay_proto::session::{SaRole, SaStatus};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -38,13 +39,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The status request line.
 pub const STATUS_REQUEST: &str = "status";
 
-/// What does not change while the daemon runs: this node, and the leases
-/// of the peers it was configured with.
+/// What does not change while the daemon runs: this node.
 #[derive(Clone, Debug)]
 pub struct Identity {
     interface: Interface,
-    /// Name and lease prefix of each peer known at start, by static key.
-    peers: HashMap<[u8; 32], (String, String)>,
 }
 
 impl Identity {
@@ -52,16 +50,6 @@ impl Identity {
     /// handed to the data plane; `listen` is the bound UDP address.
     pub fn new(config: &Config, node: &Node, listen: std::net::SocketAddr) -> Self {
         let lease = node.local_lease().lease();
-        let peers = node
-            .peers()
-            .map(|p| {
-                let lease = p.lease().lease();
-                (
-                    p.public_key().0,
-                    (lease.name.clone(), lease.prefix.to_string()),
-                )
-            })
-            .collect();
         Identity {
             interface: Interface {
                 name: lease.name.clone(),
@@ -72,7 +60,6 @@ impl Identity {
                 role: config.role.as_str().to_owned(),
                 mode: config.mode.as_str().to_owned(),
             },
-            peers,
         }
     }
 
@@ -81,24 +68,22 @@ impl Identity {
         let peers = status
             .peers
             .iter()
-            .map(|p| {
-                let known = self.peers.get(&p.public_key.0);
-                PeerReport {
-                    id: p.id.0,
-                    public_key: p.public_key.to_string(),
-                    name: known.map(|(name, _)| name.clone()),
-                    lease_prefix: known.map(|(_, prefix)| prefix.clone()),
-                    endpoint: p.endpoint.map(|e| e.to_string()),
-                    latest_handshake: p.last_handshake.map(|t| t.as_secs()),
-                    handshake_in_flight: p.handshake_in_flight,
-                    queued: p.queued,
-                    rx_bytes: p.stats.rx_bytes,
-                    tx_bytes: p.stats.tx_bytes,
-                    rx_packets: p.stats.rx_packets,
-                    tx_packets: p.stats.tx_packets,
-                    handshakes: p.stats.handshakes,
-                    spoofed_sources: p.stats.spoofed_sources,
-                }
+            .map(|p| PeerReport {
+                id: p.id.0,
+                public_key: p.public_key.to_string(),
+                name: Some(p.name.clone()),
+                lease_prefix: Some(p.lease_prefix.to_string()),
+                security_associations: p.security_associations.iter().map(SaReport::from).collect(),
+                endpoint: p.endpoint.map(|e| e.to_string()),
+                latest_handshake: p.last_handshake.map(|t| t.as_secs()),
+                handshake_in_flight: p.handshake_in_flight,
+                queued: p.queued,
+                rx_bytes: p.stats.rx_bytes,
+                tx_bytes: p.stats.tx_bytes,
+                rx_packets: p.stats.rx_packets,
+                tx_packets: p.stats.tx_packets,
+                handshakes: p.stats.handshakes,
+                spoofed_sources: p.stats.spoofed_sources,
             })
             .collect();
         let n = &status.node;
@@ -178,6 +163,42 @@ pub struct Interface {
     pub mode: String,
 }
 
+/// One security association in a [`PeerReport`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaReport {
+    /// `current`, `previous` (replaced by a rekey, still receiving) or
+    /// `unconfirmed` (made as responder, not used by the peer yet).
+    pub role: String,
+    /// SPI the peer sends to, hex.
+    pub inbound_spi: String,
+    /// SPI we send to, hex.
+    pub outbound_spi: String,
+    /// Seconds since its handshake.
+    pub age_secs: u64,
+    /// Whether this node initiated that handshake.
+    pub initiator: bool,
+    /// Packets sent on it.
+    pub packets_sent: u64,
+}
+
+impl From<&SaStatus> for SaReport {
+    fn from(sa: &SaStatus) -> Self {
+        SaReport {
+            role: match sa.role {
+                SaRole::Current => "current",
+                SaRole::Previous => "previous",
+                SaRole::Unconfirmed => "unconfirmed",
+            }
+            .to_owned(),
+            inbound_spi: format!("{:#010x}", sa.inbound_spi),
+            outbound_spi: format!("{:#010x}", sa.outbound_spi),
+            age_secs: sa.age.as_secs(),
+            initiator: sa.initiator,
+            packets_sent: sa.packets_sent,
+        }
+    }
+}
+
 /// One peer in a [`Report`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerReport {
@@ -185,10 +206,13 @@ pub struct PeerReport {
     pub id: u64,
     /// Its static key, base64.
     pub public_key: String,
-    /// The name in its lease (peers configured at start only).
+    /// The name in its lease.
     pub name: Option<String>,
-    /// Its lease prefix (peers configured at start only).
+    /// Its lease prefix.
     pub lease_prefix: Option<String>,
+    /// Its security associations.
+    #[serde(default)]
+    pub security_associations: Vec<SaReport>,
     /// Where packets for it go.
     pub endpoint: Option<String>,
     /// When its last handshake completed, in Unix seconds.
@@ -248,6 +272,13 @@ impl Report {
                 bytes(p.rx_bytes),
                 bytes(p.tx_bytes)
             );
+            for sa in &p.security_associations {
+                let _ = writeln!(
+                    s,
+                    "  sa {}: in {} out {}, {} s old, {} packets sent",
+                    sa.role, sa.inbound_spi, sa.outbound_spi, sa.age_secs, sa.packets_sent
+                );
+            }
         }
         let drops: Vec<_> = self.drops.iter().filter(|(_, n)| **n > 0).collect();
         if !drops.is_empty() {
@@ -428,6 +459,7 @@ mod tests {
             public_key: "PEERKEY=".to_owned(),
             name: name.map(str::to_owned),
             lease_prefix: name.map(|_| "2002:b16:212c:2::/64".to_owned()),
+            security_associations: vec![],
             endpoint: Some("192.0.2.1:4500".to_owned()),
             latest_handshake,
             handshake_in_flight: latest_handshake.is_none(),

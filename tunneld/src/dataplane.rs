@@ -32,7 +32,7 @@ use overlay_proto::counters::Counters;
 use overlay_proto::esp;
 use overlay_proto::handshake::PublicKey;
 use overlay_proto::node::{Event, Node, Outgoing, Received, MAX_INNER_PACKET};
-use overlay_proto::session::{PeerId, PeerStats};
+use overlay_proto::session::{PeerId, PeerStats, SaStatus};
 use overlay_proto::time::UnixTime;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -147,6 +147,12 @@ pub struct PeerStatus {
     pub id: PeerId,
     /// Its static key.
     pub public_key: PublicKey,
+    /// The name in its lease.
+    pub name: String,
+    /// Its lease prefix: the addresses it may use and that route to it.
+    pub lease_prefix: ipnet::Ipv6Net,
+    /// Its security associations.
+    pub security_associations: Vec<SaStatus>,
     /// Where packets for it go now.
     pub endpoint: Option<SocketAddr>,
     /// Traffic totals.
@@ -314,12 +320,16 @@ impl<P: InnerPort> Tunnel<P> {
 
     /// A snapshot of the counters and peers.
     pub fn snapshot(&self) -> Status {
+        let now = Instant::now();
         let mut peers: Vec<PeerStatus> = self
             .node
             .peers()
             .map(|p| PeerStatus {
                 id: p.id(),
                 public_key: *p.public_key(),
+                name: p.lease().lease().name.clone(),
+                lease_prefix: p.lease().lease().prefix,
+                security_associations: p.security_associations(now),
                 endpoint: p.endpoint(),
                 stats: p.stats(),
                 last_handshake: p.last_handshake(),

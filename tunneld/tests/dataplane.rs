@@ -234,6 +234,13 @@ async fn bulk_packets_arrive_unchanged_both_ways() {
     }
     assert_eq!(server_status.peers[0].endpoint, Some(client.udp));
     assert_eq!(client_status.peers[0].endpoint, Some(server.udp));
+    // The status names each peer by its lease and shows the SA in use.
+    assert_eq!(client_status.peers[0].name, "server");
+    let sas = &client_status.peers[0].security_associations;
+    assert_eq!(sas.len(), 1, "{sas:?}");
+    assert_eq!(sas[0].role, overlay_proto::session::SaRole::Current);
+    assert!(sas[0].initiator);
+    assert_eq!(sas[0].packets_sent, total);
 
     stop(client).await;
     stop(server).await;
