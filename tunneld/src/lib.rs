@@ -15,6 +15,7 @@ pub mod config;
 pub mod dataplane;
 pub mod keys;
 pub mod startup;
+pub mod userspace;
 
 #[cfg(test)]
 mod tests;
