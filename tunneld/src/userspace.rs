@@ -318,7 +318,10 @@ impl UserspaceStack {
                     Err(_) => break,
                 },
                 () = shared.poll.notified() => {}
-                () = sleep => {}
+                // While packets wait for room in `outbound`, smoltcp has
+                // nothing it can send: wait for the room, not the timer
+                // (which may already be due, and would spin).
+                () = sleep, if !pending_tx => {}
             }
         }
         shared.stopped.store(true, Ordering::Release);
@@ -560,6 +563,21 @@ impl OverlayListener {
             shared: self.shared.clone(),
             handle,
         })
+    }
+}
+
+impl Drop for OverlayListener {
+    fn drop(&mut self) {
+        // Connections accepted but never taken: close them; the stack
+        // removes the listening sockets once it sees the channel closed.
+        self.accepted.close();
+        while let Ok(handle) = self.accepted.try_recv() {
+            drop(OverlayStream {
+                shared: self.shared.clone(),
+                handle,
+            });
+        }
+        self.shared.poll.notify_one();
     }
 }
 
