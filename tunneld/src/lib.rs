@@ -17,6 +17,7 @@ pub mod control;
 pub mod dataplane;
 pub mod keys;
 pub mod startup;
+pub mod userspace;
 
 #[cfg(test)]
 mod tests;

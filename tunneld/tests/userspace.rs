@@ -1,0 +1,346 @@
+//! Userspace mode over real UDP on 127.0.0.1: two tunnels as in
+//! `tests/dataplane.rs`, each with a smoltcp stack on its channel port; the
+//! client's SOCKS5 proxy reaches an application the server forwards to a
+//! backend on 127.0.0.1 with a PROXY v2 header.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code
+
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::time::Duration;
+
+use overlay_proto::lease::{EntityKind, LeaseAuthority};
+use overlay_proto::node::{Node, NodeConfig};
+use overlay_proto::session::PeerConfig;
+use overlay_proto::sim::{issue_identity, IdentitySpec};
+use overlay_proto::time::UnixTime;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::oneshot;
+use tokio::time::timeout;
+use tunneld::dataplane::{ChannelPort, Tunnel, TunnelHandle};
+use tunneld::startup;
+use tunneld::userspace::{
+    proxy_v2_header, serve_application, serve_socks, StackConfig, StackHandle, UserspaceStack,
+};
+
+/// Bytes sent through the proxy and echoed back.
+const TRANSFER: usize = 10 * 1024 * 1024;
+/// Deadline of every wait in these tests.
+const DEADLINE: Duration = Duration::from_secs(120);
+/// The client stack's connect timeout: how long an unrouted CONNECT waits.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+const CLIENT_PREFIX: &str = "2002:102:304:1::a/128";
+const SERVER_PREFIX: &str = "2002:b16:212c:1::/64";
+const APP_PORT: u16 = 8080;
+
+fn client_addr() -> Ipv6Addr {
+    "2002:102:304:1::a".parse().unwrap()
+}
+
+fn server_addr() -> Ipv6Addr {
+    "2002:b16:212c:1::1".parse().unwrap()
+}
+
+fn app_addr() -> SocketAddrV6 {
+    SocketAddrV6::new("2002:b16:212c:1::80".parse().unwrap(), APP_PORT, 0, 0)
+}
+
+struct Side {
+    tunnel: TunnelHandle,
+    stack: StackHandle,
+}
+
+fn spawn(node: Node, socket: UdpSocket, config: StackConfig) -> Side {
+    let (port, channels) = ChannelPort::new(1024);
+    let (tunnel, tunnel_handle) = Tunnel::new(node, socket, port);
+    tokio::spawn(tunnel.run());
+    let (stack, stack_handle) = UserspaceStack::new(config, channels);
+    tokio::spawn(stack.run());
+    Side {
+        tunnel: tunnel_handle,
+        stack: stack_handle,
+    }
+}
+
+/// Client and server tunnels with stacks; the client's SOCKS5 address.
+async fn setup() -> (Side, Side, SocketAddr) {
+    let now = startup::now();
+    let authority = LeaseAuthority::from_seed([7; 32]);
+    let spec = |name, kind, prefix: &str| IdentitySpec {
+        name,
+        kind,
+        prefix: prefix.parse().unwrap(),
+        groups: &[],
+        valid_from: UnixTime::from_secs(now.unix.as_secs() - 60),
+        lifetime: Duration::from_secs(24 * 3600),
+        serial: 1,
+    };
+    let (server_key, server_lease) = issue_identity(
+        &authority,
+        [2; 32],
+        &spec("server", EntityKind::System, SERVER_PREFIX),
+    );
+    let (client_key, client_lease) = issue_identity(
+        &authority,
+        [1; 32],
+        &spec("client", EntityKind::User, CLIENT_PREFIX),
+    );
+
+    let server_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server_udp = server_socket.local_addr().unwrap();
+    let mut server_config =
+        NodeConfig::new(server_key, authority.public_key(), server_lease.clone());
+    server_config.accept_unknown_peers = true;
+    let server = spawn(
+        Node::new(server_config, [3; 32]),
+        server_socket,
+        StackConfig::new(server_addr(), SERVER_PREFIX.parse().unwrap()),
+    );
+
+    let client_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut client_node = Node::new(
+        NodeConfig::new(client_key, authority.public_key(), client_lease),
+        [4; 32],
+    );
+    let peer = PeerConfig {
+        endpoint: Some(server_udp),
+        ..PeerConfig::default()
+    };
+    client_node
+        .add_peer(server_lease, peer, now.instant)
+        .unwrap();
+    let mut client_config = StackConfig::new(client_addr(), CLIENT_PREFIX.parse().unwrap());
+    client_config.connect_timeout = CONNECT_TIMEOUT;
+    let client = spawn(client_node, client_socket, client_config);
+
+    let socks = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let socks_addr = socks.local_addr().unwrap();
+    tokio::spawn(serve_socks(socks, client.stack.clone()));
+    (client, server, socks_addr)
+}
+
+/// A backend on 127.0.0.1 that reads the PROXY v2 header, reports it and
+/// echoes everything after it.
+async fn echo_backend() -> (SocketAddr, oneshot::Receiver<[u8; 52]>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (report, header) = oneshot::channel();
+    tokio::spawn(async move {
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; 52];
+        conn.read_exact(&mut head).await.unwrap();
+        report.send(head).unwrap();
+        let (mut rd, mut wr) = conn.split();
+        tokio::io::copy(&mut rd, &mut wr).await.unwrap();
+        wr.shutdown().await.unwrap();
+    });
+    (addr, header)
+}
+
+/// SOCKS5 greeting and a CONNECT request for an IPv6 address; returns the
+/// 22-byte reply.
+async fn socks_request(socks: SocketAddr, command: u8, dst: SocketAddrV6) -> (TcpStream, [u8; 22]) {
+    let mut conn = TcpStream::connect(socks).await.unwrap();
+    conn.write_all(&[0x05, 0x01, 0x00]).await.unwrap();
+    let mut method = [0u8; 2];
+    conn.read_exact(&mut method).await.unwrap();
+    assert_eq!(method, [0x05, 0x00]);
+    let mut request = vec![0x05, command, 0x00, 0x04];
+    request.extend_from_slice(&dst.ip().octets());
+    request.extend_from_slice(&dst.port().to_be_bytes());
+    conn.write_all(&request).await.unwrap();
+    let mut reply = [0u8; 22];
+    conn.read_exact(&mut reply).await.unwrap();
+    (conn, reply)
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    let mut x = 0x2545_f491_u32;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn socks_connect_echoes_10_mb_with_proxy_header() {
+    let (client, server, socks) = setup().await;
+    let (backend, header) = echo_backend().await;
+    tokio::spawn(serve_application(server.stack.clone(), app_addr(), backend));
+
+    let (conn, reply) = timeout(DEADLINE, socks_request(socks, 0x01, app_addr()))
+        .await
+        .unwrap();
+    assert_eq!(reply[..4], [0x05, 0x00, 0x00, 0x04], "reply {reply:?}");
+    assert_eq!(
+        Ipv6Addr::from(<[u8; 16]>::try_from(&reply[4..20]).unwrap()),
+        client_addr()
+    );
+
+    let data = pattern(TRANSFER);
+    let sent_digest = Sha256::digest(&data);
+    let started = std::time::Instant::now();
+    let (mut rd, mut wr) = conn.into_split();
+    let writer = tokio::spawn(async move {
+        wr.write_all(&data).await.unwrap();
+        wr.shutdown().await.unwrap();
+    });
+    let reader = tokio::spawn(async move {
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0usize;
+        loop {
+            let n = rd.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            total += n;
+        }
+        (total, hasher.finalize())
+    });
+    timeout(DEADLINE, writer).await.unwrap().unwrap();
+    let (total, received_digest) = timeout(DEADLINE, reader).await.unwrap().unwrap();
+    let elapsed = started.elapsed();
+    eprintln!(
+        "{TRANSFER} bytes up and echoed back through SOCKS5 in {elapsed:?} ({:.1} Mbit/s each way)",
+        TRANSFER as f64 * 8.0 / elapsed.as_secs_f64() / 1e6
+    );
+    assert_eq!(total, TRANSFER);
+    assert_eq!(received_digest, sent_digest);
+
+    let header = timeout(DEADLINE, header).await.unwrap().unwrap();
+    let bound = SocketAddrV6::new(
+        client_addr(),
+        u16::from_be_bytes([reply[20], reply[21]]),
+        0,
+        0,
+    );
+    assert_eq!(header, proxy_v2_header(bound, app_addr()));
+    assert_eq!(header[..12], *b"\r\n\r\n\0\r\nQUIT\n");
+    assert_eq!(header[16..32], client_addr().octets());
+    assert_eq!(header[32..48], app_addr().ip().octets());
+    assert_eq!(header[50..52], APP_PORT.to_be_bytes());
+
+    let status = client.tunnel.status().await.unwrap();
+    assert_eq!(status.node.total_drops(), 0, "{:?}", status.node);
+    assert_eq!(client.stack.counters().connected, 1);
+    assert_eq!(server.stack.counters().accepted, 1);
+    client.stack.shutdown();
+    server.stack.shutdown();
+}
+
+#[tokio::test]
+async fn socks_failures_get_replies() {
+    let (client, server, socks) = setup().await;
+
+    // Nobody routes 2001:db8::/32: the SYN is dropped, the connect times out.
+    let nowhere = SocketAddrV6::new("2001:db8::1".parse().unwrap(), 80, 0, 0);
+    let started = std::time::Instant::now();
+    let (_, reply) = timeout(DEADLINE, socks_request(socks, 0x01, nowhere))
+        .await
+        .unwrap();
+    assert_eq!(reply[1], 0x04, "host unreachable, reply {reply:?}");
+    assert!(started.elapsed() >= CONNECT_TIMEOUT);
+    assert!(client.tunnel.status().await.unwrap().dataplane.no_route > 0);
+
+    // The server's stack answers for its prefix: nothing listens on port
+    // 81 of the application's address, so it resets.
+    let closed = SocketAddrV6::new(*app_addr().ip(), 81, 0, 0);
+    let (_, reply) = timeout(DEADLINE, socks_request(socks, 0x01, closed))
+        .await
+        .unwrap();
+    assert_eq!(reply[1], 0x05, "connection refused, reply {reply:?}");
+
+    // BIND (0x02) and UDP ASSOCIATE (0x03).
+    for command in [0x02, 0x03] {
+        let (_, reply) = timeout(DEADLINE, socks_request(socks, command, app_addr()))
+            .await
+            .unwrap();
+        assert_eq!(reply[..2], [0x05, 0x07], "command {command}");
+    }
+
+    // An IPv4 address.
+    let mut conn = TcpStream::connect(socks).await.unwrap();
+    conn.write_all(&[0x05, 0x01, 0x00]).await.unwrap();
+    let mut method = [0u8; 2];
+    conn.read_exact(&mut method).await.unwrap();
+    conn.write_all(&[0x05, 0x01, 0x00, 0x01, 192, 0, 2, 1, 0, 80])
+        .await
+        .unwrap();
+    let mut reply = [0u8; 22];
+    timeout(DEADLINE, conn.read_exact(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply[1], 0x08);
+
+    // A domain name that is not an IPv6 literal (no overlay DNS yet).
+    let mut conn = TcpStream::connect(socks).await.unwrap();
+    conn.write_all(&[0x05, 0x01, 0x00]).await.unwrap();
+    conn.read_exact(&mut method).await.unwrap();
+    let mut request = vec![0x05, 0x01, 0x00, 0x03, 11];
+    request.extend_from_slice(b"example.org");
+    request.extend_from_slice(&80u16.to_be_bytes());
+    conn.write_all(&request).await.unwrap();
+    timeout(DEADLINE, conn.read_exact(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply[1], 0x04);
+
+    // No acceptable method: 0xff and the connection ends.
+    let mut conn = TcpStream::connect(socks).await.unwrap();
+    conn.write_all(&[0x05, 0x01, 0x02]).await.unwrap();
+    timeout(DEADLINE, conn.read_exact(&mut method))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(method, [0x05, 0xff]);
+
+    client.stack.shutdown();
+    server.stack.shutdown();
+}
+
+#[tokio::test]
+async fn ipv6_literal_domain_connects() {
+    let (client, server, socks) = setup().await;
+    let (backend, header) = echo_backend().await;
+    tokio::spawn(serve_application(server.stack.clone(), app_addr(), backend));
+
+    let mut conn = TcpStream::connect(socks).await.unwrap();
+    conn.write_all(&[0x05, 0x01, 0x00]).await.unwrap();
+    let mut method = [0u8; 2];
+    conn.read_exact(&mut method).await.unwrap();
+    let name = format!("[{}]", app_addr().ip());
+    let mut request = vec![0x05, 0x01, 0x00, 0x03, name.len() as u8];
+    request.extend_from_slice(name.as_bytes());
+    request.extend_from_slice(&APP_PORT.to_be_bytes());
+    conn.write_all(&request).await.unwrap();
+    let mut reply = [0u8; 22];
+    timeout(DEADLINE, conn.read_exact(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reply[1], 0x00);
+
+    conn.write_all(b"hello overlay").await.unwrap();
+    conn.shutdown().await.unwrap();
+    let mut echoed = Vec::new();
+    timeout(DEADLINE, conn.read_to_end(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed, b"hello overlay");
+    let header = timeout(DEADLINE, header).await.unwrap().unwrap();
+    assert_eq!(header[16..32], client_addr().octets());
+
+    client.stack.shutdown();
+    server.stack.shutdown();
+}
