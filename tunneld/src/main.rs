@@ -9,6 +9,7 @@
 //! | 3 | not implemented yet (`mode = "tun"`) |
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
+use std::net::SocketAddrV6;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,9 +23,15 @@ use rand::rngs::OsRng;
 use rand::RngCore;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
-use tunneld::config::{Config, LogLevel, Mode};
+
+use overlay_proto::addr::SystemVirtualNetwork;
+use tokio::net::TcpListener;
+use tunneld::config::{Config, LogLevel, Mode, Role};
 use tunneld::control::{self, ControlSocket, Report};
 use tunneld::dataplane::{ChannelPort, Tunnel};
+use tunneld::userspace::{
+    serve_application, serve_socks, StackConfig, StackHandle, UserspaceStack,
+};
 use tunneld::{keys, startup};
 use zeroize::Zeroizing;
 
@@ -149,9 +156,11 @@ async fn serve(prepared: startup::Prepared, socket: &Path) -> anyhow::Result<Out
     let startup::Prepared { config, node, .. } = prepared;
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
-    // The userspace stack will own `_stack`; until then it is held here so
-    // the port stays open.
-    let (port, _stack) = ChannelPort::new(PORT_QUEUE);
+    // The control socket first: it is what tells a second daemon on the
+    // same socket to stop before it takes any other resource.
+    let control = ControlSocket::bind(socket).await?;
+    let (port, channels) = ChannelPort::new(PORT_QUEUE);
+    let stack = start_userspace(&config, &node, channels).await?;
     let (tunnel, handle) = Tunnel::bind(node, config.listen, port)
         .await
         .with_context(|| format!("binding UDP socket {}", config.listen))?;
@@ -159,8 +168,6 @@ async fn serve(prepared: startup::Prepared, socket: &Path) -> anyhow::Result<Out
         .local_addr()
         .context("reading the UDP socket address")?;
     let identity = Arc::new(control::Identity::new(&config, tunnel.node(), listen));
-    warn!("userspace stack not started yet: port forwards and SOCKS5 are not served (issue #3)");
-    let control = ControlSocket::bind(socket).await?;
     let mut tunnel = tokio::spawn(tunnel.run());
     info!(%listen, socket = %control.path().display(), "data plane running, control socket listening");
     let stopped_early = tokio::select! {
@@ -177,9 +184,68 @@ async fn serve(prepared: startup::Prepared, socket: &Path) -> anyhow::Result<Out
         }
     };
     drop(control);
+    stack.shutdown();
     let (_node, stopped) = result.context("the data plane task failed")?;
     info!(?stopped, "tunneld stopped");
     Ok(Outcome::Success)
+}
+
+/// Start the userspace IPv6 stack on the tunnel's port and what it serves:
+/// the SOCKS5 proxy (client role) or each application's ports, forwarded
+/// to its backend with a PROXY v2 header (server role).
+async fn start_userspace(
+    config: &Config,
+    node: &overlay_proto::node::Node,
+    channels: tunneld::dataplane::PortChannels,
+) -> anyhow::Result<StackHandle> {
+    let prefix = node.local_lease().lease().prefix;
+    // A user or application owns a /128; a system answers on `::1` of its
+    // system virtual network.
+    let address = match SystemVirtualNetwork::from_prefix(prefix) {
+        Ok(svn) => svn.system_address(),
+        Err(_) => prefix.addr(),
+    };
+    let mut stack_config = StackConfig::new(address, prefix);
+    stack_config.mtu = config.mtu;
+    let (stack, handle) = UserspaceStack::new(stack_config, channels);
+    tokio::spawn(stack.run());
+    match config.role {
+        Role::Client => {
+            if let Some(socks) = config.socks_listen {
+                let listener = TcpListener::bind(socks)
+                    .await
+                    .with_context(|| format!("binding the SOCKS5 listener {socks}"))?;
+                tokio::spawn(log_exit(
+                    "SOCKS5 proxy",
+                    serve_socks(listener, handle.clone()),
+                ));
+            }
+            if !config.port_forwards.is_empty() {
+                warn!("port-forwards are not served yet (issue #3)");
+            }
+        }
+        Role::Server => {
+            for app in &config.applications {
+                if !app.allowed_groups.is_empty() {
+                    warn!(application = %app.name, "allowed-groups is not enforced yet (issue #3)");
+                }
+                for port in &app.ports {
+                    let address = SocketAddrV6::new(app.address, *port, 0, 0);
+                    let served = serve_application(handle.clone(), address, app.backend);
+                    tokio::spawn(log_exit("application", served));
+                }
+                info!(application = %app.name, address = %app.address, ports = ?app.ports, backend = %app.backend, "serving");
+            }
+        }
+    }
+    Ok(handle)
+}
+
+/// Log why a serving task ended.
+async fn log_exit(what: &'static str, task: impl std::future::Future<Output = io::Result<()>>) {
+    if let Err(e) = task.await {
+        warn!(error = %e, "{what} stopped");
+    }
 }
 
 fn check_config(path: &Path) -> Outcome {

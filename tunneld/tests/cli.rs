@@ -397,7 +397,7 @@ fn run_serves_status_until_sigterm() {
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(socket.parent().unwrap()), 0o700);
     assert_eq!(mode(&socket), 0o600);
-    assert!(daemon.log().contains("userspace stack not started yet"));
+    assert!(daemon.log().contains("data plane running"));
 
     let s = socket.to_str().unwrap();
     let out = tunneld(&["status", "--json", "--socket", s], b"");
