@@ -49,10 +49,15 @@ struct Setup {
 
 impl Setup {
     fn new() -> Self {
+        Setup::with_key([0x44; 32])
+    }
+
+    /// A setup whose node has the key from `seed` (same test authority).
+    fn with_key(seed: [u8; 32]) -> Self {
         Setup {
             dir: tempfile::tempdir().unwrap(),
             authority: LeaseAuthority::from_seed([0x33; 32]),
-            keypair: StaticKeypair::from_private([0x44; 32]),
+            keypair: StaticKeypair::from_private(seed),
         }
     }
 
@@ -500,4 +505,135 @@ fn run_replaces_a_stale_socket() {
     assert_eq!(json["peers"], serde_json::json!([]));
     assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
     assert!(!socket.exists());
+}
+
+/// A free loopback port (bound and released; the daemon binds it next).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn two_daemons_carry_a_socks5_connection_to_an_application_backend() {
+    use std::io::Read as _;
+    use std::net::{Ipv6Addr, TcpListener, TcpStream};
+
+    const APP: &str = "2002:b16:212c:2::80";
+    const USER: &str = "2002:b16:212c:1::1234";
+    // The application's backend: records the PROXY v2 header, echoes.
+    let backend = TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    let backend_thread = std::thread::spawn(move || {
+        let (mut conn, _) = backend.accept().unwrap();
+        conn.set_read_timeout(Some(DAEMON_TIMEOUT)).unwrap();
+        let mut header = [0u8; 52];
+        conn.read_exact(&mut header).unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = conn.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            conn.write_all(&buf[..n]).unwrap();
+        }
+        header
+    });
+
+    let server_udp = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let server = Setup::with_key([0x61; 32]);
+    let server_config = format!(
+        "role = \"server\"\nlisten = \"{server_udp}\"\nprivate-key-file = \"tunneld.key\"\n\
+         authority-key = \"-\"\nlease-file = \"tunneld.lease\"\nmode = \"userspace\"\n\n\
+         [[applications]]\nname = \"echo\"\naddress = \"{APP}\"\nports = [8080]\n\
+         backend = \"{backend_addr}\"\n"
+    );
+    let server_path = server.install(&server_config, EntityKind::System, "2002:b16:212c:2::/64");
+    let mut server_daemon =
+        Daemon::start(&server_path, &server.path("s.sock"), server.path("s.log"));
+
+    let client = Setup::with_key([0x62; 32]);
+    let socks_port = free_port();
+    let client_config = format!(
+        "role = \"client\"\nlisten = \"127.0.0.1:0\"\nprivate-key-file = \"tunneld.key\"\n\
+         authority-key = \"-\"\nlease-file = \"tunneld.lease\"\nmode = \"userspace\"\n\
+         socks-listen = \"127.0.0.1:{socks_port}\"\n\n\
+         [[peers]]\nlease-file = \"server.lease\"\nendpoint = \"{server_udp}\"\n"
+    );
+    let server_lease = server.lease(
+        EntityKind::System,
+        "2002:b16:212c:2::/64",
+        server.keypair.public(),
+        "node",
+    );
+    client.write("server.lease", &server_lease, 0o644);
+    let client_path = client.install(&client_config, EntityKind::User, &format!("{USER}/128"));
+    let mut client_daemon =
+        Daemon::start(&client_path, &client.path("c.sock"), client.path("c.log"));
+
+    // SOCKS5: no-auth greeting, then CONNECT [APP]:8080.
+    let mut socks = TcpStream::connect(("127.0.0.1", socks_port)).unwrap();
+    socks.set_read_timeout(Some(DAEMON_TIMEOUT)).unwrap();
+    socks.write_all(&[5, 1, 0]).unwrap();
+    let mut reply = [0u8; 2];
+    socks.read_exact(&mut reply).unwrap();
+    assert_eq!(reply, [5, 0]);
+    let mut request = vec![5, 1, 0, 4];
+    request.extend_from_slice(&APP.parse::<Ipv6Addr>().unwrap().octets());
+    request.extend_from_slice(&8080u16.to_be_bytes());
+    socks.write_all(&request).unwrap();
+    let mut reply = [0u8; 22];
+    socks.read_exact(&mut reply).unwrap();
+    assert_eq!(
+        &reply[..4],
+        &[5, 0, 0, 4],
+        "SOCKS5 CONNECT refused: {reply:?}\n{}\n{}",
+        client_daemon.log(),
+        server_daemon.log()
+    );
+
+    // 1 MiB through both daemons and back.
+    let sent: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let mut writer = socks.try_clone().unwrap();
+    let to_send = sent.clone();
+    let writer_thread = std::thread::spawn(move || {
+        writer.write_all(&to_send).unwrap();
+        writer.shutdown(std::net::Shutdown::Write).unwrap();
+    });
+    let mut received = Vec::new();
+    socks.read_to_end(&mut received).unwrap();
+    writer_thread.join().unwrap();
+    assert!(
+        received == sent,
+        "echo differs: {} bytes back of {}",
+        received.len(),
+        sent.len()
+    );
+
+    // The backend learned who connected, from the overlay, not the socket.
+    let header = backend_thread.join().unwrap();
+    assert_eq!(&header[..12], b"\r\n\r\n\0\r\nQUIT\n");
+    assert_eq!(&header[16..32], &USER.parse::<Ipv6Addr>().unwrap().octets());
+    assert_eq!(&header[32..48], &APP.parse::<Ipv6Addr>().unwrap().octets());
+    assert_eq!(&header[50..52], &8080u16.to_be_bytes());
+
+    assert_eq!(
+        client_daemon.terminate().code(),
+        Some(0),
+        "{}",
+        client_daemon.log()
+    );
+    assert_eq!(
+        server_daemon.terminate().code(),
+        Some(0),
+        "{}",
+        server_daemon.log()
+    );
 }
