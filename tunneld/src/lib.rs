@@ -7,9 +7,11 @@
 //! binary does that is worth testing in-process: the configuration
 //! ([`config`]), key files ([`keys`]), turning both into a ready
 //! [`overlay_proto::node::Node`] ([`startup`]) and the UDP data plane that
-//! drives it ([`dataplane`]; the TUN and userspace modes that plug into its
-//! inner-packet port are not written yet, issue #3), and the control socket
-//! `tunneld status` talks to ([`control`]).
+//! drives it ([`dataplane`]), the userspace mode that plugs into its
+//! inner-packet port — a smoltcp IPv6 stack with the client's SOCKS5 proxy
+//! and the server's application forwarding with PROXY v2 ([`userspace`]) —
+//! and the control socket `tunneld status` talks to ([`control`]). TUN mode
+//! is not written yet (issue #3).
 #![forbid(unsafe_code)]
 
 pub mod config;
