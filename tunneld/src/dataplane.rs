@@ -4,7 +4,10 @@
 //! `overlay_proto::sim` does, with a real socket and the real clock. One
 //! task runs [`Tunnel::run`], a `tokio::select!` loop over four inputs:
 //! - UDP datagrams: [`Node::handle_datagram`]; decrypted inner packets go
-//!   out through the port;
+//!   out through the port if the [`AccessPolicy`] allows them (server role:
+//!   the peer's lease groups against the destination application's
+//!   allowed groups), else they are counted and answered, rate-limited,
+//!   with an ICMPv6 "administratively prohibited" through the tunnel;
 //! - inner IPv6 packets from the port: the destination address picks the
 //!   peer ([`Node::route`], cryptokey routing), [`Node::encapsulate`] seals
 //!   the packet and the datagram is sent;
@@ -38,6 +41,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, trace, warn};
 
+use crate::access::{AccessPolicy, Verdict};
+use crate::icmp::{self, IcmpLimiter};
 use crate::startup;
 
 /// Largest UDP payload a datagram can carry.
@@ -134,6 +139,14 @@ pub struct DataplaneCounters {
     pub malformed_inner: u64,
     /// Decrypted packets the port refused (dropped).
     pub deliver_errors: u64,
+    /// Decrypted packets the access policy refused (dropped): the peer's
+    /// lease groups do not meet the destination application's.
+    pub prohibited: u64,
+    /// ICMPv6 "administratively prohibited" errors sent back.
+    pub icmp_sent: u64,
+    /// Prohibited packets not answered: over the ICMPv6 rate limit, or an
+    /// ICMPv6 error, a fragment, or from a multicast source (RFC 4443 §2.4).
+    pub icmp_suppressed: u64,
     /// `recv_from` failures.
     pub recv_errors: u64,
     /// `send_to` failures (datagram dropped).
@@ -218,6 +231,12 @@ pub struct Tunnel<P> {
     shutdown: watch::Receiver<bool>,
     status: mpsc::Receiver<oneshot::Sender<Status>>,
     counters: DataplaneCounters,
+    /// Who may reach which application.
+    access: AccessPolicy,
+    /// Rate limit of the ICMPv6 errors the tunnel originates.
+    icmp_limiter: IcmpLimiter,
+    /// ICMPv6 errors being built.
+    icmp: Vec<u8>,
     /// Received datagrams, decrypted in place.
     datagram: Vec<u8>,
     /// Inner packets read from the port.
@@ -238,6 +257,9 @@ impl<P: InnerPort> Tunnel<P> {
             shutdown,
             status,
             counters: DataplaneCounters::default(),
+            access: AccessPolicy::allow_all(),
+            icmp_limiter: IcmpLimiter::default(),
+            icmp: vec![0; icmp::MIN_MTU],
             datagram: vec![0; MAX_DATAGRAM],
             inner: vec![0; MAX_INNER_PACKET],
             sealed: vec![0; esp::encapsulated_len(MAX_INNER_PACKET)],
@@ -254,6 +276,13 @@ impl<P: InnerPort> Tunnel<P> {
     pub async fn bind(node: Node, listen: SocketAddr, port: P) -> io::Result<(Self, TunnelHandle)> {
         let socket = UdpSocket::bind(listen).await?;
         Ok(Tunnel::new(node, socket, port))
+    }
+
+    /// The tunnel with `policy` checked on every decrypted packet (server
+    /// role). Without it the tunnel delivers every packet.
+    pub fn with_access_policy(mut self, policy: AccessPolicy) -> Self {
+        self.access = policy;
+        self
     }
 
     /// The address the socket is bound to.
@@ -297,7 +326,7 @@ impl<P: InnerPort> Tunnel<P> {
                     None => status_open = false,
                 },
                 received = self.socket.recv_from(&mut self.datagram) => match received {
-                    Ok((len, src)) => self.on_datagram(len, src),
+                    Ok((len, src)) => self.on_datagram(len, src).await,
                     Err(error) => {
                         self.counters.recv_errors += 1;
                         debug!(%error, "UDP receive failed");
@@ -345,13 +374,59 @@ impl<P: InnerPort> Tunnel<P> {
         }
     }
 
-    fn on_datagram(&mut self, len: usize, src: SocketAddr) {
+    async fn on_datagram(&mut self, len: usize, src: SocketAddr) {
         self.counters.datagrams_received += 1;
         let Some(datagram) = self.datagram.get_mut(..len) else {
             return;
         };
-        match self.node.handle_datagram(startup::now(), src, datagram) {
-            Received::Packet { packet, .. } => {
+        let now = startup::now();
+        match self.node.handle_datagram(now, src, datagram) {
+            Received::Packet { peer, packet } => {
+                // The core checked the inner source against the peer's
+                // lease: the lease is the packet's identity.
+                let verdict = match (ipv6_destination(packet), self.node.peer(peer)) {
+                    (Some(destination), Some(p)) => {
+                        self.access.allows(&destination, p.lease().lease())
+                    }
+                    _ => Verdict::Allowed,
+                };
+                if let Verdict::Prohibited { application } = verdict {
+                    self.counters.prohibited += 1;
+                    trace!(
+                        peer = peer.0,
+                        application,
+                        "packet prohibited by the access policy"
+                    );
+                    if !self.icmp_limiter.allow(now.instant) {
+                        self.counters.icmp_suppressed += 1;
+                        return;
+                    }
+                    let len = match icmp::prohibited(packet, &mut self.icmp) {
+                        Ok(len) => len,
+                        Err(reason) => {
+                            self.counters.icmp_suppressed += 1;
+                            trace!(reason = reason.as_str(), "prohibited packet not answered");
+                            return;
+                        }
+                    };
+                    let Some(error) = self.icmp.get(..len) else {
+                        return;
+                    };
+                    match self.node.encapsulate(now, peer, error, &mut self.sealed) {
+                        Outgoing::Send {
+                            destination,
+                            datagram,
+                        } => {
+                            self.counters.icmp_sent += 1;
+                            send(&self.socket, &mut self.counters, datagram, destination).await;
+                        }
+                        Outgoing::Queued => self.counters.icmp_sent += 1,
+                        Outgoing::Dropped(reason) => {
+                            trace!(peer = peer.0, %reason, "ICMPv6 error dropped");
+                        }
+                    }
+                    return;
+                }
                 if let Err(error) = self.port.deliver(packet) {
                     self.counters.deliver_errors += 1;
                     trace!(%error, "decrypted packet dropped by the port");

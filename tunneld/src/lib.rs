@@ -7,16 +7,20 @@
 //! binary does that is worth testing in-process: the configuration
 //! ([`config`]), key files ([`keys`]), turning both into a ready
 //! [`overlay_proto::node::Node`] ([`startup`]) and the UDP data plane that
-//! drives it ([`dataplane`]), the userspace mode that plugs into its
+//! drives it ([`dataplane`]) — with the server's access control by lease
+//! groups ([`access`]) and the ICMPv6 errors that answer refused packets
+//! ([`icmp`]) —, the userspace mode that plugs into its
 //! inner-packet port — a smoltcp IPv6 stack with the client's SOCKS5 proxy
 //! and the server's application forwarding with PROXY v2 ([`userspace`]) —
 //! and the control socket `tunneld status` talks to ([`control`]). TUN mode
 //! is not written yet (issue #3).
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod config;
 pub mod control;
 pub mod dataplane;
+pub mod icmp;
 pub mod keys;
 pub mod startup;
 pub mod userspace;

@@ -26,6 +26,7 @@ use tracing::{info, warn};
 
 use overlay_proto::addr::SystemVirtualNetwork;
 use tokio::net::TcpListener;
+use tunneld::access::AccessPolicy;
 use tunneld::config::{Config, LogLevel, Mode, Role};
 use tunneld::control::{self, ControlSocket, Report};
 use tunneld::dataplane::{ChannelPort, Tunnel};
@@ -164,6 +165,12 @@ async fn serve(prepared: startup::Prepared, socket: &Path) -> anyhow::Result<Out
     let (tunnel, handle) = Tunnel::bind(node, config.listen, port)
         .await
         .with_context(|| format!("binding UDP socket {}", config.listen))?;
+    let tunnel = match config.role {
+        Role::Server => {
+            tunnel.with_access_policy(AccessPolicy::from_applications(&config.applications))
+        }
+        Role::Client => tunnel,
+    };
     let listen = tunnel
         .local_addr()
         .context("reading the UDP socket address")?;
@@ -226,15 +233,12 @@ async fn start_userspace(
         }
         Role::Server => {
             for app in &config.applications {
-                if !app.allowed_groups.is_empty() {
-                    warn!(application = %app.name, "allowed-groups is not enforced yet (issue #3)");
-                }
                 for port in &app.ports {
                     let address = SocketAddrV6::new(app.address, *port, 0, 0);
                     let served = serve_application(handle.clone(), address, app.backend);
                     tokio::spawn(log_exit("application", served));
                 }
-                info!(application = %app.name, address = %app.address, ports = ?app.ports, backend = %app.backend, "serving");
+                info!(application = %app.name, address = %app.address, ports = ?app.ports, backend = %app.backend, allowed_groups = ?app.allowed_groups, "serving");
             }
         }
     }

@@ -16,6 +16,8 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
+use tunneld::access::AccessPolicy;
+use tunneld::config::Application;
 use tunneld::dataplane::{ChannelPort, PortChannels, Stopped, Tunnel, TunnelHandle};
 use tunneld::startup;
 
@@ -52,9 +54,10 @@ struct Pair {
     server: Side,
 }
 
-fn spawn(node: Node, socket: UdpSocket) -> Side {
+fn spawn(node: Node, socket: UdpSocket, policy: AccessPolicy) -> Side {
     let (port, io) = ChannelPort::new(1024);
     let (tunnel, handle) = Tunnel::new(node, socket, port);
+    let tunnel = tunnel.with_access_policy(policy);
     let udp = tunnel.local_addr().unwrap();
     let task = tokio::spawn(tunnel.run());
     Side {
@@ -66,13 +69,19 @@ fn spawn(node: Node, socket: UdpSocket) -> Side {
 }
 
 async fn pair() -> Pair {
+    pair_with(&[], AccessPolicy::allow_all()).await
+}
+
+/// A pair whose client lease lists `client_groups` and whose server
+/// enforces `policy`.
+async fn pair_with(client_groups: &[&str], policy: AccessPolicy) -> Pair {
     let now = startup::now();
     let authority = LeaseAuthority::from_seed([7; 32]);
-    let spec = |name, kind, prefix: &str| IdentitySpec {
+    let spec = |name, kind, prefix: &str, groups| IdentitySpec {
         name,
         kind,
         prefix: prefix.parse().unwrap(),
-        groups: &[],
+        groups,
         valid_from: UnixTime::from_secs(now.unix.as_secs() - 60),
         lifetime: Duration::from_secs(24 * 3600),
         serial: 1,
@@ -80,12 +89,12 @@ async fn pair() -> Pair {
     let (server_key, server_lease) = issue_identity(
         &authority,
         [2; 32],
-        &spec("server", EntityKind::System, SERVER_PREFIX),
+        &spec("server", EntityKind::System, SERVER_PREFIX, &[]),
     );
     let (client_key, client_lease) = issue_identity(
         &authority,
         [1; 32],
-        &spec("client", EntityKind::User, CLIENT_PREFIX),
+        &spec("client", EntityKind::User, CLIENT_PREFIX, client_groups),
     );
 
     let server_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -93,7 +102,7 @@ async fn pair() -> Pair {
     let mut server_config =
         NodeConfig::new(server_key, authority.public_key(), server_lease.clone());
     server_config.accept_unknown_peers = true;
-    let server = spawn(Node::new(server_config, [3; 32]), server_socket);
+    let server = spawn(Node::new(server_config, [3; 32]), server_socket, policy);
 
     let client_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut client_node = Node::new(
@@ -108,7 +117,7 @@ async fn pair() -> Pair {
     client_node
         .add_peer(server_lease, peer, now.instant)
         .unwrap();
-    let client = spawn(client_node, client_socket);
+    let client = spawn(client_node, client_socket, AccessPolicy::allow_all());
     Pair { client, server }
 }
 
@@ -314,4 +323,136 @@ async fn closing_the_port_or_dropping_the_handle_stops_the_tunnel() {
     drop(handle);
     let (_, stopped) = timeout(DEADLINE, task).await.unwrap().unwrap();
     assert_eq!(stopped, Stopped::Shutdown);
+}
+
+fn staff_app() -> Ipv6Addr {
+    "2002:b16:212c:1::80".parse().unwrap()
+}
+
+fn open_app() -> Ipv6Addr {
+    "2002:b16:212c:1::81".parse().unwrap()
+}
+
+/// The server's applications: one for staff only, one for anyone.
+fn policy() -> AccessPolicy {
+    let app = |name: &str, address, groups: &[&str]| Application {
+        name: name.into(),
+        address,
+        ports: vec![80],
+        backend: "127.0.0.1:8080".parse().unwrap(),
+        allowed_groups: groups.iter().map(|g| g.to_string()).collect(),
+    };
+    AccessPolicy::from_applications(&[
+        app("staff-wiki", staff_app(), &["staff"]),
+        app("open-wiki", open_app(), &[]),
+    ])
+}
+
+#[tokio::test]
+async fn non_member_is_prohibited_and_told_so() {
+    let mut pair = pair_with(&["students"], policy()).await;
+    warm_up(&mut pair).await;
+
+    let offending = packet(client_addr(), staff_app(), 1);
+    pair.client
+        .io
+        .outbound
+        .send(offending.clone())
+        .await
+        .unwrap();
+    // The same queue and the same SA: once this one arrives, the server
+    // has handled the one before it.
+    let marker = packet(client_addr(), open_app(), 2);
+    pair.client.io.outbound.send(marker.clone()).await.unwrap();
+    let got = timeout(DEADLINE, pair.server.io.inbound.recv())
+        .await
+        .unwrap();
+    assert_eq!(got, Some(marker), "only the open application's packet");
+    assert!(pair.server.io.inbound.try_recv().is_err());
+
+    let error = timeout(DEADLINE, pair.client.io.inbound.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(error.len(), 1280, "cut at the minimum MTU");
+    assert_eq!(error[0] >> 4, 6);
+    assert_eq!(error[6], 58, "ICMPv6");
+    assert_eq!(error[7], 64, "hop limit");
+    assert_eq!(&error[8..24], &staff_app().octets(), "from the application");
+    assert_eq!(&error[24..40], &client_addr().octets(), "to the sender");
+    assert_eq!(
+        (error[40], error[41]),
+        (1, 1),
+        "administratively prohibited"
+    );
+    assert_eq!(&error[48..88], &offending[..40], "quotes the IPv6 header");
+    assert_eq!(&error[48..], &offending[..1280 - 48]);
+
+    let status = pair.server.handle.status().await.unwrap();
+    assert_eq!(status.dataplane.prohibited, 1);
+    assert_eq!(status.dataplane.icmp_sent, 1);
+    assert_eq!(status.dataplane.icmp_suppressed, 0);
+    assert_eq!(status.dataplane.deliver_errors, 0);
+
+    stop(pair.client).await;
+    stop(pair.server).await;
+}
+
+#[tokio::test]
+async fn member_reaches_the_restricted_application() {
+    let mut pair = pair_with(&["students", "staff"], policy()).await;
+    warm_up(&mut pair).await;
+    for (i, destination) in [staff_app(), open_app()].into_iter().enumerate() {
+        let p = packet(client_addr(), destination, i as u32);
+        pair.client.io.outbound.send(p.clone()).await.unwrap();
+        let got = timeout(DEADLINE, pair.server.io.inbound.recv())
+            .await
+            .unwrap();
+        assert_eq!(got, Some(p));
+    }
+    let status = pair.server.handle.status().await.unwrap();
+    assert_eq!(status.dataplane.prohibited, 0);
+    assert_eq!(status.dataplane.icmp_sent, 0);
+    assert!(pair.client.io.inbound.try_recv().is_err());
+    stop(pair.client).await;
+    stop(pair.server).await;
+}
+
+#[tokio::test]
+async fn prohibited_errors_are_rate_limited() {
+    const FLOOD: u32 = 40;
+    let mut pair = pair_with(&["students"], policy()).await;
+    warm_up(&mut pair).await;
+    for i in 0..FLOOD {
+        let p = packet(client_addr(), staff_app(), i);
+        pair.client.io.outbound.send(p).await.unwrap();
+    }
+    let marker = packet(client_addr(), open_app(), FLOOD);
+    pair.client.io.outbound.send(marker.clone()).await.unwrap();
+    let got = timeout(DEADLINE, pair.server.io.inbound.recv())
+        .await
+        .unwrap();
+    assert_eq!(got, Some(marker));
+
+    let status = pair.server.handle.status().await.unwrap();
+    let counters = status.dataplane;
+    assert_eq!(counters.prohibited, u64::from(FLOOD));
+    assert_eq!(
+        counters.icmp_sent + counters.icmp_suppressed,
+        u64::from(FLOOD)
+    );
+    // A burst of 10, then 10 per second: 40 packets over loopback take far
+    // less than the 3 s it would need to answer them all.
+    assert!(counters.icmp_sent >= 10, "{counters:?}");
+    assert!(counters.icmp_suppressed > 0, "{counters:?}");
+    // Every error that was sent arrives.
+    for _ in 0..counters.icmp_sent {
+        let error = timeout(DEADLINE, pair.client.io.inbound.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((error[40], error[41]), (1, 1));
+    }
+    stop(pair.client).await;
+    stop(pair.server).await;
 }

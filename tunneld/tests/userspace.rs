@@ -18,6 +18,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::oneshot;
 use tokio::time::timeout;
+use tunneld::access::AccessPolicy;
+use tunneld::config::Application;
 use tunneld::dataplane::{ChannelPort, Tunnel, TunnelHandle};
 use tunneld::startup;
 use tunneld::userspace::{
@@ -52,9 +54,10 @@ struct Side {
     stack: StackHandle,
 }
 
-fn spawn(node: Node, socket: UdpSocket, config: StackConfig) -> Side {
+fn spawn(node: Node, socket: UdpSocket, config: StackConfig, policy: AccessPolicy) -> Side {
     let (port, channels) = ChannelPort::new(1024);
     let (tunnel, tunnel_handle) = Tunnel::new(node, socket, port);
+    let tunnel = tunnel.with_access_policy(policy);
     tokio::spawn(tunnel.run());
     let (stack, stack_handle) = UserspaceStack::new(config, channels);
     tokio::spawn(stack.run());
@@ -66,6 +69,12 @@ fn spawn(node: Node, socket: UdpSocket, config: StackConfig) -> Side {
 
 /// Client and server tunnels with stacks; the client's SOCKS5 address.
 async fn setup() -> (Side, Side, SocketAddr) {
+    setup_with(AccessPolicy::allow_all()).await
+}
+
+/// [`setup`] with `policy` enforced by the server's tunnel (the client's
+/// lease lists no group).
+async fn setup_with(policy: AccessPolicy) -> (Side, Side, SocketAddr) {
     let now = startup::now();
     let authority = LeaseAuthority::from_seed([7; 32]);
     let spec = |name, kind, prefix: &str| IdentitySpec {
@@ -97,6 +106,7 @@ async fn setup() -> (Side, Side, SocketAddr) {
         Node::new(server_config, [3; 32]),
         server_socket,
         StackConfig::new(server_addr(), SERVER_PREFIX.parse().unwrap()),
+        policy,
     );
 
     let client_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -113,7 +123,12 @@ async fn setup() -> (Side, Side, SocketAddr) {
         .unwrap();
     let mut client_config = StackConfig::new(client_addr(), CLIENT_PREFIX.parse().unwrap());
     client_config.connect_timeout = CONNECT_TIMEOUT;
-    let client = spawn(client_node, client_socket, client_config);
+    let client = spawn(
+        client_node,
+        client_socket,
+        client_config,
+        AccessPolicy::allow_all(),
+    );
 
     let socks = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let socks_addr = socks.local_addr().unwrap();
@@ -340,6 +355,36 @@ async fn ipv6_literal_domain_connects() {
     assert_eq!(echoed, b"hello overlay");
     let header = timeout(DEADLINE, header).await.unwrap().unwrap();
     assert_eq!(header[16..32], client_addr().octets());
+
+    client.stack.shutdown();
+    server.stack.shutdown();
+}
+
+#[tokio::test]
+async fn socks_connect_from_a_non_member_fails() {
+    let staff_only = Application {
+        name: "staff-app".into(),
+        address: *app_addr().ip(),
+        ports: vec![APP_PORT],
+        backend: "127.0.0.1:9".parse().unwrap(),
+        allowed_groups: vec!["staff".into()],
+    };
+    let (client, server, socks) = setup_with(AccessPolicy::from_applications(&[staff_only])).await;
+    let (backend, _header) = echo_backend().await;
+    tokio::spawn(serve_application(server.stack.clone(), app_addr(), backend));
+
+    let (_, reply) = timeout(DEADLINE, socks_request(socks, 0x01, app_addr()))
+        .await
+        .unwrap();
+    // The client's stack does not act on the ICMPv6 "administratively
+    // prohibited" yet (that would be reply 0x02): the connect times out.
+    assert_eq!(reply[1], 0x04, "CONNECT must fail, reply {reply:?}");
+    // The SYNs never reached the server's stack, let alone the backend.
+    assert_eq!(server.stack.counters().accepted, 0);
+    let dataplane = server.tunnel.status().await.unwrap().dataplane;
+    assert!(dataplane.prohibited > 0, "{dataplane:?}");
+    assert!(dataplane.icmp_sent > 0, "{dataplane:?}");
+    assert_eq!(client.stack.counters().connected, 0);
 
     client.stack.shutdown();
     server.stack.shutdown();
