@@ -106,6 +106,9 @@ impl Identity {
             ("no_route", d.no_route),
             ("malformed_inner", d.malformed_inner),
             ("deliver_errors", d.deliver_errors),
+            ("prohibited", d.prohibited),
+            ("icmp_sent", d.icmp_sent),
+            ("icmp_suppressed", d.icmp_suppressed),
             ("recv_errors", d.recv_errors),
             ("send_errors", d.send_errors),
         ];
