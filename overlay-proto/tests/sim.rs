@@ -120,6 +120,21 @@ fn world_with(
 }
 
 impl World {
+    /// Configure alice as a peer of bob's (so bob can initiate too).
+    fn bob_knows_alice(&mut self) -> PeerId {
+        let alice_lease = self.sim.host(self.alice).node.local_lease().clone();
+        let now = self.sim.now().instant;
+        let config = PeerConfig {
+            endpoint: Some(alice_endpoint()),
+            ..PeerConfig::default()
+        };
+        self.sim
+            .host_mut(self.bob)
+            .node
+            .add_peer(alice_lease, config, now)
+            .unwrap()
+    }
+
     /// Handshake initiations alice sent, as captured: (from, to, bytes).
     fn initiations_from_alice(&self) -> Vec<(SocketAddr, SocketAddr, Vec<u8>)> {
         let capture = self.sim.capture.as_ref().expect("capture is on");
@@ -613,21 +628,7 @@ fn a_new_terminal_with_a_new_key_takes_over_the_address() {
 fn simultaneous_initiations_converge() {
     // Both sides know each other and both have something to say at once.
     let mut w = world(13, LinkConditions::PERFECT);
-    let alice_lease = w.sim.host(w.alice).node.local_lease().clone();
-    let now = w.sim.now().instant;
-    let alice_at_bob = w
-        .sim
-        .host_mut(w.bob)
-        .node
-        .add_peer(
-            alice_lease,
-            PeerConfig {
-                endpoint: Some(alice_endpoint()),
-                ..PeerConfig::default()
-            },
-            now,
-        )
-        .unwrap();
+    let alice_at_bob = w.bob_knows_alice();
     let (a, b) = (w.to_bob(1), w.to_alice(2));
     assert_eq!(w.sim.send(w.alice, w.bob_at_alice, &a), SendOutcome::Queued);
     assert_eq!(w.sim.send(w.bob, alice_at_bob, &b), SendOutcome::Queued);
@@ -779,21 +780,7 @@ fn an_old_initiation_replayed_into_a_restarted_node_is_refused() {
 #[test]
 fn a_responder_whose_key_confirmation_is_lost_sends_its_queue_soon() {
     let mut w = world(18, LinkConditions::PERFECT);
-    let alice_lease = w.sim.host(w.alice).node.local_lease().clone();
-    let now = w.sim.now().instant;
-    let alice_at_bob = w
-        .sim
-        .host_mut(w.bob)
-        .node
-        .add_peer(
-            alice_lease,
-            PeerConfig {
-                endpoint: Some(alice_endpoint()),
-                ..PeerConfig::default()
-            },
-            now,
-        )
-        .unwrap();
+    let alice_at_bob = w.bob_knows_alice();
     let first = w.to_bob(1);
     w.sim.send(w.alice, w.bob_at_alice, &first);
     let bob = w.bob;
