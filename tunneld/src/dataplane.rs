@@ -15,7 +15,9 @@
 //! - control: status requests and shutdown from a [`TunnelHandle`].
 //!
 //! After every input the loop sends what [`Node::poll_transmit`] holds and
-//! logs what [`Node::poll_event`] reports. The per-packet path reuses one
+//! logs what [`Node::poll_event`] reports; with a [`KeyLog`] attached
+//! ([`Tunnel::with_key_log`]) it also writes the keys of every new SA there
+//! (the tracing log only ever names SPIs). The per-packet path reuses one
 //! receive buffer, one inner buffer and one send buffer, takes no lock and
 //! allocates nothing (control messages allocate, in the core).
 //!
@@ -35,7 +37,7 @@ use overlay_proto::counters::Counters;
 use overlay_proto::esp;
 use overlay_proto::handshake::PublicKey;
 use overlay_proto::node::{Event, Node, Outgoing, Received, MAX_INNER_PACKET};
-use overlay_proto::session::{PeerId, PeerStats, SaStatus};
+use overlay_proto::session::{PeerId, PeerStats, SaKeyLog, SaStatus};
 use overlay_proto::time::UnixTime;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -43,6 +45,7 @@ use tracing::{debug, info, trace, warn};
 
 use crate::access::{AccessPolicy, Verdict};
 use crate::icmp::{self, IcmpLimiter};
+use crate::keylog::KeyLog;
 use crate::startup;
 
 /// Largest UDP payload a datagram can carry.
@@ -151,6 +154,8 @@ pub struct DataplaneCounters {
     pub recv_errors: u64,
     /// `send_to` failures (datagram dropped).
     pub send_errors: u64,
+    /// SAs whose keys could not be written to the key log.
+    pub keylog_errors: u64,
 }
 
 /// One peer, as a status command shows it.
@@ -237,6 +242,8 @@ pub struct Tunnel<P> {
     icmp_limiter: IcmpLimiter,
     /// ICMPv6 errors being built.
     icmp: Vec<u8>,
+    /// Where the keys of new SAs go (`dangerous-esp-keylog`).
+    key_log: Option<KeyLog>,
     /// Received datagrams, decrypted in place.
     datagram: Vec<u8>,
     /// Inner packets read from the port.
@@ -260,6 +267,7 @@ impl<P: InnerPort> Tunnel<P> {
             access: AccessPolicy::allow_all(),
             icmp_limiter: IcmpLimiter::default(),
             icmp: vec![0; icmp::MIN_MTU],
+            key_log: None,
             datagram: vec![0; MAX_DATAGRAM],
             inner: vec![0; MAX_INNER_PACKET],
             sealed: vec![0; esp::encapsulated_len(MAX_INNER_PACKET)],
@@ -282,6 +290,14 @@ impl<P: InnerPort> Tunnel<P> {
     /// role). Without it the tunnel delivers every packet.
     pub fn with_access_policy(mut self, policy: AccessPolicy) -> Self {
         self.access = policy;
+        self
+    }
+
+    /// The tunnel with the keys of every new SA written to `key_log`.
+    /// Only for decrypting captures: the node must also have
+    /// `dangerous_export_keys` set, or there is nothing to write.
+    pub fn with_key_log(mut self, key_log: KeyLog) -> Self {
+        self.key_log = Some(key_log);
         self
     }
 
@@ -476,6 +492,34 @@ impl<P: InnerPort> Tunnel<P> {
         }
         while let Some(event) = self.node.poll_event() {
             log_event(&event);
+            if let Event::SaKeys(keys) = &event {
+                self.write_key_log(keys);
+            }
+        }
+    }
+
+    /// Append an SA's keys to the key log, if there is one. A failure is
+    /// logged and counted; the tunnel runs on.
+    fn write_key_log(&mut self, keys: &SaKeyLog) {
+        let Some(key_log) = &mut self.key_log else {
+            return;
+        };
+        let remote = self.node.peer(keys.peer).and_then(|p| p.endpoint());
+        let written = match self.socket.local_addr() {
+            Ok(local) => key_log
+                .write(keys, local, remote)
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(format!("reading the UDP socket address: {error}")),
+        };
+        if let Err(error) = written {
+            self.counters.keylog_errors += 1;
+            warn!(
+                peer = keys.peer.0,
+                inbound_spi = keys.inbound_spi,
+                outbound_spi = keys.outbound_spi,
+                %error,
+                "SA keys not written to the key log"
+            );
         }
     }
 }
@@ -522,12 +566,12 @@ fn log_event(event: &Event) {
             dropped_packets,
         } => warn!(peer = peer.0, dropped_packets, "handshake given up"),
         Event::LeaseExpired { peer } => warn!(peer = peer.0, "peer lease expired"),
-        // Writing the key log file is not implemented yet; never log keys.
+        // The key log gets the keys (Tunnel::write_key_log); never log them.
         Event::SaKeys(keys) => debug!(
             peer = keys.peer.0,
             inbound_spi = keys.inbound_spi,
             outbound_spi = keys.outbound_spi,
-            "new SA (key export not written yet)"
+            "new SA keys exported"
         ),
     }
 }

@@ -5,7 +5,8 @@
 //! UDP socket, the TUN device or userspace stack, the clock and the files,
 //! and feeds the core datagrams and time. This library holds everything the
 //! binary does that is worth testing in-process: the configuration
-//! ([`config`]), key files ([`keys`]), turning both into a ready
+//! ([`config`]), key files ([`keys`]), the debugging ESP key log
+//! ([`keylog`]), turning both into a ready
 //! [`overlay_proto::node::Node`] ([`startup`]) and the UDP data plane that
 //! drives it ([`dataplane`]) — with the server's access control by lease
 //! groups ([`access`]) and the ICMPv6 errors that answer refused packets
@@ -21,6 +22,7 @@ pub mod config;
 pub mod control;
 pub mod dataplane;
 pub mod icmp;
+pub mod keylog;
 pub mod keys;
 pub mod startup;
 pub mod userspace;

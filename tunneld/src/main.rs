@@ -30,6 +30,7 @@ use tunneld::access::AccessPolicy;
 use tunneld::config::{Config, LogLevel, Mode, Role};
 use tunneld::control::{self, ControlSocket, Report};
 use tunneld::dataplane::{ChannelPort, Tunnel};
+use tunneld::keylog::KeyLog;
 use tunneld::userspace::{
     serve_application, serve_socks, StackConfig, StackHandle, UserspaceStack,
 };
@@ -170,6 +171,10 @@ async fn serve(prepared: startup::Prepared, socket: &Path) -> anyhow::Result<Out
             tunnel.with_access_policy(AccessPolicy::from_applications(&config.applications))
         }
         Role::Client => tunnel,
+    };
+    let tunnel = match &config.dangerous_esp_keylog {
+        Some(path) => tunnel.with_key_log(KeyLog::open(path)?),
+        None => tunnel,
     };
     let listen = tunnel
         .local_addr()

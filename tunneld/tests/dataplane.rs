@@ -5,7 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code
 
 use std::net::{Ipv6Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::time::Duration;
+
+use overlay_proto::aead::AeadProvider;
+use overlay_proto::esp::{EspKeyMaterial, InboundSa, NEXT_HEADER_IPV6};
 
 use overlay_proto::lease::{EntityKind, LeaseAuthority};
 use overlay_proto::node::{Node, NodeConfig};
@@ -19,6 +24,7 @@ use tokio::time::timeout;
 use tunneld::access::AccessPolicy;
 use tunneld::config::Application;
 use tunneld::dataplane::{ChannelPort, PortChannels, Stopped, Tunnel, TunnelHandle};
+use tunneld::keylog::KeyLog;
 use tunneld::startup;
 
 /// Inner packets in the bulk test, each way.
@@ -54,10 +60,13 @@ struct Pair {
     server: Side,
 }
 
-fn spawn(node: Node, socket: UdpSocket, policy: AccessPolicy) -> Side {
+fn spawn(node: Node, socket: UdpSocket, policy: AccessPolicy, key_log: Option<KeyLog>) -> Side {
     let (port, io) = ChannelPort::new(1024);
     let (tunnel, handle) = Tunnel::new(node, socket, port);
-    let tunnel = tunnel.with_access_policy(policy);
+    let mut tunnel = tunnel.with_access_policy(policy);
+    if let Some(key_log) = key_log {
+        tunnel = tunnel.with_key_log(key_log);
+    }
     let udp = tunnel.local_addr().unwrap();
     let task = tokio::spawn(tunnel.run());
     Side {
@@ -75,6 +84,30 @@ async fn pair() -> Pair {
 /// A pair whose client lease lists `client_groups` and whose server
 /// enforces `policy`.
 async fn pair_with(client_groups: &[&str], policy: AccessPolicy) -> Pair {
+    let client_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server_udp = server_socket.local_addr().unwrap();
+    pair_over(
+        client_groups,
+        policy,
+        client_socket,
+        server_socket,
+        server_udp,
+        None,
+    )
+    .await
+}
+
+/// A pair over the given sockets; the client knows the server at
+/// `server_endpoint` and, given a key log, exports its SA keys there.
+async fn pair_over(
+    client_groups: &[&str],
+    policy: AccessPolicy,
+    client_socket: UdpSocket,
+    server_socket: UdpSocket,
+    server_endpoint: SocketAddr,
+    client_key_log: Option<KeyLog>,
+) -> Pair {
     let now = startup::now();
     let authority = LeaseAuthority::from_seed([7; 32]);
     let spec = |name, kind, prefix: &str, groups| IdentitySpec {
@@ -97,27 +130,33 @@ async fn pair_with(client_groups: &[&str], policy: AccessPolicy) -> Pair {
         &spec("client", EntityKind::User, CLIENT_PREFIX, client_groups),
     );
 
-    let server_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let server_udp = server_socket.local_addr().unwrap();
     let mut server_config =
         NodeConfig::new(server_key, authority.public_key(), server_lease.clone());
     server_config.accept_unknown_peers = true;
-    let server = spawn(Node::new(server_config, [3; 32]), server_socket, policy);
-
-    let client_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut client_node = Node::new(
-        NodeConfig::new(client_key, authority.public_key(), client_lease),
-        [4; 32],
+    let server = spawn(
+        Node::new(server_config, [3; 32]),
+        server_socket,
+        policy,
+        None,
     );
+
+    let mut client_config = NodeConfig::new(client_key, authority.public_key(), client_lease);
+    client_config.dangerous_export_keys = client_key_log.is_some();
+    let mut client_node = Node::new(client_config, [4; 32]);
     // 127.0.0.1 is not in the server's 6to4 prefix: give its endpoint.
     let peer = PeerConfig {
-        endpoint: Some(server_udp),
+        endpoint: Some(server_endpoint),
         ..PeerConfig::default()
     };
     client_node
         .add_peer(server_lease, peer, now.instant)
         .unwrap();
-    let client = spawn(client_node, client_socket, AccessPolicy::allow_all());
+    let client = spawn(
+        client_node,
+        client_socket,
+        AccessPolicy::allow_all(),
+        client_key_log,
+    );
     Pair { client, server }
 }
 
@@ -455,4 +494,159 @@ async fn prohibited_errors_are_rate_limited() {
     }
     stop(pair.client).await;
     stop(pair.server).await;
+}
+
+/// One line of the ESP key log (docs/wire-format.md §7), checked field by
+/// field against the format.
+struct KeyLogLine {
+    spi: u32,
+    direction: String,
+    local: SocketAddr,
+    remote: SocketAddr,
+    keys: EspKeyMaterial,
+}
+
+/// `s` is exactly `digits` lower-case hex digits.
+fn lower_hex(s: &str, digits: usize) -> Vec<u8> {
+    assert_eq!(s.len(), digits, "{s:?} is not {digits} hex digits");
+    assert!(
+        s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{s:?} is not lower-case hex"
+    );
+    hex::decode(s).unwrap()
+}
+
+fn parse_key_log_line(line: &str) -> KeyLogLine {
+    let fields: Vec<&str> = line.split(' ').collect();
+    assert_eq!(fields.len(), 6, "{line:?}");
+    let spi = u32::from_be_bytes(lower_hex(fields[0], 8).try_into().unwrap());
+    assert!(["in", "out"].contains(&fields[1]), "{line:?}");
+    KeyLogLine {
+        spi,
+        direction: fields[1].to_owned(),
+        local: fields[2].parse().unwrap(),
+        remote: fields[3].parse().unwrap(),
+        keys: EspKeyMaterial {
+            key: lower_hex(fields[4], 64).try_into().unwrap(),
+            salt: lower_hex(fields[5], 8).try_into().unwrap(),
+        },
+    }
+}
+
+/// A UDP relay between the client and the server that keeps a copy of
+/// every datagram: client → server in the first channel, server → client
+/// in the second.
+fn relay(
+    socket: UdpSocket,
+    client: SocketAddr,
+    server: SocketAddr,
+) -> (
+    JoinHandle<()>,
+    mpsc::UnboundedReceiver<Vec<u8>>,
+    mpsc::UnboundedReceiver<Vec<u8>>,
+) {
+    let (up_tx, up) = mpsc::unbounded_channel();
+    let (down_tx, down) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_535];
+        loop {
+            let (len, src) = socket.recv_from(&mut buf).await.unwrap();
+            let datagram = buf[..len].to_vec();
+            let (to, copy) = if src == client {
+                (server, &up_tx)
+            } else if src == server {
+                (client, &down_tx)
+            } else {
+                continue;
+            };
+            socket.send_to(&datagram, to).await.unwrap();
+            let _ = copy.send(datagram);
+        }
+    });
+    (task, up, down)
+}
+
+/// Decrypts the first captured datagram of `line`'s SPI with the logged
+/// key alone, and returns the inner packet.
+fn decrypt_first(captured: &mut mpsc::UnboundedReceiver<Vec<u8>>, line: &KeyLogLine) -> Vec<u8> {
+    let mut sa = InboundSa::new(line.spi, &line.keys, AeadProvider::RustCrypto);
+    while let Ok(mut datagram) = captured.try_recv() {
+        if datagram.get(..4) != Some(&line.spi.to_be_bytes()[..]) {
+            continue; // handshake, keepalive, another SA
+        }
+        let plain = sa.decapsulate(&mut datagram).unwrap();
+        assert_eq!(plain.next_header, NEXT_HEADER_IPV6);
+        return plain.payload.to_vec();
+    }
+    panic!("no captured datagram with SPI {:08x}", line.spi);
+}
+
+#[tokio::test]
+async fn key_log_decrypts_captured_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("esp-keys.log");
+    let client_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let server_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let relay_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let client_udp = client_socket.local_addr().unwrap();
+    let server_udp = server_socket.local_addr().unwrap();
+    let relay_udp = relay_socket.local_addr().unwrap();
+    let (relay_task, mut up, mut down) = relay(relay_socket, client_udp, server_udp);
+
+    let mut pair = pair_over(
+        &[],
+        AccessPolicy::allow_all(),
+        client_socket,
+        server_socket,
+        relay_udp,
+        Some(KeyLog::open(&path).unwrap()),
+    )
+    .await;
+    // packet 0 each way: the handshake, then one datagram per direction.
+    warm_up(&mut pair).await;
+    let status = pair.client.handle.status().await.unwrap();
+    assert_eq!(status.dataplane.keylog_errors, 0);
+    stop(pair.client).await;
+    stop(pair.server).await;
+    relay_task.abort();
+
+    let meta = std::fs::metadata(&path).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.ends_with('\n'), "{} bytes", text.len());
+    let lines: Vec<KeyLogLine> = text.lines().map(parse_key_log_line).collect();
+    assert_eq!(lines.len(), 2, "one SA, two directions");
+    let (inbound, outbound) = (&lines[0], &lines[1]);
+    assert_eq!(inbound.direction, "in");
+    assert_eq!(outbound.direction, "out");
+    assert_ne!(inbound.spi, outbound.spi);
+    assert_ne!(inbound.keys, outbound.keys);
+    for line in &lines {
+        assert_eq!(line.local, client_udp, "the bound address");
+        assert_eq!(line.remote, relay_udp, "the server as the client sees it");
+    }
+
+    // Independent of both tunnels: the logged keys open what was on the
+    // wire, each direction with its own line.
+    assert_eq!(
+        decrypt_first(&mut up, outbound),
+        packet(client_addr(), server_addr(), 0)
+    );
+    assert_eq!(
+        decrypt_first(&mut down, inbound),
+        packet(server_addr(), client_addr(), 0)
+    );
+}
+
+#[test]
+fn key_log_refuses_a_readable_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("esp-keys.log");
+    std::fs::write(&path, b"").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let error = KeyLog::open(Path::new(&path)).unwrap_err();
+    let message = error.to_string();
+    assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(message.contains("0644"), "{message}");
 }
