@@ -109,6 +109,7 @@ impl Identity {
             ("prohibited", d.prohibited),
             ("icmp_sent", d.icmp_sent),
             ("icmp_suppressed", d.icmp_suppressed),
+            ("keylog_errors", d.keylog_errors),
             ("recv_errors", d.recv_errors),
             ("send_errors", d.send_errors),
         ];

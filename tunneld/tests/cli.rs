@@ -440,7 +440,12 @@ fn run_serves_status_until_sigterm() {
     }
     assert_eq!(json["counters"]["handshakes_completed"], 0);
     assert_eq!(json["dataplane"]["no_route"], 0);
-    for counter in ["prohibited", "icmp_sent", "icmp_suppressed"] {
+    for counter in [
+        "prohibited",
+        "icmp_sent",
+        "icmp_suppressed",
+        "keylog_errors",
+    ] {
         assert_eq!(
             json["dataplane"][counter], 0,
             "{counter} missing from status"
