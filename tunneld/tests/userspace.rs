@@ -27,7 +27,7 @@ use tunneld::userspace::{
 };
 
 /// Bytes sent through the proxy and echoed back.
-const TRANSFER: usize = 10 * 1024 * 1024;
+const TRANSFER: usize = 100 * 1024 * 1024;
 /// Deadline of every wait in these tests.
 const DEADLINE: Duration = Duration::from_secs(120);
 /// The client stack's connect timeout: how long an unrouted CONNECT waits.
@@ -184,7 +184,7 @@ fn pattern(len: usize) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn socks_connect_echoes_10_mb_with_proxy_header() {
+async fn socks_connect_echoes_100_mib_with_proxy_header() {
     let (client, server, socks) = setup().await;
     let (backend, header) = echo_backend().await;
     tokio::spawn(serve_application(server.stack.clone(), app_addr(), backend));
