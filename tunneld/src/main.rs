@@ -32,7 +32,7 @@ use tunneld::control::{self, ControlSocket, Report};
 use tunneld::dataplane::{ChannelPort, Tunnel};
 use tunneld::keylog::KeyLog;
 use tunneld::userspace::{
-    serve_application, serve_socks, StackConfig, StackHandle, UserspaceStack,
+    serve_application, serve_application_udp, serve_socks, StackConfig, StackHandle, UserspaceStack,
 };
 use tunneld::{keys, startup};
 use zeroize::Zeroizing;
@@ -204,7 +204,7 @@ async fn serve(prepared: startup::Prepared, socket: &Path) -> anyhow::Result<Out
 
 /// Start the userspace IPv6 stack on the tunnel's port and what it serves:
 /// the SOCKS5 proxy (client role) or each application's ports, forwarded
-/// to its backend with a PROXY v2 header (server role).
+/// to its backend, TCP and UDP, with a PROXY v2 header (server role).
 async fn start_userspace(
     config: &Config,
     node: &overlay_proto::node::Node,
@@ -242,6 +242,8 @@ async fn start_userspace(
                     let address = SocketAddrV6::new(app.address, *port, 0, 0);
                     let served = serve_application(handle.clone(), address, app.backend);
                     tokio::spawn(log_exit("application", served));
+                    let served = serve_application_udp(handle.clone(), address, app.backend);
+                    tokio::spawn(log_exit("UDP application", served));
                 }
                 info!(application = %app.name, address = %app.address, ports = ?app.ports, backend = %app.backend, allowed_groups = ?app.allowed_groups, "serving");
             }

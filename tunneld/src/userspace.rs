@@ -11,20 +11,25 @@
 //! - [`StackHandle::connect`] opens a TCP connection into the overlay and
 //!   returns an [`OverlayStream`] (tokio `AsyncRead + AsyncWrite`);
 //! - [`StackHandle::listen`] accepts TCP connections on an address of this
-//!   node's prefix ([`OverlayListener`]).
+//!   node's prefix ([`OverlayListener`]);
+//! - [`StackHandle::bind_udp`] binds a UDP socket ([`OverlayUdpSocket`]) on
+//!   an address of the prefix.
 //!
 //! On top of those, the two roles: [`serve_socks`] is the client's SOCKS5
 //! proxy (RFC 1928, CONNECT only) and [`serve_application`] forwards each
 //! connection to an application's address to its local backend, after a
 //! PROXY protocol v2 header ([`proxy_v2_header`]) that names the overlay
-//! source and destination.
+//! source and destination; [`serve_application_udp`] does the same for UDP
+//! flows, one PROXY header per datagram.
 //!
 //! Every byte a stream carries sits in one of the socket's bounded smoltcp
 //! buffers ([`TCP_BUFFER`] each way) or in the fixed buffers of a copy, so
-//! a slow side stalls the other instead of growing a queue. The stack state
+//! a slow side stalls the other instead of growing a queue. UDP sockets
+//! have bounded packet buffers ([`UDP_BUFFER`]): a datagram that does not
+//! fit is dropped and counted, as UDP allows. The stack state
 //! is behind one `std::sync::Mutex` that is never held across an `.await`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
@@ -37,10 +42,10 @@ use std::time::Duration;
 use ipnet::Ipv6Net;
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
-use smoltcp::socket::tcp;
+use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr, IpEndpoint, IpListenEndpoint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, trace};
 
@@ -48,6 +53,24 @@ use crate::dataplane::PortChannels;
 
 /// Receive and send buffer of every TCP socket, each way.
 pub const TCP_BUFFER: usize = 256 * 1024;
+
+/// Payload bytes of each UDP socket's receive and send buffer.
+pub const UDP_BUFFER: usize = 64 * 1024;
+
+/// Datagrams each UDP socket's receive and send buffer holds (enough
+/// that the byte budget, [`UDP_BUFFER`], is the limit in practice).
+pub const UDP_BUFFER_PACKETS: usize = 256;
+
+/// How long a UDP flow of [`serve_application_udp`] lives without a
+/// datagram either way.
+pub const UDP_FLOW_IDLE: Duration = Duration::from_secs(60);
+
+/// UDP flows [`serve_application_udp`] keeps per application port; the
+/// least recently active is evicted for a new one.
+pub const UDP_FLOWS: usize = 1024;
+
+/// Length of an IPv6 header plus a UDP header.
+const UDP6_OVERHEAD: usize = 40 + 8;
 
 /// Packets the stack queues for `outbound` before it stops sending.
 const TX_QUEUE: usize = 64;
@@ -73,8 +96,17 @@ const PROXY_V2_SIGNATURE: [u8; 12] = [
     0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a,
 ];
 
-/// Length of a PROXY v2 header for TCP over IPv6.
-pub const PROXY_V2_TCP6_LEN: usize = 16 + 36;
+/// Length of a PROXY v2 header for TCP or UDP over IPv6.
+pub const PROXY_V2_IPV6_LEN: usize = 16 + 36;
+
+/// The transport a PROXY v2 header names (its family-protocol byte).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyTransport {
+    /// TCP over IPv6 (`AF_INET6`, `STREAM`: 0x21).
+    Stream,
+    /// UDP over IPv6 (`AF_INET6`, `DGRAM`: 0x22).
+    Dgram,
+}
 
 /// What a [`UserspaceStack`] needs to know about its node.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,6 +182,19 @@ pub struct StackCounters {
     pub accept_overflow: u64,
     /// Connections opened with [`StackHandle::connect`].
     pub connected: u64,
+    /// Inbound UDP datagrams to a port no UDP socket is bound to (smoltcp
+    /// drops them and answers port unreachable).
+    pub udp_no_socket: u64,
+    /// Inbound UDP datagrams dropped because the socket's receive buffer
+    /// was full.
+    pub udp_rx_full: u64,
+    /// UDP datagrams dropped by [`OverlayUdpSocket::send_to`] because the
+    /// socket's send buffer was full.
+    pub udp_tx_full: u64,
+    /// UDP flows [`serve_application_udp`] evicted to make room.
+    pub udp_flows_evicted: u64,
+    /// UDP flows [`serve_application_udp`] ended after [`UDP_FLOW_IDLE`].
+    pub udp_flows_expired: u64,
 }
 
 /// The userspace TCP/IP stack. See the module documentation.
@@ -327,8 +372,12 @@ impl UserspaceStack {
         shared.stopped.store(true, Ordering::Release);
         let mut state = shared.lock();
         for (_, socket) in state.sockets.iter_mut() {
-            if let smoltcp::socket::Socket::Tcp(socket) = socket {
-                socket.abort();
+            match socket {
+                smoltcp::socket::Socket::Tcp(socket) => socket.abort(),
+                // Wakes its receivers, which then see the stack stopped.
+                smoltcp::socket::Socket::Udp(socket) => socket.close(),
+                #[allow(unreachable_patterns)]
+                _ => {}
             }
         }
         state.listeners.clear();
@@ -347,12 +396,96 @@ impl State {
             .and_then(|b| <[u8; 16]>::try_from(b).ok())
             .is_some_and(|dst| config.prefix.contains(&Ipv6Addr::from(dst)))
             && packet.first().is_some_and(|b| b >> 4 == 6);
-        if ours {
+        if ours && !self.udp_room(&packet) {
+            trace!(len = packet.len(), "UDP datagram dropped");
+        } else if ours {
             self.device.rx.push_back(packet);
         } else {
             self.counters.foreign_inbound += 1;
             trace!(len = packet.len(), "inbound packet not for this node");
         }
+    }
+
+    /// Whether an inbound packet may go to smoltcp: false (and counted)
+    /// for a UDP datagram whose socket's receive buffer cannot take it.
+    /// Datagrams to no socket go on (and are counted): smoltcp answers
+    /// them with a port unreachable. Only UDP directly after the IPv6
+    /// header is checked; the check does not see datagrams still waiting
+    /// in the device queue, so smoltcp may rarely drop one uncounted.
+    fn udp_room(&mut self, packet: &[u8]) -> bool {
+        const NEXT_HEADER_UDP: u8 = 0x11;
+        if packet.get(6) != Some(&NEXT_HEADER_UDP) {
+            return true;
+        }
+        let (Some(dst), Some(port)) = (
+            packet
+                .get(24..40)
+                .and_then(|b| <[u8; 16]>::try_from(b).ok())
+                .map(Ipv6Addr::from),
+            packet
+                .get(42..44)
+                .and_then(|b| <[u8; 2]>::try_from(b).ok())
+                .map(u16::from_be_bytes),
+        ) else {
+            return true;
+        };
+        let payload = packet.len().saturating_sub(UDP6_OVERHEAD);
+        let socket = self.sockets.iter().find_map(|(_, socket)| match socket {
+            smoltcp::socket::Socket::Udp(socket) => {
+                let bound = socket.endpoint();
+                let accepts =
+                    bound.port == port && bound.addr.is_none_or(|a| a == IpAddress::Ipv6(dst));
+                accepts.then_some(socket)
+            }
+            #[allow(unreachable_patterns)]
+            _ => None,
+        });
+        match socket {
+            None => {
+                self.counters.udp_no_socket += 1;
+                true
+            }
+            Some(socket) => {
+                let room =
+                    socket.recv_queue().saturating_add(payload) <= socket.payload_recv_capacity();
+                if !room {
+                    self.counters.udp_rx_full += 1;
+                }
+                room
+            }
+        }
+    }
+
+    /// A free ephemeral port for a UDP socket.
+    fn free_udp_port(&mut self) -> Option<u16> {
+        for _ in 0..=(u16::MAX - EPHEMERAL_FIRST) {
+            let port = self.next_port;
+            self.next_port = if port == u16::MAX {
+                EPHEMERAL_FIRST
+            } else {
+                port + 1
+            };
+            if !self.udp_port_taken(port, None) {
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    /// Whether a UDP socket is bound to `port` on `addr` (`None`: any).
+    fn udp_port_taken(&self, port: u16, addr: Option<Ipv6Addr>) -> bool {
+        self.sockets.iter().any(|(_, socket)| match socket {
+            smoltcp::socket::Socket::Udp(socket) => {
+                let bound = socket.endpoint();
+                bound.port == port
+                    && match (bound.addr, addr) {
+                        (Some(a), Some(b)) => a == IpAddress::Ipv6(b),
+                        _ => true,
+                    }
+            }
+            #[allow(unreachable_patterns)]
+            _ => false,
+        })
     }
 
     /// Poll the interface, hand accepted sockets to their listeners and
@@ -538,6 +671,167 @@ impl StackHandle {
             endpoint,
             accepted,
         })
+    }
+}
+
+impl StackHandle {
+    /// Bind a UDP socket on `local`, an address of this node's prefix;
+    /// the unspecified address means this node's address, port 0 an
+    /// ephemeral port.
+    pub fn bind_udp(&self, local: SocketAddrV6) -> io::Result<OverlayUdpSocket> {
+        if self.shared.stopped.load(Ordering::Acquire) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                ConnectError::Stopped,
+            ));
+        }
+        let ip = if local.ip().is_unspecified() {
+            self.shared.config.address
+        } else {
+            *local.ip()
+        };
+        if !self.shared.config.prefix.contains(&ip) {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!("{ip} is outside this node's prefix"),
+            ));
+        }
+        let mut state = self.shared.lock();
+        let port = match local.port() {
+            0 => state
+                .free_udp_port()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::AddrInUse, ConnectError::NoPort))?,
+            port if state.udp_port_taken(port, Some(ip)) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("UDP [{ip}]:{port} is already bound"),
+                ));
+            }
+            port => port,
+        };
+        let buffer = || {
+            udp::PacketBuffer::new(
+                vec![udp::PacketMetadata::EMPTY; UDP_BUFFER_PACKETS],
+                vec![0; UDP_BUFFER],
+            )
+        };
+        let mut socket = udp::Socket::new(buffer(), buffer());
+        socket
+            .bind(IpListenEndpoint {
+                addr: Some(IpAddress::Ipv6(ip)),
+                port,
+            })
+            .map_err(io::Error::other)?;
+        let handle = state.sockets.add(socket);
+        Ok(OverlayUdpSocket {
+            shared: self.shared.clone(),
+            handle,
+            local: SocketAddrV6::new(ip, port, 0, 0),
+        })
+    }
+}
+
+/// A UDP socket in the userspace stack, bound to one address and port.
+/// Dropping it unbinds it (datagrams still queued are discarded).
+#[derive(Debug)]
+pub struct OverlayUdpSocket {
+    shared: Arc<Shared>,
+    handle: SocketHandle,
+    local: SocketAddrV6,
+}
+
+impl OverlayUdpSocket {
+    /// The address and port bound.
+    pub fn local_addr(&self) -> SocketAddrV6 {
+        self.local
+    }
+
+    /// Queue one datagram to `dst`. When the send buffer is full the
+    /// datagram is dropped and counted ([`StackCounters::udp_tx_full`]),
+    /// and this still returns its length: UDP may lose datagrams. A
+    /// datagram larger than the overlay MTU allows is an error
+    /// (`InvalidInput`): the stack does not fragment.
+    pub async fn send_to(&self, data: &[u8], dst: SocketAddrV6) -> io::Result<usize> {
+        if self.shared.stopped.load(Ordering::Acquire) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                ConnectError::Stopped,
+            ));
+        }
+        let max = usize::from(self.shared.config.mtu).saturating_sub(UDP6_OVERHEAD);
+        if data.len() > max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "a {}-byte datagram exceeds the {max}-byte limit",
+                    data.len()
+                ),
+            ));
+        }
+        {
+            let mut state = self.shared.lock();
+            let sent = state
+                .sockets
+                .get_mut::<udp::Socket>(self.handle)
+                .send_slice(data, endpoint(dst));
+            match sent {
+                Ok(()) => {}
+                Err(udp::SendError::BufferFull) => {
+                    state.counters.udp_tx_full += 1;
+                    trace!(%dst, len = data.len(), "UDP send buffer full; datagram dropped");
+                }
+                Err(udp::SendError::Unaddressable) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        ConnectError::Unaddressable,
+                    ));
+                }
+            }
+        }
+        self.shared.poll.notify_one();
+        Ok(data.len())
+    }
+
+    /// Wait for the next datagram: its length and source. A datagram
+    /// longer than `buf` is truncated to it (the rest is discarded).
+    pub async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddrV6)> {
+        poll_fn(|cx| {
+            let mut state = self.shared.lock();
+            if self.shared.stopped.load(Ordering::Acquire) {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::NotConnected,
+                    ConnectError::Stopped,
+                )));
+            }
+            let socket = state.sockets.get_mut::<udp::Socket>(self.handle);
+            match socket.recv() {
+                Ok((payload, meta)) => {
+                    let len = payload.len().min(buf.len());
+                    if let (Some(to), Some(from)) = (buf.get_mut(..len), payload.get(..len)) {
+                        to.copy_from_slice(from);
+                    }
+                    // Only IPv6 exists in this stack.
+                    let from = socket_addr(meta.endpoint).unwrap_or(SocketAddrV6::new(
+                        Ipv6Addr::UNSPECIFIED,
+                        0,
+                        0,
+                        0,
+                    ));
+                    Poll::Ready(Ok((len, from)))
+                }
+                Err(_) => {
+                    socket.register_recv_waker(cx.waker());
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for OverlayUdpSocket {
+    fn drop(&mut self) {
+        self.shared.lock().sockets.remove(self.handle);
     }
 }
 
@@ -806,15 +1100,23 @@ fn socket_addr(endpoint: IpEndpoint) -> Option<SocketAddrV6> {
     }
 }
 
-/// A PROXY protocol v2 header (PROXY command, TCP over IPv6) saying the
-/// connection came from `source` to `destination`.
-pub fn proxy_v2_header(source: SocketAddrV6, destination: SocketAddrV6) -> [u8; PROXY_V2_TCP6_LEN] {
-    let mut header = [0u8; PROXY_V2_TCP6_LEN];
+/// A PROXY protocol v2 header (PROXY command, `transport` over IPv6)
+/// saying the connection or datagram came from `source` to `destination`.
+pub fn proxy_v2_header(
+    source: SocketAddrV6,
+    destination: SocketAddrV6,
+    transport: ProxyTransport,
+) -> [u8; PROXY_V2_IPV6_LEN] {
+    let family = match transport {
+        ProxyTransport::Stream => 0x21,
+        ProxyTransport::Dgram => 0x22,
+    };
+    let mut header = [0u8; PROXY_V2_IPV6_LEN];
     let fields = PROXY_V2_SIGNATURE
         .iter()
         .copied()
-        // Version 2, PROXY; AF_INET6, STREAM; 36 address bytes.
-        .chain([0x21, 0x21, 0x00, 0x24])
+        // Version 2, PROXY; the family and protocol; 36 address bytes.
+        .chain([0x21, family, 0x00, 0x24])
         .chain(source.ip().octets())
         .chain(destination.ip().octets())
         .chain(source.port().to_be_bytes())
@@ -854,7 +1156,10 @@ async fn forward_to_backend(mut stream: OverlayStream, address: SocketAddrV6, ba
         }
     };
     let _ = local.set_nodelay(true);
-    if let Err(error) = local.write_all(&proxy_v2_header(source, address)).await {
+    if let Err(error) = local
+        .write_all(&proxy_v2_header(source, address, ProxyTransport::Stream))
+        .await
+    {
         debug!(%error, "writing the PROXY header failed");
         stream.abort();
         return;
@@ -870,6 +1175,154 @@ async fn forward_to_backend(mut stream: OverlayStream, address: SocketAddrV6, ba
         Ok((up, down)) => trace!(%source, up, down, "application connection closed"),
         Err(error) => debug!(%source, %error, "application connection failed"),
     }
+}
+
+/// One overlay source's flow to the backend.
+struct UdpFlow {
+    socket: Arc<UdpSocket>,
+    /// Last datagram either way, shared with the reply task.
+    active: Arc<Mutex<tokio::time::Instant>>,
+    replies: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for UdpFlow {
+    fn drop(&mut self) {
+        self.replies.abort();
+    }
+}
+
+/// Server role: receive UDP datagrams on the application's overlay
+/// `address` and forward them to `backend` (a local UDP address), each
+/// prefixed with a PROXY protocol v2 header (DGRAM). Each overlay source
+/// gets its own flow: a host socket connected to the backend whose replies
+/// go back to that source from `address`. A flow ends after
+/// [`UDP_FLOW_IDLE`] without traffic; at most [`UDP_FLOWS`] exist, the
+/// least recently active is evicted for a new one. Runs until the stack
+/// stops.
+pub async fn serve_application_udp(
+    stack: StackHandle,
+    address: SocketAddrV6,
+    backend: SocketAddr,
+) -> io::Result<()> {
+    let overlay = Arc::new(stack.bind_udp(address)?);
+    info!(%address, %backend, "serving application (UDP)");
+    let mut flows: HashMap<SocketAddrV6, UdpFlow> = HashMap::new();
+    let mut datagram = vec![0u8; PROXY_V2_IPV6_LEN + usize::from(u16::MAX)];
+    let mut sweep = tokio::time::interval(UDP_FLOW_IDLE / 4);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let payload = datagram.get_mut(PROXY_V2_IPV6_LEN..).unwrap_or_default();
+        let (len, source) = tokio::select! {
+            received = overlay.recv_from(payload) => match received {
+                Ok(received) => received,
+                Err(error) if stack.shared.stopped.load(Ordering::Acquire) => {
+                    debug!(%error, %address, "UDP application stops with the stack");
+                    return Ok(());
+                }
+                Err(error) => return Err(error),
+            },
+            _ = sweep.tick() => {
+                let now = tokio::time::Instant::now();
+                let before = flows.len();
+                flows.retain(|_, flow| now.duration_since(lock(&flow.active)) < UDP_FLOW_IDLE);
+                let expired = before - flows.len();
+                if expired > 0 {
+                    stack.shared.lock().counters.udp_flows_expired += expired as u64;
+                    trace!(%address, expired, "idle UDP flows ended");
+                }
+                continue;
+            }
+        };
+        let flow = match flows.get(&source) {
+            Some(flow) => flow,
+            None => {
+                if flows.len() >= UDP_FLOWS {
+                    let oldest = flows
+                        .iter()
+                        .min_by_key(|(_, flow)| lock(&flow.active))
+                        .map(|(source, _)| *source);
+                    if let Some(oldest) = oldest {
+                        flows.remove(&oldest);
+                        stack.shared.lock().counters.udp_flows_evicted += 1;
+                    }
+                }
+                let flow = match udp_flow(&overlay, source, backend).await {
+                    Ok(flow) => flow,
+                    Err(error) => {
+                        debug!(%error, %backend, "cannot open a UDP flow to the backend");
+                        continue;
+                    }
+                };
+                flows.entry(source).or_insert(flow)
+            }
+        };
+        touch(&flow.active);
+        let header = proxy_v2_header(source, address, ProxyTransport::Dgram);
+        if let Some(head) = datagram.get_mut(..PROXY_V2_IPV6_LEN) {
+            head.copy_from_slice(&header);
+        }
+        let message = datagram.get(..PROXY_V2_IPV6_LEN + len).unwrap_or_default();
+        if let Err(error) = flow.socket.send(message).await {
+            debug!(%error, %source, "sending to the UDP backend failed");
+        }
+    }
+}
+
+/// A host socket connected to `backend` for `source`'s flow, and the task
+/// that sends its replies back to `source`.
+async fn udp_flow(
+    overlay: &Arc<OverlayUdpSocket>,
+    source: SocketAddrV6,
+    backend: SocketAddr,
+) -> io::Result<UdpFlow> {
+    let any: SocketAddr = match backend {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let socket = UdpSocket::bind(any).await?;
+    socket.connect(backend).await?;
+    let socket = Arc::new(socket);
+    let active = Arc::new(Mutex::new(tokio::time::Instant::now()));
+    let replies = tokio::spawn({
+        let socket = socket.clone();
+        let active = active.clone();
+        let overlay = overlay.clone();
+        async move {
+            let mut buf = vec![0u8; usize::from(u16::MAX)];
+            loop {
+                let len = match socket.recv(&mut buf).await {
+                    Ok(len) => len,
+                    // ICMP errors from the backend (port unreachable):
+                    // the flow stays until idle.
+                    Err(error) => {
+                        trace!(%error, %source, "UDP backend error");
+                        continue;
+                    }
+                };
+                touch(&active);
+                let reply = buf.get(..len).unwrap_or_default();
+                if let Err(error) = overlay.send_to(reply, source).await {
+                    debug!(%error, %source, "UDP reply not sent");
+                    if error.kind() == io::ErrorKind::NotConnected {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Ok(UdpFlow {
+        socket,
+        active,
+        replies,
+    })
+}
+
+fn lock<T: Copy>(mutex: &Mutex<T>) -> T {
+    *mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn touch(active: &Mutex<tokio::time::Instant>) {
+    *active.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
 }
 
 /// SOCKS5 reply codes (RFC 1928 §6).
@@ -1043,20 +1496,25 @@ mod tests {
     fn proxy_v2_header_known_bytes() {
         let src: SocketAddrV6 = "[2002:102:304:1::a]:49152".parse().unwrap();
         let dst: SocketAddrV6 = "[2002:b16:212c:1::80]:443".parse().unwrap();
-        let header = proxy_v2_header(src, dst);
-        let expected = [
-            "0d0a0d0a000d0a515549540a", // signature
-            "21",                       // v2, PROXY
-            "21",                       // AF_INET6, STREAM
-            "0024",                     // 36 bytes follow
-            "200201020304000100000000000000 0a",
-            "20020b16212c00010000000000000080",
-            "c000",
-            "01bb",
-        ]
-        .concat()
-        .replace(' ', "");
-        assert_eq!(hex::encode(header), expected);
+        for (transport, family) in [
+            (ProxyTransport::Stream, "21"),
+            (ProxyTransport::Dgram, "22"),
+        ] {
+            let header = proxy_v2_header(src, dst, transport);
+            let expected = [
+                "0d0a0d0a000d0a515549540a", // signature
+                "21",                       // v2, PROXY
+                family,                     // AF_INET6, STREAM or DGRAM
+                "0024",                     // 36 bytes follow
+                "200201020304000100000000000000 0a",
+                "20020b16212c00010000000000000080",
+                "c000",
+                "01bb",
+            ]
+            .concat()
+            .replace(' ', "");
+            assert_eq!(hex::encode(header), expected, "{transport:?}");
+        }
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Userspace mode over real UDP on 127.0.0.1: two tunnels as in
 //! `tests/dataplane.rs`, each with a smoltcp stack on its channel port; the
 //! client's SOCKS5 proxy reaches an application the server forwards to a
-//! backend on 127.0.0.1 with a PROXY v2 header.
+//! backend on 127.0.0.1 with a PROXY v2 header; UDP flows go the same way
+//! to a UDP backend, one PROXY v2 (DGRAM) header per datagram.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code
 
@@ -24,7 +25,8 @@ use tunneld::config::Application;
 use tunneld::dataplane::{ChannelPort, Tunnel, TunnelHandle};
 use tunneld::startup;
 use tunneld::userspace::{
-    proxy_v2_header, serve_application, serve_socks, StackConfig, StackHandle, UserspaceStack,
+    proxy_v2_header, serve_application, serve_application_udp, serve_socks, ProxyTransport,
+    StackConfig, StackHandle, UserspaceStack,
 };
 
 /// Bytes sent through the proxy and echoed back.
@@ -262,7 +264,10 @@ async fn socks_connect_echoes_100_mib_with_proxy_header_across_rekeys() {
         0,
         0,
     );
-    assert_eq!(header, proxy_v2_header(bound, app_addr()));
+    assert_eq!(
+        header,
+        proxy_v2_header(bound, app_addr(), ProxyTransport::Stream)
+    );
     assert_eq!(header[..12], *b"\r\n\r\n\0\r\nQUIT\n");
     assert_eq!(header[16..32], client_addr().octets());
     assert_eq!(header[32..48], app_addr().ip().octets());
@@ -417,4 +422,183 @@ async fn socks_connect_from_a_non_member_fails() {
 
     client.stack.shutdown();
     server.stack.shutdown();
+}
+
+/// A UDP backend on 127.0.0.1 that strips the PROXY v2 header of each
+/// datagram, reports it, and echoes the payload to the sender.
+async fn udp_echo_backend() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let (report, headers) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let (len, from) = socket.recv_from(&mut buf).await.unwrap();
+            let header_len = len.min(52);
+            report.send(buf[..header_len].to_vec()).unwrap();
+            socket.send_to(&buf[header_len..len], from).await.unwrap();
+        }
+    });
+    (addr, headers)
+}
+
+/// Send `data` to `dst` and wait for its echo, resending every 500 ms
+/// while `resend` (the first datagram may meet the tunnel handshake, or
+/// arrive before the application's socket is bound).
+async fn udp_round_trip(
+    socket: &tunneld::userspace::OverlayUdpSocket,
+    dst: SocketAddrV6,
+    data: &[u8],
+    resend: bool,
+) -> Vec<u8> {
+    let mut buf = vec![0u8; 2048];
+    loop {
+        socket.send_to(data, dst).await.unwrap();
+        let wait = if resend {
+            Duration::from_millis(500)
+        } else {
+            DEADLINE
+        };
+        match timeout(wait, socket.recv_from(&mut buf)).await {
+            Ok(received) => {
+                let (len, from) = received.unwrap();
+                assert_eq!(from, dst);
+                return buf[..len].to_vec();
+            }
+            Err(_) if resend => continue,
+            Err(_) => panic!("no echo within {DEADLINE:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_udp_flow_echoes_100_datagrams_with_proxy_headers() {
+    let (client, server, _socks) = setup().await;
+    let (backend, mut headers) = udp_echo_backend().await;
+    tokio::spawn(serve_application_udp(
+        server.stack.clone(),
+        app_addr(),
+        backend,
+    ));
+    let socket = client
+        .stack
+        .bind_udp(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0))
+        .unwrap();
+    let local = socket.local_addr();
+    assert_eq!(*local.ip(), client_addr());
+    assert_ne!(local.port(), 0);
+
+    let mut sizes: Vec<usize> = (0..100).map(|i| 1 + (i * 397) % 1200).collect();
+    sizes[99] = 1200;
+    let data = pattern(1200 * 100);
+    let mut offset = 0;
+    for (i, &size) in sizes.iter().enumerate() {
+        let sent = &data[offset..offset + size];
+        offset += size;
+        let echoed = timeout(DEADLINE, udp_round_trip(&socket, app_addr(), sent, i == 0))
+            .await
+            .unwrap();
+        assert_eq!(echoed, sent, "datagram {i} ({size} bytes)");
+    }
+
+    // Every datagram the backend saw (including resends of the first)
+    // carried the DGRAM header naming the client's address and port.
+    let expected = proxy_v2_header(local, app_addr(), ProxyTransport::Dgram);
+    assert_eq!(expected[13], 0x22);
+    let mut seen = 0;
+    while let Ok(header) = headers.try_recv() {
+        assert_eq!(header, expected);
+        seen += 1;
+    }
+    assert!(seen >= 100, "{seen}");
+
+    let counters = client.stack.counters();
+    assert_eq!(counters.udp_tx_full, 0, "{counters:?}");
+    assert_eq!(counters.udp_rx_full, 0, "{counters:?}");
+    let counters = server.stack.counters();
+    assert_eq!(counters.udp_tx_full, 0, "{counters:?}");
+    assert_eq!(counters.udp_rx_full, 0, "{counters:?}");
+    assert_eq!(counters.udp_flows_evicted, 0, "{counters:?}");
+    client.stack.shutdown();
+    server.stack.shutdown();
+}
+
+#[tokio::test]
+async fn a_udp_datagram_to_a_port_without_service_is_dropped_and_counted() {
+    let (client, server, _socks) = setup().await;
+    let (backend, _headers) = udp_echo_backend().await;
+    tokio::spawn(serve_application_udp(
+        server.stack.clone(),
+        app_addr(),
+        backend,
+    ));
+    let socket = client
+        .stack
+        .bind_udp(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0))
+        .unwrap();
+    // Establish the tunnel (and the application's socket) first.
+    let echoed = timeout(
+        DEADLINE,
+        udp_round_trip(&socket, app_addr(), b"first", true),
+    )
+    .await
+    .unwrap();
+    assert_eq!(echoed, b"first");
+    assert_eq!(server.stack.counters().udp_no_socket, 0);
+
+    let closed = SocketAddrV6::new(*app_addr().ip(), 81, 0, 0);
+    socket.send_to(b"nobody here", closed).await.unwrap();
+    timeout(DEADLINE, async {
+        while server.stack.counters().udp_no_socket == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(server.stack.counters().udp_no_socket, 1);
+
+    // Both stacks and the application's flow still work.
+    let echoed = timeout(
+        DEADLINE,
+        udp_round_trip(&socket, app_addr(), b"again", false),
+    )
+    .await
+    .unwrap();
+    assert_eq!(echoed, b"again");
+    client.stack.shutdown();
+    server.stack.shutdown();
+}
+
+#[tokio::test]
+async fn udp_bind_rules_and_full_send_buffer() {
+    let (_port, channels) = ChannelPort::new(16);
+    // The stack never runs: nothing drains the send buffer.
+    let (_stack, handle) = UserspaceStack::new(
+        StackConfig::new(server_addr(), SERVER_PREFIX.parse().unwrap()),
+        channels,
+    );
+    let socket = handle.bind_udp(app_addr()).unwrap();
+    assert_eq!(socket.local_addr(), app_addr());
+    let error = handle.bind_udp(app_addr()).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse);
+    let other = SocketAddrV6::new(server_addr(), APP_PORT, 0, 0);
+    handle.bind_udp(other).unwrap();
+    let outside = SocketAddrV6::new(client_addr(), 5353, 0, 0);
+    let error = handle.bind_udp(outside).unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::AddrNotAvailable);
+
+    let dst = SocketAddrV6::new(client_addr(), 9, 0, 0);
+    let too_big = vec![0u8; 1380 - 48 + 1];
+    let error = socket.send_to(&too_big, dst).await.unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+    let datagram = vec![0u8; 1200];
+    for _ in 0..100 {
+        assert_eq!(socket.send_to(&datagram, dst).await.unwrap(), 1200);
+    }
+    // 64 KiB hold 54 of them; the rest are dropped and counted.
+    assert_eq!(handle.counters().udp_tx_full, 100 - 54);
+
+    // Dropping the socket frees its port.
+    drop(socket);
+    handle.bind_udp(app_addr()).unwrap();
 }
