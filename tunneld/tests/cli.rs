@@ -317,7 +317,9 @@ struct Daemon {
 const DAEMON_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Daemon {
-    /// Starts `tunneld run` and waits until `socket` accepts connections.
+    /// Starts `tunneld run` and waits until `socket` accepts connections and
+    /// the daemon says its data plane (and with it the SOCKS5 listener or
+    /// the applications) is running.
     fn start(config: &Path, socket: &Path, stderr: PathBuf) -> Self {
         let child = Command::new(BIN)
             .args(["run", "--config"])
@@ -337,6 +339,7 @@ impl Daemon {
             let exited = d.child.as_mut().unwrap().try_wait().unwrap();
             assert!(exited.is_none(), "daemon exited: {exited:?}\n{}", d.log());
             std::os::unix::net::UnixStream::connect(socket).is_ok()
+                && d.log().contains("data plane running")
         });
         daemon
     }
