@@ -120,6 +120,27 @@ fn world_with(
 }
 
 impl World {
+    /// Another terminal on the network, with bob as its configured peer.
+    fn add_terminal(
+        &mut self,
+        name: &str,
+        key: StaticKeypair,
+        lease: SignedLease,
+        seed: [u8; 32],
+        address: &str,
+    ) -> (HostId, PeerId) {
+        let bob_lease = self.sim.host(self.bob).node.local_lease().clone();
+        let mut node = Node::new(
+            NodeConfig::new(key, self.authority.public_key(), lease),
+            seed,
+        );
+        let now = self.sim.now().instant;
+        let bob = node
+            .add_peer(bob_lease, PeerConfig::default(), now)
+            .unwrap();
+        (self.sim.add_host(name, node, address.parse().unwrap()), bob)
+    }
+
     /// Configure alice as a peer of bob's (so bob can initiate too).
     fn bob_knows_alice(&mut self) -> PeerId {
         let alice_lease = self.sim.host(self.alice).node.local_lease().clone();
@@ -501,15 +522,7 @@ fn a_lease_from_another_authority_is_refused() {
             lifetime: DAY,
         },
     );
-    let bob_lease = w.sim.host(w.bob).node.local_lease().clone();
-    let mut eve = Node::new(
-        NodeConfig::new(key, w.authority.public_key(), lease),
-        [3; 32],
-    );
-    let bob_at_eve = eve
-        .add_peer(bob_lease, PeerConfig::default(), w.sim.now().instant)
-        .unwrap();
-    let eve = w.sim.add_host("eve", eve, "5.6.7.8:4500".parse().unwrap());
+    let (eve, bob_at_eve) = w.add_terminal("eve", key, lease, [3; 32], "5.6.7.8:4500");
     let packet = ipv6_packet("2002:102:304:1::e".parse().unwrap(), w.bob_addr, b"hi");
     w.sim.send(eve, bob_at_eve, &packet);
     w.sim.run_for(Duration::from_secs(2));
@@ -585,17 +598,7 @@ fn a_new_terminal_with_a_new_key_takes_over_the_address() {
             lifetime: DAY,
         },
     );
-    let bob_lease = w.sim.host(w.bob).node.local_lease().clone();
-    let mut phone = Node::new(
-        NodeConfig::new(key, w.authority.public_key(), lease),
-        [4; 32],
-    );
-    let bob_at_phone = phone
-        .add_peer(bob_lease, PeerConfig::default(), w.sim.now().instant)
-        .unwrap();
-    let phone = w
-        .sim
-        .add_host("phone", phone, "77.1.2.3:4500".parse().unwrap());
+    let (phone, bob_at_phone) = w.add_terminal("phone", key, lease, [4; 32], "77.1.2.3:4500");
     let packet = w.to_bob(77);
     w.sim.send(phone, bob_at_phone, &packet);
     w.sim.run_for(Duration::from_secs(2));
