@@ -9,14 +9,14 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+mod common;
+
+use common::{client_addr, server_addr, ClientSpec};
 use overlay_proto::aead::AeadProvider;
 use overlay_proto::esp::{EspKeyMaterial, InboundSa, NEXT_HEADER_IPV6};
 
-use overlay_proto::lease::{EntityKind, LeaseAuthority};
-use overlay_proto::node::{Node, NodeConfig};
-use overlay_proto::session::PeerConfig;
-use overlay_proto::sim::{ipv6_packet, issue_identity, IdentitySpec};
-use overlay_proto::time::UnixTime;
+use overlay_proto::node::Node;
+use overlay_proto::sim::ipv6_packet;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -25,7 +25,6 @@ use tunneld::access::AccessPolicy;
 use tunneld::config::Application;
 use tunneld::dataplane::{ChannelPort, PortChannels, Stopped, Tunnel, TunnelHandle};
 use tunneld::keylog::KeyLog;
-use tunneld::startup;
 
 /// Inner packets in the bulk test, each way.
 const PACKETS: u32 = 10_000;
@@ -36,17 +35,6 @@ const PACKET_LEN: usize = 1_400;
 const WINDOW: u32 = 32;
 /// Deadline of every wait in these tests.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-const CLIENT_PREFIX: &str = "2002:102:304:1::a/128";
-const SERVER_PREFIX: &str = "2002:b16:212c:1::/64";
-
-fn client_addr() -> Ipv6Addr {
-    "2002:102:304:1::a".parse().unwrap()
-}
-
-fn server_addr() -> Ipv6Addr {
-    "2002:b16:212c:1::1".parse().unwrap()
-}
 
 struct Side {
     handle: TunnelHandle,
@@ -108,49 +96,13 @@ async fn pair_over(
     server_endpoint: SocketAddr,
     client_key_log: Option<KeyLog>,
 ) -> Pair {
-    let now = startup::now();
-    let authority = LeaseAuthority::from_seed([7; 32]);
-    let spec = |name, kind, prefix: &str, groups| IdentitySpec {
-        name,
-        kind,
-        prefix: prefix.parse().unwrap(),
-        groups,
-        valid_from: UnixTime::from_secs(now.unix.as_secs() - 60),
-        lifetime: Duration::from_secs(24 * 3600),
-        serial: 1,
+    let client_spec = ClientSpec {
+        groups: client_groups,
+        export_keys: client_key_log.is_some(),
+        ..ClientSpec::default()
     };
-    let (server_key, server_lease) = issue_identity(
-        &authority,
-        [2; 32],
-        &spec("server", EntityKind::System, SERVER_PREFIX, &[]),
-    );
-    let (client_key, client_lease) = issue_identity(
-        &authority,
-        [1; 32],
-        &spec("client", EntityKind::User, CLIENT_PREFIX, client_groups),
-    );
-
-    let mut server_config =
-        NodeConfig::new(server_key, authority.public_key(), server_lease.clone());
-    server_config.accept_unknown_peers = true;
-    let server = spawn(
-        Node::new(server_config, [3; 32]),
-        server_socket,
-        policy,
-        None,
-    );
-
-    let mut client_config = NodeConfig::new(client_key, authority.public_key(), client_lease);
-    client_config.dangerous_export_keys = client_key_log.is_some();
-    let mut client_node = Node::new(client_config, [4; 32]);
-    // 127.0.0.1 is not in the server's 6to4 prefix: give its endpoint.
-    let peer = PeerConfig {
-        endpoint: Some(server_endpoint),
-        ..PeerConfig::default()
-    };
-    client_node
-        .add_peer(server_lease, peer, now.instant)
-        .unwrap();
+    let (client_node, server_node) = common::nodes(client_spec, server_endpoint);
+    let server = spawn(server_node, server_socket, policy, None);
     let client = spawn(
         client_node,
         client_socket,

@@ -9,12 +9,12 @@
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::time::Duration;
 
+mod common;
+
+use common::{client_addr, server_addr, ClientSpec, CLIENT_PREFIX, SERVER_PREFIX};
 use overlay_proto::counters::DropReason;
-use overlay_proto::lease::{EntityKind, LeaseAuthority};
-use overlay_proto::node::{Node, NodeConfig};
-use overlay_proto::session::{PeerConfig, Timers};
-use overlay_proto::sim::{issue_identity, IdentitySpec};
-use overlay_proto::time::UnixTime;
+use overlay_proto::node::Node;
+use overlay_proto::session::Timers;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -23,7 +23,6 @@ use tokio::time::timeout;
 use tunneld::access::AccessPolicy;
 use tunneld::config::Application;
 use tunneld::dataplane::{ChannelPort, Tunnel, TunnelHandle};
-use tunneld::startup;
 use tunneld::userspace::{
     proxy_v2_header, serve_application, serve_application_udp, serve_socks, ProxyTransport,
     StackConfig, StackHandle, UserspaceStack,
@@ -36,17 +35,7 @@ const DEADLINE: Duration = Duration::from_secs(120);
 /// The client stack's connect timeout: how long an unrouted CONNECT waits.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-const CLIENT_PREFIX: &str = "2002:102:304:1::a/128";
-const SERVER_PREFIX: &str = "2002:b16:212c:1::/64";
 const APP_PORT: u16 = 8080;
-
-fn client_addr() -> Ipv6Addr {
-    "2002:102:304:1::a".parse().unwrap()
-}
-
-fn server_addr() -> Ipv6Addr {
-    "2002:b16:212c:1::1".parse().unwrap()
-}
 
 fn app_addr() -> SocketAddrV6 {
     SocketAddrV6::new("2002:b16:212c:1::80".parse().unwrap(), APP_PORT, 0, 0)
@@ -76,59 +65,24 @@ async fn setup() -> (Side, Side, SocketAddr) {
 }
 
 /// [`setup`] with `policy` enforced by the server's tunnel (the client's
-/// lease lists no group).
-/// `client_timers` are the client node's protocol timers (tests shorten
-/// the rekey interval to rekey during a transfer).
+/// lease lists no group) and the client node running `client_timers`
+/// (tests shorten the rekey interval to rekey during a transfer).
 async fn setup_with(policy: AccessPolicy, client_timers: Timers) -> (Side, Side, SocketAddr) {
-    let now = startup::now();
-    let authority = LeaseAuthority::from_seed([7; 32]);
-    let spec = |name, kind, prefix: &str| IdentitySpec {
-        name,
-        kind,
-        prefix: prefix.parse().unwrap(),
-        groups: &[],
-        valid_from: UnixTime::from_secs(now.unix.as_secs() - 60),
-        lifetime: Duration::from_secs(24 * 3600),
-        serial: 1,
-    };
-    let (server_key, server_lease) = issue_identity(
-        &authority,
-        [2; 32],
-        &spec("server", EntityKind::System, SERVER_PREFIX),
-    );
-    let (client_key, client_lease) = issue_identity(
-        &authority,
-        [1; 32],
-        &spec("client", EntityKind::User, CLIENT_PREFIX),
-    );
-
     let server_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let server_udp = server_socket.local_addr().unwrap();
-    let mut server_config =
-        NodeConfig::new(server_key, authority.public_key(), server_lease.clone());
-    server_config.accept_unknown_peers = true;
+    let client_spec = ClientSpec {
+        timers: client_timers,
+        ..ClientSpec::default()
+    };
+    let (client_node, server_node) = common::nodes(client_spec, server_udp);
     let server = spawn(
-        Node::new(server_config, [3; 32]),
+        server_node,
         server_socket,
         StackConfig::new(server_addr(), SERVER_PREFIX.parse().unwrap()),
         policy,
     );
 
     let client_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut client_node = Node::new(
-        NodeConfig {
-            timers: client_timers,
-            ..NodeConfig::new(client_key, authority.public_key(), client_lease)
-        },
-        [4; 32],
-    );
-    let peer = PeerConfig {
-        endpoint: Some(server_udp),
-        ..PeerConfig::default()
-    };
-    client_node
-        .add_peer(server_lease, peer, now.instant)
-        .unwrap();
     let mut client_config = StackConfig::new(client_addr(), CLIENT_PREFIX.parse().unwrap());
     client_config.connect_timeout = CONNECT_TIMEOUT;
     let client = spawn(
