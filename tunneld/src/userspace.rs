@@ -945,12 +945,7 @@ impl AsyncRead for OverlayStream {
             self.shared.poll.notify_one();
             return Poll::Ready(Ok(()));
         }
-        // An accepted socket back in Listen was reset during its
-        // handshake: closed for this stream.
-        let waiting = matches!(
-            socket.state(),
-            tcp::State::SynSent | tcp::State::SynReceived
-        ) || socket.may_recv();
+        let waiting = opening(socket) || socket.may_recv();
         if waiting {
             socket.register_recv_waker(cx.waker());
             Poll::Pending
@@ -959,6 +954,16 @@ impl AsyncRead for OverlayStream {
             Poll::Ready(Ok(()))
         }
     }
+}
+
+/// Still in its opening handshake, so worth waiting for. (An accepted
+/// socket back in Listen was reset during its handshake: it is closed for
+/// its stream, and neither this nor `may_recv`/`may_send` holds.)
+fn opening(socket: &tcp::Socket<'_>) -> bool {
+    matches!(
+        socket.state(),
+        tcp::State::SynSent | tcp::State::SynReceived
+    )
 }
 
 impl AsyncWrite for OverlayStream {
@@ -977,12 +982,7 @@ impl AsyncWrite for OverlayStream {
             self.shared.poll.notify_one();
             return Poll::Ready(Ok(written));
         }
-        // An accepted socket back in Listen was reset during its
-        // handshake: closed for this stream.
-        let waiting = matches!(
-            socket.state(),
-            tcp::State::SynSent | tcp::State::SynReceived
-        ) || socket.may_send();
+        let waiting = opening(socket) || socket.may_send();
         if waiting {
             socket.register_send_waker(cx.waker());
             Poll::Pending
