@@ -32,7 +32,8 @@ use tunneld::control::{self, ControlSocket, Report};
 use tunneld::dataplane::{ChannelPort, Tunnel};
 use tunneld::keylog::KeyLog;
 use tunneld::userspace::{
-    serve_application, serve_application_udp, serve_socks, StackConfig, StackHandle, UserspaceStack,
+    serve_application, serve_application_udp, serve_port_forward, serve_socks, StackConfig,
+    StackHandle, UserspaceStack,
 };
 use tunneld::{keys, startup};
 use zeroize::Zeroizing;
@@ -203,8 +204,9 @@ async fn serve(prepared: startup::Prepared, socket: &Path) -> anyhow::Result<Out
 }
 
 /// Start the userspace IPv6 stack on the tunnel's port and what it serves:
-/// the SOCKS5 proxy (client role) or each application's ports, forwarded
-/// to its backend, TCP and UDP, with a PROXY v2 header (server role).
+/// the SOCKS5 proxy and the port forwards (client role) or each
+/// application's ports, forwarded to its backend, TCP and UDP, with a PROXY
+/// v2 header (server role).
 async fn start_userspace(
     config: &Config,
     node: &overlay_proto::node::Node,
@@ -232,8 +234,12 @@ async fn start_userspace(
                     serve_socks(listener, handle.clone()),
                 ));
             }
-            if !config.port_forwards.is_empty() {
-                warn!("port-forwards are not served yet (issue #3)");
+            for forward in &config.port_forwards {
+                let listener = TcpListener::bind(forward.listen).await.with_context(|| {
+                    format!("binding the port-forward listener {}", forward.listen)
+                })?;
+                let served = serve_port_forward(listener, handle.clone(), forward.to);
+                tokio::spawn(log_exit("port forward", served));
             }
         }
         Role::Server => {

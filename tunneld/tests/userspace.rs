@@ -24,8 +24,8 @@ use tunneld::access::AccessPolicy;
 use tunneld::config::Application;
 use tunneld::dataplane::{ChannelPort, Tunnel, TunnelHandle};
 use tunneld::userspace::{
-    proxy_v2_header, serve_application, serve_application_udp, serve_socks, ProxyTransport,
-    StackConfig, StackHandle, UserspaceStack,
+    proxy_v2_header, serve_application, serve_application_udp, serve_port_forward, serve_socks,
+    ProxyTransport, StackConfig, StackHandle, UserspaceStack,
 };
 
 /// Bytes sent through the proxy and echoed back.
@@ -373,6 +373,87 @@ async fn socks_connect_from_a_non_member_fails() {
     assert!(dataplane.prohibited > 0, "{dataplane:?}");
     assert!(dataplane.icmp_sent > 0, "{dataplane:?}");
     assert_eq!(client.stack.counters().connected, 0);
+
+    client.stack.shutdown();
+    server.stack.shutdown();
+}
+
+/// Wait until `condition` holds, polling every 10 ms, or fail at [`DEADLINE`].
+async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_port_forward_carries_a_connection_both_ways_with_half_close() {
+    let (client, server, _socks) = setup().await;
+    let (backend, header) = echo_backend().await;
+    tokio::spawn(serve_application(server.stack.clone(), app_addr(), backend));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = listener.local_addr().unwrap();
+    tokio::spawn(serve_port_forward(
+        listener,
+        client.stack.clone(),
+        app_addr(),
+    ));
+
+    // 4 MiB up while the echo comes down; then a FIN up (half-close): the
+    // echo of everything still arrives, then the backend's FIN.
+    let payload = pattern(4 * 1024 * 1024);
+    let conn = TcpStream::connect(local).await.unwrap();
+    let (mut rd, mut wr) = conn.into_split();
+    let writer = tokio::spawn({
+        let payload = payload.clone();
+        async move {
+            wr.write_all(&payload).await.unwrap();
+            wr.shutdown().await.unwrap();
+            wr
+        }
+    });
+    let mut echoed = Vec::new();
+    timeout(DEADLINE, rd.read_to_end(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    let _wr = writer.await.unwrap();
+    assert_eq!(echoed.len(), payload.len());
+    assert!(echoed == payload, "echo differs");
+    let header = timeout(DEADLINE, header).await.unwrap().unwrap();
+    let expected = proxy_v2_header(
+        SocketAddrV6::new(
+            client_addr(),
+            u16::from_be_bytes([header[48], header[49]]),
+            0,
+            0,
+        ),
+        app_addr(),
+        ProxyTransport::Stream,
+    );
+    assert_eq!(
+        header, expected,
+        "PROXY header names the client and the application"
+    );
+    assert_eq!(client.stack.counters().forwarded, 1);
+
+    // A forward to a port nobody serves: the overlay connect is refused,
+    // the local connection is closed at once and the failure counted.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let refused = listener.local_addr().unwrap();
+    let closed = SocketAddrV6::new(*app_addr().ip(), 81, 0, 0);
+    tokio::spawn(serve_port_forward(listener, client.stack.clone(), closed));
+    let mut conn = TcpStream::connect(refused).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = timeout(DEADLINE, conn.read(&mut buf)).await.unwrap();
+    assert!(matches!(read, Ok(0) | Err(_)), "closed, got {read:?}");
+    let stack = client.stack.clone();
+    wait_for("forward_failed counted", || {
+        stack.counters().forward_failed == 1
+    })
+    .await;
+    assert_eq!(client.stack.counters().forwarded, 1);
 
     client.stack.shutdown();
     server.stack.shutdown();

@@ -110,6 +110,11 @@ pub struct StackCounters {
     /// UDP flows [`serve_application_udp`](super::serve_application_udp)
     /// ended after [`UDP_FLOW_IDLE`](super::UDP_FLOW_IDLE).
     pub udp_flows_expired: u64,
+    /// Connections a port forward carried into the overlay.
+    pub forwarded: u64,
+    /// Connections a port forward closed because the overlay connect
+    /// failed.
+    pub forward_failed: u64,
 }
 
 /// The userspace TCP/IP stack. See the module documentation.
@@ -403,6 +408,11 @@ impl StackHandle {
     /// What the stack counted so far.
     pub fn counters(&self) -> StackCounters {
         self.shared.lock().counters
+    }
+
+    /// Change the counters (for the services built on the stack).
+    pub(super) fn count(&self, change: impl FnOnce(&mut StackCounters)) {
+        change(&mut self.shared.lock().counters);
     }
 
     /// Stop the stack; [`UserspaceStack::run`] returns soon after.
