@@ -104,6 +104,7 @@ impl Identity {
             ("datagrams_received", d.datagrams_received),
             ("datagrams_sent", d.datagrams_sent),
             ("no_route", d.no_route),
+            ("too_big", d.too_big),
             ("malformed_inner", d.malformed_inner),
             ("deliver_errors", d.deliver_errors),
             ("prohibited", d.prohibited),

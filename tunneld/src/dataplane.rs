@@ -10,7 +10,10 @@
 //!   with an ICMPv6 "administratively prohibited" through the tunnel;
 //! - inner IPv6 packets from the port: the destination address picks the
 //!   peer ([`Node::route`], cryptokey routing), [`Node::encapsulate`] seals
-//!   the packet and the datagram is sent;
+//!   the packet and the datagram is sent; a packet no peer routes, or
+//!   longer than the tunnel MTU ([`Tunnel::with_mtu`]), is answered,
+//!   rate-limited, with an ICMPv6 "no route" or Packet Too Big into the
+//!   port;
 //! - the node's timer ([`Node::poll_timeout`], [`Node::handle_timeout`]);
 //! - control: status requests and shutdown from a [`TunnelHandle`].
 //!
@@ -33,6 +36,7 @@ use std::io;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
+use overlay_proto::addr::SystemVirtualNetwork;
 use overlay_proto::counters::Counters;
 use overlay_proto::esp;
 use overlay_proto::handshake::PublicKey;
@@ -136,8 +140,13 @@ pub struct DataplaneCounters {
     /// UDP datagrams sent.
     pub datagrams_sent: u64,
     /// Inner packets from the port whose destination no peer's lease
-    /// covers (dropped; ICMPv6 unreachable comes later).
+    /// covers (dropped; answered with an ICMPv6 Destination Unreachable,
+    /// code 0 "no route").
     pub no_route: u64,
+    /// Inner packets from the port longer than the tunnel MTU
+    /// ([`Tunnel::with_mtu`]; dropped; answered with an ICMPv6 Packet Too
+    /// Big).
+    pub too_big: u64,
     /// Inner packets from the port that are not IPv6 (dropped).
     pub malformed_inner: u64,
     /// Decrypted packets the port refused (dropped).
@@ -145,10 +154,12 @@ pub struct DataplaneCounters {
     /// Decrypted packets the access policy refused (dropped): the peer's
     /// lease groups do not meet the destination application's.
     pub prohibited: u64,
-    /// ICMPv6 "administratively prohibited" errors sent back.
+    /// ICMPv6 errors sent back: "administratively prohibited" through the
+    /// tunnel, "no route" and Packet Too Big into the port.
     pub icmp_sent: u64,
-    /// Prohibited packets not answered: over the ICMPv6 rate limit, or an
-    /// ICMPv6 error, a fragment, or from a multicast source (RFC 4443 §2.4).
+    /// Prohibited, unrouted or too-big packets not answered: over the
+    /// ICMPv6 rate limit, or an ICMPv6 error, a non-first fragment, or
+    /// from a multicast source (RFC 4443 §2.4), or the port had no room.
     pub icmp_suppressed: u64,
     /// `recv_from` failures.
     pub recv_errors: u64,
@@ -242,6 +253,8 @@ pub struct Tunnel<P> {
     icmp_limiter: IcmpLimiter,
     /// ICMPv6 errors being built.
     icmp: Vec<u8>,
+    /// Longest inner packet carried (`None`: up to [`MAX_INNER_PACKET`]).
+    mtu: Option<u16>,
     /// Where the keys of new SAs go (`dangerous-esp-keylog`).
     key_log: Option<KeyLog>,
     /// Received datagrams, decrypted in place.
@@ -267,6 +280,7 @@ impl<P: InnerPort> Tunnel<P> {
             access: AccessPolicy::allow_all(),
             icmp_limiter: IcmpLimiter::default(),
             icmp: vec![0; icmp::MIN_MTU],
+            mtu: None,
             key_log: None,
             datagram: vec![0; MAX_DATAGRAM],
             inner: vec![0; MAX_INNER_PACKET],
@@ -290,6 +304,15 @@ impl<P: InnerPort> Tunnel<P> {
     /// role). Without it the tunnel delivers every packet.
     pub fn with_access_policy(mut self, policy: AccessPolicy) -> Self {
         self.access = policy;
+        self
+    }
+
+    /// The tunnel with inner packets from the port limited to `mtu` bytes
+    /// (the config's `mtu`): a longer one is dropped and answered with an
+    /// ICMPv6 Packet Too Big carrying `mtu`. Without it the tunnel carries
+    /// packets up to [`MAX_INNER_PACKET`].
+    pub fn with_mtu(mut self, mtu: u16) -> Self {
+        self.mtu = Some(mtu);
         self
     }
 
@@ -464,8 +487,15 @@ impl<P: InnerPort> Tunnel<P> {
         let Some(peer) = self.node.route(&destination) else {
             self.counters.no_route += 1;
             trace!(%destination, "no peer routes this destination");
+            self.answer_inner(len, InnerRefusal::NoRoute);
             return;
         };
+        if let Some(mtu) = self.mtu.filter(|&mtu| len > usize::from(mtu)) {
+            self.counters.too_big += 1;
+            trace!(%destination, len, mtu, "inner packet exceeds the tunnel MTU");
+            self.answer_inner(len, InnerRefusal::TooBig { mtu });
+            return;
+        }
         match self
             .node
             .encapsulate(startup::now(), peer, packet, &mut self.sealed)
@@ -476,6 +506,44 @@ impl<P: InnerPort> Tunnel<P> {
             } => send(&self.socket, &mut self.counters, datagram, destination).await,
             Outgoing::Queued => {}
             Outgoing::Dropped(reason) => trace!(peer = peer.0, %reason, "inner packet dropped"),
+        }
+    }
+
+    /// Answer the refused inner packet `self.inner[..len]` with an ICMPv6
+    /// error back into the port, from this node's address, within the
+    /// ICMPv6 rate limit.
+    fn answer_inner(&mut self, len: usize, refusal: InnerRefusal) {
+        let Some(packet) = self.inner.get(..len) else {
+            return;
+        };
+        if !self.icmp_limiter.allow(Instant::now()) {
+            self.counters.icmp_suppressed += 1;
+            return;
+        }
+        let source = node_address(&self.node);
+        let built = match refusal {
+            InnerRefusal::NoRoute => icmp::no_route(packet, source, &mut self.icmp),
+            InnerRefusal::TooBig { mtu } => {
+                icmp::packet_too_big(packet, source, u32::from(mtu), &mut self.icmp)
+            }
+        };
+        let error = match built {
+            Ok(error_len) => self.icmp.get(..error_len).unwrap_or_default(),
+            Err(reason) => {
+                self.counters.icmp_suppressed += 1;
+                trace!(
+                    reason = reason.as_str(),
+                    "refused inner packet not answered"
+                );
+                return;
+            }
+        };
+        match self.port.deliver(error) {
+            Ok(()) => self.counters.icmp_sent += 1,
+            Err(error) => {
+                self.counters.icmp_suppressed += 1;
+                trace!(%error, "ICMPv6 error dropped by the port");
+            }
         }
     }
 
@@ -536,6 +604,26 @@ async fn send(
             counters.send_errors += 1;
             debug!(%error, %destination, "UDP send failed");
         }
+    }
+}
+
+/// Why an inner packet from the port is not carried.
+#[derive(Clone, Copy, Debug)]
+enum InnerRefusal {
+    /// No peer's lease covers its destination.
+    NoRoute,
+    /// It is longer than the tunnel MTU.
+    TooBig { mtu: u16 },
+}
+
+/// This node's own address, the source of the ICMPv6 errors it originates
+/// (RFC 4443 §2.2): a user's or application's /128, or a system's `::1`
+/// of its system virtual network.
+fn node_address(node: &Node) -> Ipv6Addr {
+    let prefix = node.local_lease().lease().prefix;
+    match SystemVirtualNetwork::from_prefix(prefix) {
+        Ok(svn) => svn.system_address(),
+        Err(_) => prefix.addr(),
     }
 }
 

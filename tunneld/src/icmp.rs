@@ -1,16 +1,31 @@
-//! ICMPv6 errors the data plane sends back through the tunnel.
+//! ICMPv6 errors the data plane sends back to the sender of a packet it
+//! cannot carry.
 //!
-//! So far one: Destination Unreachable, code 1, "communication with
-//! destination administratively prohibited" (RFC 4443 §3.1), the answer to
-//! a packet the [access policy](crate::access) refuses. [`prohibited`] is a
-//! pure builder over caller buffers; [`IcmpLimiter`] is the token bucket
-//! that keeps a flood of refused packets from becoming a flood of errors
-//! (RFC 4443 §2.4 f). Following RFC 4443 §2.4 e, no error answers an
-//! ICMPv6 error, a packet from the unspecified or a multicast source, a
-//! packet to a multicast destination, or a non-first fragment (whose upper
-//! layer is unknown).
+//! Three builders over caller buffers, all Destination Unreachable or
+//! Packet Too Big (RFC 4443 §3.1, §3.2):
+//! - [`prohibited`]: code 1, "communication with destination
+//!   administratively prohibited", the answer to a packet the [access
+//!   policy](crate::access) refuses, sent from the refused destination;
+//! - [`no_route`]: code 0, "no route to destination", the answer to an
+//!   inner packet whose destination no peer's lease covers. Code 0, not 3
+//!   ("address unreachable"): the cryptokey routing table is this node's
+//!   routing table and it has no entry for the destination, which is the
+//!   case RFC 4443 gives code 0 for; code 3 is for a destination a route
+//!   leads to but that cannot be resolved on the link (as a failed
+//!   neighbor discovery). Sent from this node's own address (§2.2);
+//! - [`packet_too_big`]: type 2 with the tunnel MTU, the answer to an
+//!   inner packet longer than the tunnel carries, also from this node's
+//!   address.
+//!
+//! [`IcmpLimiter`] is the token bucket that keeps a flood of refused
+//! packets from becoming a flood of errors (RFC 4443 §2.4 f). Following
+//! RFC 4443 §2.4 e, no error answers an ICMPv6 error, a packet from the
+//! unspecified or a multicast source, a packet to a multicast destination
+//! (Packet Too Big excepted, §2.4 e.3), or a non-first fragment (whose
+//! upper layer is unknown).
 #![deny(clippy::indexing_slicing)]
 
+use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
 /// The IPv6 minimum MTU: an ICMPv6 error, IPv6 header included, is never
@@ -25,8 +40,12 @@ const ICMPV6_ERROR_HEADER_LEN: usize = 8;
 const NEXT_HEADER_ICMPV6: u8 = 0x3a;
 /// ICMPv6 type Destination Unreachable.
 const TYPE_DESTINATION_UNREACHABLE: u8 = 0x01;
+/// Its code "no route to destination".
+const CODE_NO_ROUTE: u8 = 0x00;
 /// Its code "communication with destination administratively prohibited".
 const CODE_ADMINISTRATIVELY_PROHIBITED: u8 = 0x01;
+/// ICMPv6 type Packet Too Big.
+const TYPE_PACKET_TOO_BIG: u8 = 0x02;
 /// ICMPv6 types below this are errors.
 const FIRST_INFORMATIONAL_TYPE: u8 = 0x80;
 /// Hop limit of the errors we originate.
@@ -77,8 +96,67 @@ impl NoAnswer {
 /// [`MIN_MTU`] bytes. `out` needs `min(MIN_MTU, 48 + offending.len())`
 /// bytes.
 pub fn prohibited(offending: &[u8], out: &mut [u8]) -> Result<usize, NoAnswer> {
-    check_answerable(offending)?;
-    let (source, destination) = addresses(offending).ok_or(NoAnswer::Malformed)?;
+    check_answerable(offending, false)?;
+    let (_, destination) = addresses(offending).ok_or(NoAnswer::Malformed)?;
+    build(
+        [
+            TYPE_DESTINATION_UNREACHABLE,
+            CODE_ADMINISTRATIVELY_PROHIBITED,
+        ],
+        [0; 4],
+        destination,
+        offending,
+        out,
+    )
+}
+
+/// Write into `out` the IPv6 packet that answers `offending` with an
+/// ICMPv6 Destination Unreachable, code 0 (no route to destination), from
+/// `source` (this node's address), and return its length. Otherwise like
+/// [`prohibited`].
+pub fn no_route(offending: &[u8], source: Ipv6Addr, out: &mut [u8]) -> Result<usize, NoAnswer> {
+    check_answerable(offending, false)?;
+    build(
+        [TYPE_DESTINATION_UNREACHABLE, CODE_NO_ROUTE],
+        [0; 4],
+        source.octets(),
+        offending,
+        out,
+    )
+}
+
+/// Write into `out` the IPv6 packet that answers `offending` with an
+/// ICMPv6 Packet Too Big carrying `mtu` (the largest packet the next hop
+/// takes), from `source` (this node's address), and return its length.
+/// Unlike the other errors it may answer a packet to a multicast
+/// destination (RFC 4443 §2.4 e.3). Otherwise like [`prohibited`].
+pub fn packet_too_big(
+    offending: &[u8],
+    source: Ipv6Addr,
+    mtu: u32,
+    out: &mut [u8],
+) -> Result<usize, NoAnswer> {
+    check_answerable(offending, true)?;
+    build(
+        [TYPE_PACKET_TOO_BIG, 0x00],
+        mtu.to_be_bytes(),
+        source.octets(),
+        offending,
+        out,
+    )
+}
+
+/// The error `[type, code]` with the 4-byte field after the checksum set
+/// to `word`, from `answer_source` to the offending packet's source,
+/// quoting as much of `offending` as fits in [`MIN_MTU`].
+fn build(
+    type_code: [u8; 2],
+    word: [u8; 4],
+    answer_source: [u8; 16],
+    offending: &[u8],
+    out: &mut [u8],
+) -> Result<usize, NoAnswer> {
+    let (answer_destination, _) = addresses(offending).ok_or(NoAnswer::Malformed)?;
     let quoted_len = offending
         .len()
         .min(MIN_MTU - IPV6_HEADER_LEN - ICMPV6_ERROR_HEADER_LEN);
@@ -89,8 +167,6 @@ pub fn prohibited(offending: &[u8], out: &mut [u8]) -> Result<usize, NoAnswer> {
     let (header, icmp) = out
         .split_at_mut_checked(IPV6_HEADER_LEN)
         .ok_or(NoAnswer::BufferTooSmall)?;
-    // The answer reverses the offending packet's addresses.
-    let (answer_source, answer_destination) = (destination, source);
     let payload_len = u16::try_from(icmp_len).map_err(|_| NoAnswer::BufferTooSmall)?;
     header.fill(0);
     header
@@ -107,16 +183,10 @@ pub fn prohibited(offending: &[u8], out: &mut [u8]) -> Result<usize, NoAnswer> {
     let (icmp_header, body) = icmp
         .split_at_mut_checked(ICMPV6_ERROR_HEADER_LEN)
         .ok_or(NoAnswer::BufferTooSmall)?;
-    icmp_header.copy_from_slice(&[
-        TYPE_DESTINATION_UNREACHABLE,
-        CODE_ADMINISTRATIVELY_PROHIBITED,
-        0x00,
-        0x00,
-        0x00,
-        0x00,
-        0x00,
-        0x00,
-    ]);
+    icmp_header
+        .iter_mut()
+        .zip(type_code.into_iter().chain([0x00, 0x00]).chain(word))
+        .for_each(|(slot, byte)| *slot = byte);
     body.copy_from_slice(quoted);
     let checksum = icmpv6_checksum(&answer_source, &answer_destination, icmp);
     if let Some(slot) = icmp.get_mut(2..4) {
@@ -160,18 +230,20 @@ fn addresses(packet: &[u8]) -> Option<([u8; 16], [u8; 16])> {
     Some((source, destination))
 }
 
-/// Whether RFC 4443 §2.4 e lets us answer `packet` with an error.
-fn check_answerable(packet: &[u8]) -> Result<(), NoAnswer> {
+/// Whether RFC 4443 §2.4 e lets us answer `packet` with an error;
+/// `to_multicast`: even when its destination is multicast (Packet Too
+/// Big).
+fn check_answerable(packet: &[u8], to_multicast: bool) -> Result<(), NoAnswer> {
     let header = packet.get(..IPV6_HEADER_LEN).ok_or(NoAnswer::Malformed)?;
     if header.first().map(|b| b >> 4) != Some(6) {
         return Err(NoAnswer::Malformed);
     }
     let (source, destination) = addresses(packet).ok_or(NoAnswer::Malformed)?;
-    let (source, destination) = (
-        std::net::Ipv6Addr::from(source),
-        std::net::Ipv6Addr::from(destination),
-    );
-    if source.is_unspecified() || source.is_multicast() || destination.is_multicast() {
+    let (source, destination) = (Ipv6Addr::from(source), Ipv6Addr::from(destination));
+    if source.is_unspecified()
+        || source.is_multicast()
+        || (destination.is_multicast() && !to_multicast)
+    {
         return Err(NoAnswer::Address);
     }
     let mut next = *header.get(6).ok_or(NoAnswer::Malformed)?;
@@ -277,8 +349,7 @@ impl Default for IcmpLimiter {
 mod tests {
     use super::*;
     use overlay_proto::sim::ipv6_packet;
-    use smoltcp::wire::{Icmpv6Message, Icmpv6Packet, Ipv6Packet};
-    use std::net::Ipv6Addr;
+    use smoltcp::wire::{Icmpv6Message, Icmpv6Packet, Icmpv6Repr, Ipv6Packet};
 
     fn client() -> Ipv6Addr {
         "2002:102:304:1::a".parse().unwrap()
@@ -403,6 +474,123 @@ mod tests {
             assert_eq!(got, expected, "{name}");
         }
         assert_eq!(NoAnswer::IcmpError.as_str(), "icmp_error");
+    }
+
+    fn node() -> Ipv6Addr {
+        "2002:102:304:1::1".parse().unwrap()
+    }
+
+    /// Parses `answer` with smoltcp (checksum verified) as an ICMPv6
+    /// message from `node()` to `client()`.
+    fn parse_from_node(answer: &[u8]) -> Icmpv6Repr<'_> {
+        let ip = Ipv6Packet::new_checked(answer).unwrap();
+        assert_eq!(ip.src_addr(), node());
+        assert_eq!(ip.dst_addr(), client());
+        let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+        assert!(icmp.verify_checksum(&node(), &client()), "checksum");
+        Icmpv6Repr::parse(
+            &node(),
+            &client(),
+            &icmp,
+            &smoltcp::phy::ChecksumCapabilities::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn no_route_known_bytes() {
+        let nowhere: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let offending = ipv6_packet(client(), nowhere, b"hi");
+        let mut out = vec![0; 2000];
+        let len = no_route(&offending, node(), &mut out).unwrap();
+        let expected = [
+            "60000000",                         // version 6, class 0, flow 0
+            "003a",                             // payload: 8 + 50 bytes
+            "3a40",                             // ICMPv6, hop limit 64
+            "20020102030400010000000000000001", // from this node
+            "2002010203040001000000000000000a", // to the sender
+            "0100",                             // Destination Unreachable, no route
+            "2a71",                             // checksum
+            "00000000",                         // unused
+        ]
+        .concat();
+        assert_eq!(hex::encode(&out[..48]), expected);
+        assert_eq!(&out[48..len], &offending[..]);
+        match parse_from_node(&out[..len]) {
+            Icmpv6Repr::DstUnreachable {
+                reason: smoltcp::wire::Icmpv6DstUnreachable::NoRoute,
+                header,
+                data,
+            } => {
+                assert_eq!(header.src_addr, client());
+                assert_eq!(header.dst_addr, nowhere);
+                assert_eq!(data, &offending[40..]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // What must not be answered is not, as for the other errors.
+        let mut icmp_error = offending.clone();
+        icmp_error[6] = 58;
+        icmp_error[40] = 1;
+        assert_eq!(
+            no_route(&icmp_error, node(), &mut out),
+            Err(NoAnswer::IcmpError)
+        );
+        let mut to_multicast = offending.clone();
+        to_multicast[24] = 0xff;
+        assert_eq!(
+            no_route(&to_multicast, node(), &mut out),
+            Err(NoAnswer::Address)
+        );
+    }
+
+    #[test]
+    fn packet_too_big_known_bytes() {
+        let body: Vec<u8> = (0..1500u32 - 48).map(|i| i as u8).collect();
+        let offending = ipv6_packet(client(), app(), &body);
+        assert_eq!(offending.len(), 1500);
+        let mut out = vec![0; 2000];
+        let len = packet_too_big(&offending, node(), 1380, &mut out).unwrap();
+        assert_eq!(len, MIN_MTU, "cut at the minimum MTU");
+        let expected = [
+            "60000000",
+            "04d8", // payload: 1280 - 40 bytes
+            "3a40",
+            "20020102030400010000000000000001",
+            "2002010203040001000000000000000a",
+            "0200",     // Packet Too Big, code 0
+            "9361",     // checksum
+            "00000564", // MTU 1380
+        ]
+        .concat();
+        assert_eq!(hex::encode(&out[..48]), expected);
+        assert_eq!(&out[48..len], &offending[..MIN_MTU - 48]);
+        match parse_from_node(&out[..len]) {
+            Icmpv6Repr::PktTooBig { mtu, header, .. } => {
+                assert_eq!(mtu, 1380);
+                assert_eq!(header.dst_addr, app());
+            }
+            other => panic!("{other:?}"),
+        }
+        // Packet Too Big may answer a packet to a multicast group; never
+        // one from a multicast source, nor a later fragment.
+        let mut to_multicast = offending.clone();
+        to_multicast[24] = 0xff;
+        assert!(packet_too_big(&to_multicast, node(), 1380, &mut out).is_ok());
+        let mut from_multicast = offending.clone();
+        from_multicast[8] = 0xff;
+        assert_eq!(
+            packet_too_big(&from_multicast, node(), 1380, &mut out),
+            Err(NoAnswer::Address)
+        );
+        let mut later_fragment = offending.clone();
+        later_fragment[6] = 44;
+        later_fragment[40] = 17;
+        later_fragment[43] = 8 << 3;
+        assert_eq!(
+            packet_too_big(&later_fragment, node(), 1380, &mut out),
+            Err(NoAnswer::Fragment)
+        );
     }
 
     #[test]

@@ -167,6 +167,7 @@ async fn serve(prepared: startup::Prepared, socket: &Path) -> anyhow::Result<Out
     let (tunnel, handle) = Tunnel::bind(node, config.listen, port)
         .await
         .with_context(|| format!("binding UDP socket {}", config.listen))?;
+    let tunnel = tunnel.with_mtu(config.mtu);
     let tunnel = match config.role {
         Role::Server => {
             tunnel.with_access_policy(AccessPolicy::from_applications(&config.applications))

@@ -444,6 +444,7 @@ fn run_serves_status_until_sigterm() {
     assert_eq!(json["counters"]["handshakes_completed"], 0);
     assert_eq!(json["dataplane"]["no_route"], 0);
     for counter in [
+        "too_big",
         "prohibited",
         "icmp_sent",
         "icmp_suppressed",

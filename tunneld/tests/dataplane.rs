@@ -448,6 +448,137 @@ async fn prohibited_errors_are_rate_limited() {
     stop(pair.server).await;
 }
 
+/// A client tunnel alone, limited to `mtu`: what it answers into its own
+/// port needs no server.
+async fn lone_client(mtu: u16) -> Side {
+    let server_udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (client_node, _server) =
+        common::nodes(ClientSpec::default(), server_udp.local_addr().unwrap());
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (port, io) = ChannelPort::new(1024);
+    let (tunnel, handle) = Tunnel::new(client_node, socket, port);
+    let tunnel = tunnel.with_mtu(mtu);
+    let udp = tunnel.local_addr().unwrap();
+    let task = tokio::spawn(tunnel.run());
+    Side {
+        handle,
+        io,
+        task,
+        udp,
+    }
+}
+
+/// Checks `error` is an ICMPv6 error from the client's own address to it,
+/// with a valid checksum (smoltcp's parser as the oracle), quoting the
+/// start of `offending`; returns smoltcp's view of it.
+fn parse_error<'a>(error: &'a [u8], offending: &[u8]) -> smoltcp::wire::Icmpv6Repr<'a> {
+    use smoltcp::wire::{Icmpv6Packet, Icmpv6Repr, Ipv6Packet};
+    assert_eq!(error.len(), offending.len().min(1232) + 48);
+    let ip = Ipv6Packet::new_checked(error).unwrap();
+    assert_eq!(ip.src_addr(), client_addr(), "from this node");
+    assert_eq!(ip.dst_addr(), client_addr(), "to the sender");
+    assert_eq!(ip.hop_limit(), 64);
+    assert_eq!(&error[48..], &offending[..error.len() - 48]);
+    let icmp = Icmpv6Packet::new_checked(ip.payload()).unwrap();
+    assert!(icmp.verify_checksum(&client_addr(), &client_addr()));
+    let caps = smoltcp::phy::ChecksumCapabilities::default();
+    Icmpv6Repr::parse(&client_addr(), &client_addr(), &icmp, &caps).unwrap()
+}
+
+#[tokio::test]
+async fn unroutable_and_oversized_packets_come_back_as_icmpv6_errors() {
+    use smoltcp::wire::{Icmpv6DstUnreachable, Icmpv6Repr};
+    const MTU: u16 = 1280;
+    let mut client = lone_client(MTU).await;
+    let nowhere: Ipv6Addr = "2001:db8::1".parse().unwrap();
+
+    // No peer routes 2001:db8::/32: Destination Unreachable, no route.
+    let unroutable = ipv6_packet(client_addr(), nowhere, b"anyone there?");
+    client.io.outbound.send(unroutable.clone()).await.unwrap();
+    let error = timeout(DEADLINE, client.io.inbound.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    match parse_error(&error, &unroutable) {
+        Icmpv6Repr::DstUnreachable { reason, header, .. } => {
+            assert_eq!(reason, Icmpv6DstUnreachable::NoRoute);
+            assert_eq!(header.dst_addr, nowhere);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // The server routes, but 1400 bytes exceed the 1280-byte MTU: Packet
+    // Too Big with the MTU, quoting the first 1232 bytes.
+    let oversized = packet(client_addr(), server_addr(), 1);
+    assert!(oversized.len() > usize::from(MTU));
+    client.io.outbound.send(oversized.clone()).await.unwrap();
+    let error = timeout(DEADLINE, client.io.inbound.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    match parse_error(&error, &oversized) {
+        Icmpv6Repr::PktTooBig { mtu, header, .. } => {
+            assert_eq!(mtu, u32::from(MTU));
+            assert_eq!(header.dst_addr, server_addr());
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // An unroutable ICMPv6 error and an unroutable non-first fragment get
+    // no answer (RFC 4443 §2.4 e); the port is a queue, so once the
+    // answer to the marker after them arrives, both were handled.
+    let mut icmp_error = ipv6_packet(client_addr(), nowhere, &[0; 16]);
+    icmp_error[6] = 58;
+    icmp_error[40] = 1;
+    let mut fragment = ipv6_packet(client_addr(), nowhere, &[0; 16]);
+    fragment[6] = 44;
+    fragment[40] = 17;
+    fragment[43] = 8 << 3;
+    let marker = ipv6_packet(client_addr(), nowhere, b"marker");
+    for p in [icmp_error, fragment, marker.clone()] {
+        client.io.outbound.send(p).await.unwrap();
+    }
+    let error = timeout(DEADLINE, client.io.inbound.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&error[48..], &marker[..], "only the marker is answered");
+
+    let d = client.handle.status().await.unwrap().dataplane;
+    assert_eq!((d.no_route, d.too_big), (4, 1), "{d:?}");
+    assert_eq!((d.icmp_sent, d.icmp_suppressed), (3, 2), "{d:?}");
+    assert_eq!(d.datagrams_sent, 0, "nothing went out: {d:?}");
+
+    // A flood is rate limited: the burst left (10 - 5 tokens), then 10 per
+    // second; every error sent arrives.
+    const FLOOD: u64 = 40;
+    for i in 0..FLOOD {
+        let p = ipv6_packet(client_addr(), nowhere, &i.to_be_bytes());
+        client.io.outbound.send(p).await.unwrap();
+    }
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let flood = loop {
+        let d = client.handle.status().await.unwrap().dataplane;
+        if d.no_route == 4 + FLOOD {
+            break d;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{d:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let (sent, suppressed) = (flood.icmp_sent - 3, flood.icmp_suppressed - 2);
+    assert_eq!(sent + suppressed, FLOOD, "{flood:?}");
+    assert!(sent >= 5 && suppressed > 0, "{flood:?}");
+    for _ in 0..sent {
+        let error = timeout(DEADLINE, client.io.inbound.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((error[40], error[41]), (1, 0));
+    }
+    assert!(client.io.inbound.try_recv().is_err());
+    stop(client).await;
+}
+
 /// One line of the ESP key log (docs/wire-format.md §7), checked field by
 /// field against the format.
 struct KeyLogLine {
