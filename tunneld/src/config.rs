@@ -29,6 +29,8 @@ use overlay_proto::lease::{AuthorityKey, EntityKind, LeaseError};
 use overlay_proto::node::{AddPeerError, DEFAULT_PORT};
 use serde::Deserialize;
 
+use crate::names::{BadZone, OverlayZone};
+
 /// Default overlay MTU (DESIGN §4): a 1500-byte path carries it.
 pub const DEFAULT_MTU: u16 = 1380;
 
@@ -159,6 +161,9 @@ pub struct Config {
     pub socks_listen: Option<SocketAddr>,
     /// `port-forwards` (client role).
     pub port_forwards: Vec<PortForward>,
+    /// `overlay-zone`: the DNS zone of overlay names, default
+    /// [`DEFAULT_ZONE`](crate::names::DEFAULT_ZONE).
+    pub overlay_zone: OverlayZone,
     /// `applications` (server role).
     pub applications: Vec<Application>,
     /// `log-level`.
@@ -311,6 +316,9 @@ pub enum Problem {
     /// A name with characters outside `[a-z0-9._-]`.
     #[error("{0:?} is not a valid name (use a-z, 0-9, '.', '_' and '-', at most 63)")]
     BadName(String),
+    /// An `overlay-zone` that is not a DNS name.
+    #[error("{0}")]
+    BadZone(BadZone),
     /// Two applications with one name.
     #[error("name {0:?} is already used by another application")]
     DuplicateName(String),
@@ -481,6 +489,7 @@ struct RawConfig {
     peers: Vec<RawPeer>,
     socks_listen: Option<SocketAddr>,
     port_forwards: Option<Vec<RawPortForward>>,
+    overlay_zone: Option<String>,
     applications: Option<Vec<RawApplication>>,
     log_level: Option<LogLevel>,
     metrics_listen: Option<SocketAddr>,
@@ -573,6 +582,11 @@ impl Checker<'_> {
                 self.port_forwards(list)?
             }
         };
+        let overlay_zone = match raw.overlay_zone {
+            None => OverlayZone::default(),
+            Some(zone) => OverlayZone::new(&zone)
+                .map_err(|e| self.error("overlay-zone", Problem::BadZone(e)))?,
+        };
         let applications = match raw.applications {
             None => Vec::new(),
             Some(list) => {
@@ -595,6 +609,7 @@ impl Checker<'_> {
             peers,
             socks_listen: raw.socks_listen,
             port_forwards,
+            overlay_zone,
             applications,
             log_level: raw.log_level.unwrap_or(LogLevel::Info),
             metrics_listen: raw.metrics_listen,
@@ -939,6 +954,9 @@ to = "[2002:c000:201:1::10]:22"
         assert_eq!(c.peers[1].persistent_keepalive, None);
         assert_eq!(c.socks_listen, Some("127.0.0.1:1080".parse().unwrap()));
         assert_eq!(c.port_forwards[0].to.port(), 22);
+        assert_eq!(c.overlay_zone.as_str(), "permanet.internal");
+        let c = parse(&(base_client() + "overlay-zone = \"Corp.Example.\"\n")).unwrap();
+        assert_eq!(c.overlay_zone.as_str(), "corp.example");
     }
 
     /// Each refused value: the key named in the error, and a fragment of
@@ -966,6 +984,11 @@ to = "[2002:c000:201:1::10]:22"
             ),
             (client.clone() + "mtu = 9000\n", "mtu", "9000 is out of range 1280..=1500"),
             (client.clone() + "mtu = 1279\n", "mtu", "out of range"),
+            (
+                client.clone() + "overlay-zone = \"corp..example\"\n",
+                "overlay-zone",
+                "\"corp..example\" is not a DNS zone",
+            ),
             (
                 client.clone() + "persistent-keepalive = 70000\n",
                 "persistent-keepalive",

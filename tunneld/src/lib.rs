@@ -12,9 +12,10 @@
 //! groups ([`access`]) and the ICMPv6 errors that answer refused packets
 //! ([`icmp`]) —, the userspace mode that plugs into its
 //! inner-packet port — a smoltcp IPv6 stack with the client's SOCKS5 proxy
-//! and the server's application forwarding with PROXY v2 ([`userspace`]) —
-//! and the control socket `tunneld status` talks to ([`control`]). TUN mode
-//! is not written yet (issue #3).
+//! and the server's application forwarding with PROXY v2 ([`userspace`]),
+//! its proxy resolving overlay names ([`names`]) — and the control socket
+//! `tunneld status` talks to ([`control`]). TUN mode is not written yet
+//! (issue #3).
 #![forbid(unsafe_code)]
 
 pub mod access;
@@ -24,6 +25,7 @@ pub mod dataplane;
 pub mod icmp;
 pub mod keylog;
 pub mod keys;
+pub mod names;
 pub mod startup;
 pub mod userspace;
 

@@ -31,6 +31,7 @@ use tunneld::config::{Config, LogLevel, Mode, Role};
 use tunneld::control::{self, ControlSocket, Report};
 use tunneld::dataplane::{ChannelPort, Tunnel};
 use tunneld::keylog::KeyLog;
+use tunneld::names::LeaseResolver;
 use tunneld::userspace::{
     serve_application, serve_application_udp, serve_port_forward, serve_socks, StackConfig,
     StackHandle, UserspaceStack,
@@ -230,9 +231,13 @@ async fn start_userspace(
                 let listener = TcpListener::bind(socks)
                     .await
                     .with_context(|| format!("binding the SOCKS5 listener {socks}"))?;
+                // The leases this node holds name what it can reach; the
+                // addrd resolver replaces this with the addrd issue.
+                let resolver = LeaseResolver::from_node(config.overlay_zone.clone(), node);
+                info!(zone = %config.overlay_zone, "SOCKS5 resolves overlay names from known leases");
                 tokio::spawn(log_exit(
                     "SOCKS5 proxy",
-                    serve_socks(listener, handle.clone()),
+                    serve_socks(listener, handle.clone(), Arc::new(resolver)),
                 ));
             }
             for forward in &config.port_forwards {

@@ -7,14 +7,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code
 
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::sync::Arc;
 use std::time::Duration;
 
 mod common;
 
 use common::{client_addr, server_addr, ClientSpec, CLIENT_PREFIX, SERVER_PREFIX};
 use overlay_proto::counters::DropReason;
+use overlay_proto::lease::{EntityKind, Lease};
 use overlay_proto::node::Node;
 use overlay_proto::session::Timers;
+use overlay_proto::time::UnixTime;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -23,6 +26,7 @@ use tokio::time::timeout;
 use tunneld::access::AccessPolicy;
 use tunneld::config::Application;
 use tunneld::dataplane::{ChannelPort, Tunnel, TunnelHandle};
+use tunneld::names::{LeaseResolver, OverlayZone};
 use tunneld::userspace::{
     proxy_v2_header, serve_application, serve_application_udp, serve_port_forward, serve_socks,
     ProxyTransport, StackConfig, StackHandle, UserspaceStack,
@@ -44,6 +48,8 @@ fn app_addr() -> SocketAddrV6 {
 struct Side {
     tunnel: TunnelHandle,
     stack: StackHandle,
+    /// The client's overlay names (empty on the server).
+    resolver: Arc<LeaseResolver>,
 }
 
 fn spawn(node: Node, socket: UdpSocket, config: StackConfig, policy: AccessPolicy) -> Side {
@@ -56,6 +62,7 @@ fn spawn(node: Node, socket: UdpSocket, config: StackConfig, policy: AccessPolic
     Side {
         tunnel: tunnel_handle,
         stack: stack_handle,
+        resolver: Arc::new(LeaseResolver::new(OverlayZone::default())),
     }
 }
 
@@ -82,6 +89,12 @@ async fn setup_with(policy: AccessPolicy, client_timers: Timers) -> (Side, Side,
         policy,
     );
 
+    // The client resolves overlay names from the leases it holds: its own
+    // and the server's ("server", a system).
+    let resolver = Arc::new(LeaseResolver::from_node(
+        OverlayZone::default(),
+        &client_node,
+    ));
     let client_socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut client_config = StackConfig::new(client_addr(), CLIENT_PREFIX.parse().unwrap());
     client_config.connect_timeout = CONNECT_TIMEOUT;
@@ -94,7 +107,8 @@ async fn setup_with(policy: AccessPolicy, client_timers: Timers) -> (Side, Side,
 
     let socks = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let socks_addr = socks.local_addr().unwrap();
-    tokio::spawn(serve_socks(socks, client.stack.clone()));
+    tokio::spawn(serve_socks(socks, client.stack.clone(), resolver.clone()));
+    let client = Side { resolver, ..client };
     (client, server, socks_addr)
 }
 
@@ -130,6 +144,26 @@ async fn socks_request(socks: SocketAddr, command: u8, dst: SocketAddrV6) -> (Tc
     conn.write_all(&request).await.unwrap();
     let mut reply = [0u8; 22];
     conn.read_exact(&mut reply).await.unwrap();
+    (conn, reply)
+}
+
+/// SOCKS5 greeting and a CONNECT request for a domain name; returns the
+/// 22-byte reply.
+async fn socks_name_request(socks: SocketAddr, name: &str, port: u16) -> (TcpStream, [u8; 22]) {
+    let mut conn = TcpStream::connect(socks).await.unwrap();
+    conn.write_all(&[0x05, 0x01, 0x00]).await.unwrap();
+    let mut method = [0u8; 2];
+    conn.read_exact(&mut method).await.unwrap();
+    assert_eq!(method, [0x05, 0x00]);
+    let mut request = vec![0x05, 0x01, 0x00, 0x03, u8::try_from(name.len()).unwrap()];
+    request.extend_from_slice(name.as_bytes());
+    request.extend_from_slice(&port.to_be_bytes());
+    conn.write_all(&request).await.unwrap();
+    let mut reply = [0u8; 22];
+    timeout(DEADLINE, conn.read_exact(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
     (conn, reply)
 }
 
@@ -239,15 +273,20 @@ async fn socks_connect_echoes_100_mib_with_proxy_header_across_rekeys() {
 async fn socks_failures_get_replies() {
     let (client, server, socks) = setup().await;
 
-    // Nobody routes 2001:db8::/32: the SYN is dropped, the connect times out.
+    // Nobody routes 2001:db8::/32: the client's tunnel answers the SYN with
+    // an ICMPv6 "no route", which fails the connect at once.
     let nowhere = SocketAddrV6::new("2001:db8::1".parse().unwrap(), 80, 0, 0);
     let started = std::time::Instant::now();
     let (_, reply) = timeout(DEADLINE, socks_request(socks, 0x01, nowhere))
         .await
         .unwrap();
-    assert_eq!(reply[1], 0x04, "host unreachable, reply {reply:?}");
-    assert!(started.elapsed() >= CONNECT_TIMEOUT);
-    assert!(client.tunnel.status().await.unwrap().dataplane.no_route > 0);
+    assert_eq!(reply[1], 0x03, "network unreachable, reply {reply:?}");
+    assert!(started.elapsed() < CONNECT_TIMEOUT, "not by the timeout");
+    assert_eq!(client.stack.counters().connects_failed_by_icmp, 1);
+    let dataplane = client.tunnel.status().await.unwrap().dataplane;
+    // The SYN, and the reset smoltcp sends when the connect is aborted.
+    assert!(dataplane.no_route >= 1, "{dataplane:?}");
+    assert_eq!(dataplane.icmp_sent, dataplane.no_route, "{dataplane:?}");
 
     // The server's stack answers for its prefix: nothing listens on port
     // 81 of the application's address, so it resets.
@@ -280,7 +319,7 @@ async fn socks_failures_get_replies() {
         .unwrap();
     assert_eq!(reply[1], 0x08);
 
-    // A domain name that is not an IPv6 literal (no overlay DNS yet).
+    // A domain name outside the overlay zone: not allowed (never resolved).
     let mut conn = TcpStream::connect(socks).await.unwrap();
     conn.write_all(&[0x05, 0x01, 0x00]).await.unwrap();
     conn.read_exact(&mut method).await.unwrap();
@@ -292,7 +331,7 @@ async fn socks_failures_get_replies() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(reply[1], 0x04);
+    assert_eq!(reply[1], 0x02);
 
     // No acceptable method: 0xff and the connection ends.
     let mut conn = TcpStream::connect(socks).await.unwrap();
@@ -361,18 +400,131 @@ async fn socks_connect_from_a_non_member_fails() {
     let (backend, _header) = echo_backend().await;
     tokio::spawn(serve_application(server.stack.clone(), app_addr(), backend));
 
+    let started = std::time::Instant::now();
     let (_, reply) = timeout(DEADLINE, socks_request(socks, 0x01, app_addr()))
         .await
         .unwrap();
-    // The client's stack does not act on the ICMPv6 "administratively
-    // prohibited" yet (that would be reply 0x02): the connect times out.
-    assert_eq!(reply[1], 0x04, "CONNECT must fail, reply {reply:?}");
+    // The server's ICMPv6 "administratively prohibited" fails the connect
+    // at once: not allowed by ruleset.
+    assert_eq!(reply[1], 0x02, "CONNECT must be refused, reply {reply:?}");
+    assert!(started.elapsed() < CONNECT_TIMEOUT, "not by the timeout");
+    assert_eq!(client.stack.counters().connects_failed_by_icmp, 1);
     // The SYNs never reached the server's stack, let alone the backend.
     assert_eq!(server.stack.counters().accepted, 0);
     let dataplane = server.tunnel.status().await.unwrap().dataplane;
     assert!(dataplane.prohibited > 0, "{dataplane:?}");
     assert!(dataplane.icmp_sent > 0, "{dataplane:?}");
     assert_eq!(client.stack.counters().connected, 0);
+
+    client.stack.shutdown();
+    server.stack.shutdown();
+}
+
+/// A lease for the application at [`app_addr`], as addrd's netmap would
+/// hand it to the client.
+fn wiki_lease() -> Lease {
+    Lease {
+        kind: EntityKind::Application,
+        serial: 1,
+        not_before: UnixTime::from_secs(0),
+        not_after: UnixTime::from_secs(u64::from(u32::MAX)),
+        public_key: [9; 32],
+        prefix: format!("{}/128", app_addr().ip()).parse().unwrap(),
+        name: "wiki".into(),
+        dn: "cn=wiki".into(),
+        groups: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn overlay_names_resolve_and_connect_end_to_end() {
+    let (client, server, socks) = setup().await;
+    // An application the client knows by its lease, and the server system
+    // (its peer) by the server's lease.
+    client.resolver.learn(&wiki_lease());
+    let (backend, header) = echo_backend().await;
+    tokio::spawn(serve_application(server.stack.clone(), app_addr(), backend));
+    let system = SocketAddrV6::new(server_addr(), 7000, 0, 0);
+    let (system_backend, system_header) = echo_backend().await;
+    tokio::spawn(serve_application(
+        server.stack.clone(),
+        system,
+        system_backend,
+    ));
+
+    for (name, port, header, dst) in [
+        ("wiki.apps.permanet.internal", APP_PORT, header, app_addr()),
+        (
+            "Server.Systems.Permanet.Internal.",
+            7000,
+            system_header,
+            system,
+        ),
+    ] {
+        let (mut conn, reply) = socks_name_request(socks, name, port).await;
+        assert_eq!(reply[1], 0x00, "{name}: reply {reply:?}");
+        assert_eq!(&reply[4..20], &client_addr().octets(), "bound address");
+        conn.write_all(name.as_bytes()).await.unwrap();
+        conn.shutdown().await.unwrap();
+        let mut echoed = Vec::new();
+        timeout(DEADLINE, conn.read_to_end(&mut echoed))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(echoed, name.as_bytes());
+        let header = timeout(DEADLINE, header).await.unwrap().unwrap();
+        assert_eq!(header[16..32], client_addr().octets(), "{name}");
+        assert_eq!(header[32..48], dst.ip().octets(), "{name}");
+        assert_eq!(header[50..52], port.to_be_bytes(), "{name}");
+    }
+    assert_eq!(client.stack.counters().connected, 2);
+
+    client.stack.shutdown();
+    server.stack.shutdown();
+}
+
+#[tokio::test]
+async fn overlay_name_failures_get_replies_and_never_reach_the_host_resolver() {
+    let (client, server, socks) = setup().await;
+
+    // In the zone, but no such entity (or the wrong kind): host unreachable.
+    for name in [
+        "nobody.users.permanet.internal",
+        "server.users.permanet.internal",
+        "server.hosts.permanet.internal",
+    ] {
+        let (_, reply) = socks_name_request(socks, name, 80).await;
+        assert_eq!(reply[1], 0x04, "{name}: reply {reply:?}");
+    }
+
+    // "localhost" is a name the host resolves (to 127.0.0.1 or ::1): a
+    // listener waits there on the port asked for. The proxy refuses the
+    // name as outside the overlay zone (not allowed by ruleset) and never
+    // looks it up, so nothing connects to the listener, before or after
+    // the reply.
+    let host_v4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = host_v4.local_addr().unwrap().port();
+    let host_v6 = std::net::TcpListener::bind(("::1", port)).ok();
+    for name in [
+        "localhost",
+        "localhost.",
+        "example.org",
+        "permanet.internal",
+    ] {
+        let (_, reply) = socks_name_request(socks, name, port).await;
+        assert_eq!(reply[1], 0x02, "{name}: reply {reply:?}");
+    }
+    for listener in std::iter::once(&host_v4).chain(host_v6.as_ref()) {
+        listener.set_nonblocking(true).unwrap();
+        let accepted = listener.accept();
+        assert!(
+            matches!(&accepted, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "the proxy reached the host: {accepted:?}"
+        );
+    }
+    assert_eq!(client.stack.counters().connected, 0);
+    let dataplane = client.tunnel.status().await.unwrap().dataplane;
+    assert_eq!(dataplane.no_route, 0, "no packet for any of these names");
 
     client.stack.shutdown();
     server.stack.shutdown();

@@ -1,7 +1,23 @@
 //! Client role: the SOCKS5 proxy (RFC 1928, CONNECT).
+//!
+//! A domain name is an IPv6 literal or an overlay name, which the
+//! [`OverlayResolver`] turns into an address; the host's resolver is never
+//! asked. Replies (RFC 1928 §6) by cause:
+//!
+//! | cause | reply |
+//! |-------|-------|
+//! | name outside the overlay zone (never resolved) | 0x02 not allowed by ruleset |
+//! | ICMPv6 administratively prohibited (access control) | 0x02 not allowed by ruleset |
+//! | ICMPv6 no route (no peer routes the address) | 0x03 network unreachable |
+//! | overlay name unknown, connect timed out, ICMPv6 address unreachable | 0x04 host unreachable |
+//! | reset by the peer | 0x05 connection refused |
+//! | BIND, UDP ASSOCIATE | 0x07 command not supported |
+//! | IPv4 address or IPv4 literal | 0x08 address type not supported |
+//! | anything else (resolver down, no free port) | 0x01 general failure |
 
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddrV6};
+use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -9,11 +25,14 @@ use tracing::{debug, info};
 
 use super::stack::{ConnectError, StackHandle};
 use super::{COPY_BUFFER, SOCKS_HANDSHAKE_TIMEOUT};
+use crate::names::{OverlayResolver, ResolveError};
 
 /// SOCKS5 reply codes (RFC 1928 §6).
 mod reply {
     pub const SUCCEEDED: u8 = 0x00;
     pub const GENERAL_FAILURE: u8 = 0x01;
+    pub const NOT_ALLOWED: u8 = 0x02;
+    pub const NETWORK_UNREACHABLE: u8 = 0x03;
     pub const HOST_UNREACHABLE: u8 = 0x04;
     pub const CONNECTION_REFUSED: u8 = 0x05;
     pub const COMMAND_NOT_SUPPORTED: u8 = 0x07;
@@ -30,15 +49,21 @@ const ATYP_IPV6: u8 = 0x04;
 
 /// Client role: a SOCKS5 proxy (RFC 1928) on `listener` whose CONNECTs
 /// open connections through the overlay. No authentication; CONNECT only;
-/// IPv6 addresses, and domain names only when they are IPv6 literals.
+/// IPv6 addresses, and domain names: IPv6 literals, or overlay names that
+/// `resolver` answers (see the module documentation for the replies).
 /// Runs until accepting fails.
-pub async fn serve_socks(listener: TcpListener, stack: StackHandle) -> io::Result<()> {
+pub async fn serve_socks(
+    listener: TcpListener,
+    stack: StackHandle,
+    resolver: Arc<dyn OverlayResolver>,
+) -> io::Result<()> {
     info!(listen = ?listener.local_addr().ok(), "SOCKS5 proxy listening");
     loop {
         let (client, from) = listener.accept().await?;
         let stack = stack.clone();
+        let resolver = resolver.clone();
         tokio::spawn(async move {
-            if let Err(error) = socks_session(client, &stack).await {
+            if let Err(error) = socks_session(client, &stack, &*resolver).await {
                 debug!(%from, %error, "SOCKS5 session ended");
             }
         });
@@ -49,12 +74,39 @@ pub async fn serve_socks(listener: TcpListener, stack: StackHandle) -> io::Resul
 #[derive(Debug)]
 struct Refusal(u8);
 
-async fn socks_session(mut client: TcpStream, stack: &StackHandle) -> io::Result<()> {
+/// Where a CONNECT goes.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    /// An address (or an IPv6 literal).
+    Address(SocketAddrV6),
+    /// A name to resolve in the overlay, and the port.
+    Name(String, u16),
+}
+
+async fn socks_session(
+    mut client: TcpStream,
+    stack: &StackHandle,
+    resolver: &dyn OverlayResolver,
+) -> io::Result<()> {
     let _ = client.set_nodelay(true);
     let request = tokio::time::timeout(SOCKS_HANDSHAKE_TIMEOUT, socks_handshake(&mut client))
         .await
         .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
     let dst = match request {
+        Ok(Target::Address(dst)) => Ok(dst),
+        Ok(Target::Name(name, port)) => match resolver.resolve(&name).await {
+            Ok(ip) => {
+                debug!(%name, %ip, "SOCKS5 name resolved in the overlay");
+                Ok(SocketAddrV6::new(ip, port, 0, 0))
+            }
+            Err(error) => {
+                debug!(%name, %error, "SOCKS5 name not resolved");
+                Err(Refusal(resolve_reply(&error)))
+            }
+        },
+        Err(refusal) => Err(refusal),
+    };
+    let dst = match dst {
         Ok(dst) => dst,
         Err(Refusal(code)) => {
             client.write_all(&socks_reply(code, None)).await?;
@@ -64,13 +116,10 @@ async fn socks_session(mut client: TcpStream, stack: &StackHandle) -> io::Result
     let mut stream = match stack.connect(dst).await {
         Ok(stream) => stream,
         Err(error) => {
-            let code = match error {
-                ConnectError::Refused => reply::CONNECTION_REFUSED,
-                ConnectError::TimedOut => reply::HOST_UNREACHABLE,
-                _ => reply::GENERAL_FAILURE,
-            };
             debug!(%dst, %error, "SOCKS5 CONNECT failed");
-            client.write_all(&socks_reply(code, None)).await?;
+            client
+                .write_all(&socks_reply(connect_reply(error), None))
+                .await?;
             return Ok(());
         }
     };
@@ -82,9 +131,29 @@ async fn socks_session(mut client: TcpStream, stack: &StackHandle) -> io::Result
     Ok(())
 }
 
+/// The reply to a failed overlay connect.
+fn connect_reply(error: ConnectError) -> u8 {
+    match error {
+        ConnectError::Prohibited => reply::NOT_ALLOWED,
+        ConnectError::NoRoute => reply::NETWORK_UNREACHABLE,
+        ConnectError::TimedOut | ConnectError::Unreachable => reply::HOST_UNREACHABLE,
+        ConnectError::Refused => reply::CONNECTION_REFUSED,
+        _ => reply::GENERAL_FAILURE,
+    }
+}
+
+/// The reply to a name the resolver did not answer.
+fn resolve_reply(error: &ResolveError) -> u8 {
+    match error {
+        ResolveError::OutsideZone => reply::NOT_ALLOWED,
+        ResolveError::NotFound => reply::HOST_UNREACHABLE,
+        _ => reply::GENERAL_FAILURE,
+    }
+}
+
 /// Method negotiation and the request. The outer error ends the session
 /// without a reply; a [`Refusal`] gets one.
-async fn socks_handshake(client: &mut TcpStream) -> io::Result<Result<SocketAddrV6, Refusal>> {
+async fn socks_handshake(client: &mut TcpStream) -> io::Result<Result<Target, Refusal>> {
     let mut head = [0u8; 2];
     client.read_exact(&mut head).await?;
     let [version, count] = head;
@@ -111,23 +180,23 @@ async fn socks_handshake(client: &mut TcpStream) -> io::Result<Result<SocketAddr
         return Err(io::Error::new(io::ErrorKind::InvalidData, "not SOCKS5"));
     }
     // Read the whole address before answering, whatever it is.
-    let ip = match atyp {
+    let host = match atyp {
         ATYP_IPV4 => {
             let mut addr = [0u8; 4];
             client.read_exact(&mut addr).await?;
-            None
+            Err(Refusal(reply::ADDRESS_TYPE_NOT_SUPPORTED))
         }
         ATYP_IPV6 => {
             let mut addr = [0u8; 16];
             client.read_exact(&mut addr).await?;
-            Some(Ok(Ipv6Addr::from(addr)))
+            Ok(Host::Address(Ipv6Addr::from(addr)))
         }
         ATYP_DOMAIN => {
             let mut len = [0u8; 1];
             client.read_exact(&mut len).await?;
             let mut name = vec![0u8; usize::from(len[0])];
             client.read_exact(&mut name).await?;
-            Some(parse_ipv6_literal(&name).ok_or(Refusal(reply::HOST_UNREACHABLE)))
+            parse_domain(&name)
         }
         _ => {
             return Ok(Err(Refusal(reply::ADDRESS_TYPE_NOT_SUPPORTED)));
@@ -135,27 +204,38 @@ async fn socks_handshake(client: &mut TcpStream) -> io::Result<Result<SocketAddr
     };
     let mut port = [0u8; 2];
     client.read_exact(&mut port).await?;
+    let port = u16::from_be_bytes(port);
     if command != CMD_CONNECT {
         return Ok(Err(Refusal(reply::COMMAND_NOT_SUPPORTED)));
     }
-    let ip = match ip {
-        None => return Ok(Err(Refusal(reply::ADDRESS_TYPE_NOT_SUPPORTED))),
-        Some(Err(refusal)) => return Ok(Err(refusal)),
-        Some(Ok(ip)) => ip,
-    };
-    Ok(Ok(SocketAddrV6::new(ip, u16::from_be_bytes(port), 0, 0)))
+    Ok(host.map(|host| match host {
+        Host::Address(ip) => Target::Address(SocketAddrV6::new(ip, port, 0, 0)),
+        Host::Name(name) => Target::Name(name, port),
+    }))
 }
 
-/// A domain name that is an IPv6 literal, with or without brackets.
-fn parse_ipv6_literal(name: &[u8]) -> Option<Ipv6Addr> {
-    let name = std::str::from_utf8(name).ok()?;
-    let name = name
+/// A request's host before the port is read.
+#[derive(Debug, PartialEq, Eq)]
+enum Host {
+    Address(Ipv6Addr),
+    Name(String),
+}
+
+/// A SOCKS domain name: an IPv6 literal (with or without brackets), an
+/// IPv4 literal (refused: the overlay is IPv6), or a name for the overlay
+/// resolver. Bytes that are not UTF-8 are no name of the overlay.
+fn parse_domain(name: &[u8]) -> Result<Host, Refusal> {
+    let Ok(name) = std::str::from_utf8(name) else {
+        return Err(Refusal(reply::NOT_ALLOWED));
+    };
+    let literal = name
         .strip_prefix('[')
         .and_then(|n| n.strip_suffix(']'))
         .unwrap_or(name);
-    match name.parse::<IpAddr>().ok()? {
-        IpAddr::V6(ip) => Some(ip),
-        IpAddr::V4(_) => None,
+    match literal.parse::<IpAddr>() {
+        Ok(IpAddr::V6(ip)) => Ok(Host::Address(ip)),
+        Ok(IpAddr::V4(_)) => Err(Refusal(reply::ADDRESS_TYPE_NOT_SUPPORTED)),
+        Err(_) => Ok(Host::Name(name.to_owned())),
     }
 }
 
@@ -178,23 +258,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ipv6_literals_only() {
-        let cases: &[(&str, Option<&str>)] = &[
-            ("2001:db8::1", Some("2001:db8::1")),
-            ("[2001:db8::1]", Some("2001:db8::1")),
-            ("192.0.2.1", None),
-            ("example.org", None),
-            ("[2001:db8::1", None),
-            ("", None),
+    fn domain_names_and_literals() {
+        let v6 = |s: &str| Ok(Host::Address(s.parse().unwrap()));
+        let name = |s: &str| Ok(Host::Name(s.into()));
+        let cases: Vec<(&[u8], Result<Host, u8>)> = vec![
+            (b"2001:db8::1", v6("2001:db8::1")),
+            (b"[2001:db8::1]", v6("2001:db8::1")),
+            (b"192.0.2.1", Err(0x08)),
+            (b"[192.0.2.1]", Err(0x08)),
+            (b"example.org", name("example.org")),
+            (
+                b"alice.users.permanet.internal",
+                name("alice.users.permanet.internal"),
+            ),
+            (b"[2001:db8::1", name("[2001:db8::1")),
+            (b"", name("")),
+            (&[0xff, 0xfe], Err(0x02)),
         ];
-        for (name, want) in cases {
-            assert_eq!(
-                parse_ipv6_literal(name.as_bytes()),
-                want.map(|w| w.parse().unwrap()),
-                "{name}"
-            );
+        for (raw, want) in cases {
+            let got = parse_domain(raw).map_err(|Refusal(code)| code);
+            assert_eq!(got, want, "{raw:?}");
         }
-        assert_eq!(parse_ipv6_literal(&[0xff, 0xfe]), None);
+    }
+
+    #[test]
+    fn reply_codes_by_cause() {
+        assert_eq!(resolve_reply(&ResolveError::OutsideZone), 0x02);
+        assert_eq!(resolve_reply(&ResolveError::NotFound), 0x04);
+        assert_eq!(resolve_reply(&ResolveError::Unavailable("x".into())), 0x01);
+        assert_eq!(connect_reply(ConnectError::Prohibited), 0x02);
+        assert_eq!(connect_reply(ConnectError::NoRoute), 0x03);
+        assert_eq!(connect_reply(ConnectError::Unreachable), 0x04);
+        assert_eq!(connect_reply(ConnectError::TimedOut), 0x04);
+        assert_eq!(connect_reply(ConnectError::Refused), 0x05);
+        assert_eq!(connect_reply(ConnectError::NoPort), 0x01);
     }
 
     #[test]

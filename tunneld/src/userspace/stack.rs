@@ -1,7 +1,7 @@
 //! The stack driver: the smoltcp interface, its task and the handle
 //! other tasks reach it through.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -67,6 +67,19 @@ pub enum ConnectError {
     /// The stack has stopped.
     #[error("userspace stack stopped")]
     Stopped,
+    /// An ICMPv6 "administratively prohibited" (or another policy code:
+    /// source address failed ingress/egress policy, reject route) came
+    /// back: access control refused the connection.
+    #[error("connection prohibited by the destination's access control")]
+    Prohibited,
+    /// An ICMPv6 "no route to destination" came back: no peer routes the
+    /// address.
+    #[error("no route to the destination")]
+    NoRoute,
+    /// Another ICMPv6 Destination Unreachable came back (address
+    /// unreachable, beyond the scope of the source address).
+    #[error("destination unreachable")]
+    Unreachable,
 }
 
 impl ConnectError {
@@ -78,6 +91,9 @@ impl ConnectError {
             ConnectError::Unaddressable => "unaddressable",
             ConnectError::NoPort => "no_port",
             ConnectError::Stopped => "stopped",
+            ConnectError::Prohibited => "prohibited",
+            ConnectError::NoRoute => "no_route",
+            ConnectError::Unreachable => "unreachable",
         }
     }
 }
@@ -110,6 +126,9 @@ pub struct StackCounters {
     /// UDP flows [`serve_application_udp`](super::serve_application_udp)
     /// ended after [`UDP_FLOW_IDLE`](super::UDP_FLOW_IDLE).
     pub udp_flows_expired: u64,
+    /// Connects failed by an ICMPv6 Destination Unreachable for their SYN
+    /// (smoltcp leaves ICMP to the stack; see [`ConnectError`]).
+    pub connects_failed_by_icmp: u64,
     /// Connections a port forward carried into the overlay.
     pub forwarded: u64,
     /// Connections a port forward closed because the overlay connect
@@ -147,6 +166,9 @@ pub(super) struct State {
     pub(super) listeners: Vec<ListenerEntry>,
     /// Sockets whose stream was dropped: removed once closed.
     pub(super) released: Vec<SocketHandle>,
+    /// Why opening connections failed, when an ICMPv6 error said so;
+    /// taken by their connect.
+    pub(super) connect_failures: HashMap<SocketHandle, ConnectError>,
     pub(super) next_port: u16,
     pub(super) counters: StackCounters,
 }
@@ -208,6 +230,7 @@ impl UserspaceStack {
             clock,
             listeners: Vec::new(),
             released: Vec::new(),
+            connect_failures: HashMap::new(),
             next_port,
             counters: StackCounters::default(),
         };
@@ -316,6 +339,9 @@ impl State {
             .and_then(|b| <[u8; 16]>::try_from(b).ok())
             .is_some_and(|dst| config.prefix.contains(&Ipv6Addr::from(dst)))
             && packet.first().is_some_and(|b| b >> 4 == 6);
+        if ours {
+            self.fail_connect_on_icmp(config.address, &packet);
+        }
         if ours && !self.udp_room(&packet) {
             trace!(len = packet.len(), "UDP datagram dropped");
         } else if ours {
@@ -343,6 +369,7 @@ impl State {
             let done = matches!(state, tcp::State::Closed | tcp::State::TimeWait);
             if done {
                 self.sockets.remove(handle);
+                self.connect_failures.remove(&handle);
             }
             !done
         });

@@ -3,7 +3,7 @@
 
 use std::future::poll_fn;
 use std::io;
-use std::net::SocketAddrV6;
+use std::net::{Ipv6Addr, SocketAddrV6};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,9 +11,13 @@ use std::task::{Context, Poll};
 
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
-use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
+use smoltcp::wire::{
+    Icmpv6DstUnreachable, Icmpv6Message, Icmpv6Packet, IpAddress, IpEndpoint, IpListenEndpoint,
+    IpProtocol, Ipv6Packet,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
+use tracing::trace;
 
 use super::stack::{ConnectError, ListenerEntry, Shared, StackHandle, State};
 use super::{endpoint, socket_addr, BACKLOG, EPHEMERAL_FIRST, TCP_BUFFER};
@@ -48,7 +52,10 @@ impl StackHandle {
                     socket.register_send_waker(cx.waker());
                     Poll::Pending
                 }
-                tcp::State::Closed => Poll::Ready(Err(ConnectError::Refused)),
+                tcp::State::Closed => Poll::Ready(Err(state
+                    .connect_failures
+                    .remove(&handle)
+                    .unwrap_or(ConnectError::Refused))),
                 _ => Poll::Ready(Ok(())),
             }
         });
@@ -93,6 +100,59 @@ impl StackHandle {
 }
 
 impl State {
+    /// Fail the opening connection an inbound ICMPv6 Destination
+    /// Unreachable is about: smoltcp does not surface ICMP to TCP sockets,
+    /// so the stack looks at each inbound packet before smoltcp does.
+    /// Only a connect still in SYN-SENT fails (a hard error ends only an
+    /// opening connection, RFC 5927 §4.1), and only for an error from the
+    /// address the SYN went to or from `own` (this node's address: its
+    /// tunnel's "no route"). A peer's packets carry only its own addresses
+    /// (cryptokey routing), so no peer can fail connects to another.
+    pub(super) fn fail_connect_on_icmp(&mut self, own: Ipv6Addr, packet: &[u8]) {
+        const NEXT_HEADER_ICMPV6: u8 = 0x3a;
+        if packet.get(6) != Some(&NEXT_HEADER_ICMPV6) {
+            return;
+        }
+        let Some((from, reason, quoted)) = destination_unreachable(packet) else {
+            return;
+        };
+        if quoted.next_header != IpProtocol::Tcp || (from != quoted.dst_addr && from != own) {
+            return;
+        }
+        let Some((local_port, remote_port)) = quoted.ports else {
+            return;
+        };
+        let local = IpEndpoint::new(IpAddress::Ipv6(quoted.src_addr), local_port);
+        let remote = IpEndpoint::new(IpAddress::Ipv6(quoted.dst_addr), remote_port);
+        let error = match reason {
+            Icmpv6DstUnreachable::NoRoute => ConnectError::NoRoute,
+            Icmpv6DstUnreachable::AdminProhibit
+            | Icmpv6DstUnreachable::FailedPolicy
+            | Icmpv6DstUnreachable::RejectRoute => ConnectError::Prohibited,
+            Icmpv6DstUnreachable::PortUnreachable => ConnectError::Refused,
+            _ => ConnectError::Unreachable,
+        };
+        let opening = self
+            .sockets
+            .iter_mut()
+            .find_map(|(handle, socket)| match socket {
+                smoltcp::socket::Socket::Tcp(socket)
+                    if socket.state() == tcp::State::SynSent
+                        && socket.local_endpoint() == Some(local)
+                        && socket.remote_endpoint() == Some(remote) =>
+                {
+                    socket.abort();
+                    Some(handle)
+                }
+                _ => None,
+            });
+        if let Some(handle) = opening {
+            trace!(%remote, %error, "connect failed by an ICMPv6 error");
+            self.connect_failures.insert(handle, error);
+            self.counters.connects_failed_by_icmp += 1;
+        }
+    }
+
     pub(super) fn free_port(&mut self, dst: SocketAddrV6) -> Option<u16> {
         for _ in 0..=(u16::MAX - EPHEMERAL_FIRST) {
             let port = self.next_port;
@@ -286,6 +346,53 @@ impl AsyncWrite for OverlayStream {
         self.shared.poll.notify_one();
         Poll::Ready(Ok(()))
     }
+}
+
+/// The quoted packet of an ICMPv6 error: its addresses, protocol and,
+/// when the quote reaches them, its first four upper-layer bytes as ports.
+struct Quoted {
+    src_addr: Ipv6Addr,
+    dst_addr: Ipv6Addr,
+    next_header: IpProtocol,
+    ports: Option<(u16, u16)>,
+}
+
+/// The source, reason and quoted packet of an ICMPv6 Destination
+/// Unreachable with a valid checksum (smoltcp's parser); `None` for
+/// anything else.
+fn destination_unreachable(packet: &[u8]) -> Option<(Ipv6Addr, Icmpv6DstUnreachable, Quoted)> {
+    let ip = Ipv6Packet::new_checked(packet).ok()?;
+    if ip.next_header() != IpProtocol::Icmpv6 {
+        return None;
+    }
+    let icmp = Icmpv6Packet::new_checked(ip.payload()).ok()?;
+    let (from, to) = (ip.src_addr(), ip.dst_addr());
+    if !icmp.verify_checksum(&from, &to) || icmp.msg_type() != Icmpv6Message::DstUnreachable {
+        return None;
+    }
+    let reason = Icmpv6DstUnreachable::from(icmp.msg_code());
+    // The quote may be cut short: read the header by hand, not with
+    // `Ipv6Packet::new_checked` (which wants the whole payload).
+    let quote = icmp.payload();
+    let addr = |range: std::ops::Range<usize>| {
+        quote
+            .get(range)
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .map(Ipv6Addr::from)
+    };
+    let port = |at: usize| {
+        quote
+            .get(at..at + 2)
+            .and_then(|b| <[u8; 2]>::try_from(b).ok())
+            .map(u16::from_be_bytes)
+    };
+    let quoted = Quoted {
+        src_addr: addr(8..24)?,
+        dst_addr: addr(24..40)?,
+        next_header: IpProtocol::from(*quote.get(6)?),
+        ports: port(40).zip(port(42)),
+    };
+    Some((from, reason, quoted))
 }
 
 pub(super) fn tcp_socket() -> tcp::Socket<'static> {
