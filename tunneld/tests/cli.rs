@@ -541,20 +541,25 @@ fn two_daemons_carry_a_socks5_connection_to_an_application_backend() {
     // The application's backend: records the PROXY v2 header, echoes.
     let backend = TcpListener::bind("127.0.0.1:0").unwrap();
     let backend_addr = backend.local_addr().unwrap();
+    // Two connections: the SOCKS5 one, then the port forward's.
     let backend_thread = std::thread::spawn(move || {
-        let (mut conn, _) = backend.accept().unwrap();
-        conn.set_read_timeout(Some(DAEMON_TIMEOUT)).unwrap();
-        let mut header = [0u8; 52];
-        conn.read_exact(&mut header).unwrap();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = conn.read(&mut buf).unwrap();
-            if n == 0 {
-                break;
+        let mut headers = Vec::new();
+        for _ in 0..2 {
+            let (mut conn, _) = backend.accept().unwrap();
+            conn.set_read_timeout(Some(DAEMON_TIMEOUT)).unwrap();
+            let mut header = [0u8; 52];
+            conn.read_exact(&mut header).unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = conn.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                conn.write_all(&buf[..n]).unwrap();
             }
-            conn.write_all(&buf[..n]).unwrap();
+            headers.push(header);
         }
-        header
+        headers
     });
 
     let server_udp = UdpSocket::bind("127.0.0.1:0")
@@ -574,11 +579,13 @@ fn two_daemons_carry_a_socks5_connection_to_an_application_backend() {
 
     let client = Setup::with_key([0x62; 32]);
     let socks_port = free_port();
+    let forward_port = free_port();
     let client_config = format!(
         "role = \"client\"\nlisten = \"127.0.0.1:0\"\nprivate-key-file = \"tunneld.key\"\n\
          authority-key = \"-\"\nlease-file = \"tunneld.lease\"\nmode = \"userspace\"\n\
-         socks-listen = \"127.0.0.1:{socks_port}\"\n\n\
-         [[peers]]\nlease-file = \"server.lease\"\nendpoint = \"{server_udp}\"\n"
+         socks-listen = \"127.0.0.1:{socks_port}\"\noverlay-zone = \"corp.example\"\n\n\
+         [[peers]]\nlease-file = \"server.lease\"\nendpoint = \"{server_udp}\"\n\n\
+         [[port-forwards]]\nlisten = \"127.0.0.1:{forward_port}\"\nto = \"[{APP}]:8080\"\n"
     );
     let server_lease = server.lease(
         EntityKind::System,
@@ -632,8 +639,47 @@ fn two_daemons_carry_a_socks5_connection_to_an_application_backend() {
         sent.len()
     );
 
+    // The port forward carries a connection the same way, half-close
+    // included.
+    let mut forward = TcpStream::connect(("127.0.0.1", forward_port)).unwrap();
+    forward.set_read_timeout(Some(DAEMON_TIMEOUT)).unwrap();
+    forward.write_all(b"through the port forward").unwrap();
+    forward.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut echoed = Vec::new();
+    forward.read_to_end(&mut echoed).unwrap();
+    assert_eq!(echoed, b"through the port forward");
+
+    // Overlay names in the configured zone: the server system ("node")
+    // resolves to its ::1, where nothing listens on 8080, so the overlay
+    // connect is refused (0x05); a name outside the zone is not allowed
+    // (0x02) and never looked up.
+    for (name, code) in [
+        ("node.systems.corp.example", 0x05),
+        ("node.systems.permanet.internal", 0x02),
+        ("nobody.users.corp.example", 0x04),
+    ] {
+        let mut socks = TcpStream::connect(("127.0.0.1", socks_port)).unwrap();
+        socks.set_read_timeout(Some(DAEMON_TIMEOUT)).unwrap();
+        socks.write_all(&[5, 1, 0]).unwrap();
+        let mut method = [0u8; 2];
+        socks.read_exact(&mut method).unwrap();
+        let mut request = vec![5, 1, 0, 3, name.len() as u8];
+        request.extend_from_slice(name.as_bytes());
+        request.extend_from_slice(&8080u16.to_be_bytes());
+        socks.write_all(&request).unwrap();
+        let mut reply = [0u8; 22];
+        socks.read_exact(&mut reply).unwrap();
+        assert_eq!(reply[1], code, "{name}: {reply:?}");
+    }
+
     // The backend learned who connected, from the overlay, not the socket.
-    let header = backend_thread.join().unwrap();
+    let headers = backend_thread.join().unwrap();
+    assert_eq!(
+        headers[0][..48],
+        headers[1][..48],
+        "same source and destination"
+    );
+    let header = headers[0];
     assert_eq!(&header[..12], b"\r\n\r\n\0\r\nQUIT\n");
     assert_eq!(&header[16..32], &USER.parse::<Ipv6Addr>().unwrap().octets());
     assert_eq!(&header[32..48], &APP.parse::<Ipv6Addr>().unwrap().octets());
