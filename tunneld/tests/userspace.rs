@@ -28,8 +28,9 @@ use tunneld::config::Application;
 use tunneld::dataplane::{ChannelPort, Tunnel, TunnelHandle};
 use tunneld::names::{LeaseResolver, OverlayZone};
 use tunneld::userspace::{
-    proxy_v2_header, serve_application, serve_application_udp, serve_port_forward, serve_socks,
-    ProxyTransport, StackConfig, StackHandle, UserspaceStack,
+    proxy_v2_header, serve_application, serve_application_udp, serve_application_udp_with,
+    serve_port_forward, serve_socks, OverlayUdpSocket, ProxyTransport, StackConfig, StackHandle,
+    UdpFlowLimits, UserspaceStack,
 };
 
 /// Bytes sent through the proxy and echoed back.
@@ -657,6 +658,150 @@ async fn udp_round_trip(
         }
     }
 }
+
+/// A UDP backend on 127.0.0.1 that echoes each datagram's payload and
+/// reports the payload with the host address it came from (one per flow).
+async fn udp_flow_backend() -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<(Vec<u8>, SocketAddr)>,
+) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let (report, reports) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let (len, from) = socket.recv_from(&mut buf).await.unwrap();
+            let payload = buf[52.min(len)..len].to_vec();
+            socket.send_to(&payload, from).await.unwrap();
+            report.send((payload, from)).unwrap();
+        }
+    });
+    (addr, reports)
+}
+
+/// Send `data` from `socket` to `dst` until its echo comes back (every
+/// 500 ms: the first may meet the handshake or a socket not yet bound;
+/// echoes of earlier datagrams are skipped), then return the host address
+/// the backend saw it from.
+async fn flow_source(
+    socket: &OverlayUdpSocket,
+    dst: SocketAddrV6,
+    data: &[u8],
+    reports: &mut tokio::sync::mpsc::UnboundedReceiver<(Vec<u8>, SocketAddr)>,
+) -> SocketAddr {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut buf = vec![0u8; 2048];
+    'send: loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no echo of {data:?}"
+        );
+        socket.send_to(data, dst).await.unwrap();
+        let resend = tokio::time::Instant::now() + Duration::from_millis(500);
+        loop {
+            match tokio::time::timeout_at(resend, socket.recv_from(&mut buf)).await {
+                Ok(received) => {
+                    let (len, _) = received.unwrap();
+                    if buf[..len] == *data {
+                        break 'send;
+                    }
+                }
+                Err(_) => continue 'send,
+            }
+        }
+    }
+    loop {
+        let (payload, from) = timeout(DEADLINE, reports.recv()).await.unwrap().unwrap();
+        if payload == data {
+            return from;
+        }
+    }
+}
+
+#[tokio::test]
+async fn udp_flows_end_when_idle_and_the_least_recent_is_evicted() {
+    let (client, server, _socks) = setup().await;
+    let any = SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0);
+
+    // Idle expiry: a flow quiet for 300 ms ends; the next datagram from the
+    // same overlay source opens a new flow (a new host socket).
+    let (backend, mut reports) = udp_flow_backend().await;
+    let short = UdpFlowLimits {
+        idle: Duration::from_millis(300),
+        max_flows: UDP_TEST_FLOWS,
+    };
+    tokio::spawn(serve_application_udp_with(
+        server.stack.clone(),
+        app_addr(),
+        backend,
+        short,
+    ));
+    let w = client.stack.bind_udp(any).unwrap();
+    let first = flow_source(&w, app_addr(), b"w1", &mut reports).await;
+    let stack = server.stack.clone();
+    wait_for("the idle flow expired", || {
+        stack.counters().udp_flows_expired == 1
+    })
+    .await;
+    let second = flow_source(&w, app_addr(), b"w2", &mut reports).await;
+    assert_ne!(first, second, "a new flow after expiry");
+    assert_eq!(server.stack.counters().udp_flows_evicted, 0);
+
+    // Eviction: two flows at most, idle never reached; a third source
+    // evicts the least recently active flow, which then starts afresh.
+    let (backend, mut reports) = udp_flow_backend().await;
+    let game = SocketAddrV6::new(*app_addr().ip(), 9090, 0, 0);
+    let two = UdpFlowLimits {
+        idle: Duration::from_secs(3600),
+        max_flows: 2,
+    };
+    tokio::spawn(serve_application_udp_with(
+        server.stack.clone(),
+        game,
+        backend,
+        two,
+    ));
+    let [a, b, c] = [(); 3].map(|()| client.stack.bind_udp(any).unwrap());
+    let a1 = flow_source(&a, game, b"a1", &mut reports).await;
+    let b1 = flow_source(&b, game, b"b1", &mut reports).await;
+    assert_ne!(a1, b1);
+    assert_eq!(flow_source(&a, game, b"a2", &mut reports).await, a1);
+    // Full: c evicts b, the least recently active.
+    let c1 = flow_source(&c, game, b"c1", &mut reports).await;
+    assert_eq!(server.stack.counters().udp_flows_evicted, 1);
+    assert_eq!(
+        flow_source(&a, game, b"a3", &mut reports).await,
+        a1,
+        "a kept"
+    );
+    // b comes back on a new flow and evicts c (a was active since).
+    let b2 = flow_source(&b, game, b"b2", &mut reports).await;
+    assert_ne!(b2, b1, "b's flow was evicted");
+    assert_eq!(server.stack.counters().udp_flows_evicted, 2);
+    assert_eq!(
+        flow_source(&a, game, b"a4", &mut reports).await,
+        a1,
+        "a kept"
+    );
+    assert_ne!(
+        flow_source(&c, game, b"c2", &mut reports).await,
+        c1,
+        "c evicted"
+    );
+    assert_eq!(server.stack.counters().udp_flows_evicted, 3);
+    assert_eq!(
+        server.stack.counters().udp_flows_expired,
+        1,
+        "none by idle here"
+    );
+
+    client.stack.shutdown();
+    server.stack.shutdown();
+}
+
+/// Flows of the idle-expiry service: more than the test opens.
+const UDP_TEST_FLOWS: usize = 16;
 
 #[tokio::test]
 async fn a_udp_flow_echoes_100_datagrams_with_proxy_headers() {

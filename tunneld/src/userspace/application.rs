@@ -6,6 +6,7 @@ use std::io;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpStream, UdpSocket};
@@ -124,6 +125,28 @@ impl Drop for UdpFlow {
     }
 }
 
+/// How many UDP flows [`serve_application_udp_with`] keeps per application
+/// port, and how long a flow lives without traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UdpFlowLimits {
+    /// A flow ends after this long without a datagram either way (checked
+    /// every quarter of it).
+    pub idle: Duration,
+    /// Flows kept at once (at least one); the least recently active is
+    /// evicted for a new one.
+    pub max_flows: usize,
+}
+
+impl Default for UdpFlowLimits {
+    /// [`UDP_FLOW_IDLE`] and [`UDP_FLOWS`].
+    fn default() -> UdpFlowLimits {
+        UdpFlowLimits {
+            idle: UDP_FLOW_IDLE,
+            max_flows: UDP_FLOWS,
+        }
+    }
+}
+
 /// Server role: receive UDP datagrams on the application's overlay
 /// `address` and forward them to `backend` (a local UDP address), each
 /// prefixed with a PROXY protocol v2 header (DGRAM). Each overlay source
@@ -137,11 +160,23 @@ pub async fn serve_application_udp(
     address: SocketAddrV6,
     backend: SocketAddr,
 ) -> io::Result<()> {
+    serve_application_udp_with(stack, address, backend, UdpFlowLimits::default()).await
+}
+
+/// [`serve_application_udp`] with other flow limits.
+pub async fn serve_application_udp_with(
+    stack: StackHandle,
+    address: SocketAddrV6,
+    backend: SocketAddr,
+    limits: UdpFlowLimits,
+) -> io::Result<()> {
+    let idle = limits.idle.max(Duration::from_millis(4));
+    let max_flows = limits.max_flows.max(1);
     let overlay = Arc::new(stack.bind_udp(address)?);
     info!(%address, %backend, "serving application (UDP)");
     let mut flows: HashMap<SocketAddrV6, UdpFlow> = HashMap::new();
     let mut datagram = vec![0u8; PROXY_V2_IPV6_LEN + usize::from(u16::MAX)];
-    let mut sweep = tokio::time::interval(UDP_FLOW_IDLE / 4);
+    let mut sweep = tokio::time::interval(idle / 4);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let payload = datagram.get_mut(PROXY_V2_IPV6_LEN..).unwrap_or_default();
@@ -157,7 +192,7 @@ pub async fn serve_application_udp(
             _ = sweep.tick() => {
                 let now = tokio::time::Instant::now();
                 let before = flows.len();
-                flows.retain(|_, flow| now.duration_since(lock(&flow.active)) < UDP_FLOW_IDLE);
+                flows.retain(|_, flow| now.duration_since(lock(&flow.active)) < idle);
                 let expired = before - flows.len();
                 if expired > 0 {
                     stack.shared.lock().counters.udp_flows_expired += expired as u64;
@@ -169,7 +204,7 @@ pub async fn serve_application_udp(
         let flow = match flows.get(&source) {
             Some(flow) => flow,
             None => {
-                if flows.len() >= UDP_FLOWS {
+                if flows.len() >= max_flows {
                     let oldest = flows
                         .iter()
                         .min_by_key(|(_, flow)| lock(&flow.active))

@@ -50,7 +50,8 @@ use std::time::Duration;
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
 pub use application::{
-    proxy_v2_header, serve_application, serve_application_udp, ProxyTransport, PROXY_V2_IPV6_LEN,
+    proxy_v2_header, serve_application, serve_application_udp, serve_application_udp_with,
+    ProxyTransport, UdpFlowLimits, PROXY_V2_IPV6_LEN,
 };
 pub use forward::serve_port_forward;
 pub use socks::serve_socks;
