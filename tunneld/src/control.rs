@@ -29,6 +29,7 @@ use tracing::{debug, warn};
 use crate::config::Config;
 use crate::dataplane::{Status, TunnelHandle};
 use crate::startup;
+use crate::userspace::StackHandle;
 
 /// Longest request line accepted, newline included.
 const MAX_REQUEST: u64 = 256;
@@ -39,10 +40,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The status request line.
 pub const STATUS_REQUEST: &str = "status";
 
-/// What does not change while the daemon runs: this node.
+/// What does not change while the daemon runs: this node (and, in
+/// userspace mode, the stack whose counters the report carries).
 #[derive(Clone, Debug)]
 pub struct Identity {
     interface: Interface,
+    userspace: Option<StackHandle>,
 }
 
 impl Identity {
@@ -60,7 +63,14 @@ impl Identity {
                 role: config.role.as_str().to_owned(),
                 mode: config.mode.as_str().to_owned(),
             },
+            userspace: None,
         }
+    }
+
+    /// Reports also carry `stack`'s counters (userspace mode).
+    pub fn with_userspace(mut self, stack: StackHandle) -> Self {
+        self.userspace = Some(stack);
+        self
     }
 
     /// The report for `status`, taken at `now_unix` (seconds).
@@ -124,6 +134,11 @@ impl Identity {
                 .map(|(reason, count)| (reason.as_str().to_owned(), count))
                 .collect(),
             dataplane: to_map(dataplane),
+            userspace: self
+                .userspace
+                .as_ref()
+                .map(|stack| to_map(stack.counters().labelled()))
+                .unwrap_or_default(),
         }
     }
 }
@@ -147,6 +162,9 @@ pub struct Report {
     pub drops: BTreeMap<String, u64>,
     /// The data plane's own counters, by name.
     pub dataplane: BTreeMap<String, u64>,
+    /// The userspace stack's counters, by name (empty in TUN mode).
+    #[serde(default)]
+    pub userspace: BTreeMap<String, u64>,
 }
 
 /// This node in a [`Report`].
@@ -285,11 +303,17 @@ impl Report {
                 );
             }
         }
-        let drops: Vec<_> = self.drops.iter().filter(|(_, n)| **n > 0).collect();
-        if !drops.is_empty() {
-            s.push_str("\ndrops:\n");
-            for (label, n) in drops {
-                let _ = writeln!(s, "  {label}: {n}");
+        for (title, counters) in [
+            ("drops", &self.drops),
+            ("data plane", &self.dataplane),
+            ("userspace", &self.userspace),
+        ] {
+            let nonzero: Vec<_> = counters.iter().filter(|(_, n)| **n > 0).collect();
+            if !nonzero.is_empty() {
+                let _ = writeln!(s, "\n{title}:");
+                for (label, n) in nonzero {
+                    let _ = writeln!(s, "  {label}: {n}");
+                }
             }
         }
         s
@@ -497,7 +521,14 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .collect(),
-            dataplane: BTreeMap::new(),
+            dataplane: [("no_route", 2), ("too_big", 0), ("icmp_sent", 2)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            userspace: [("forwarded", 5), ("forward_failed", 0)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
         };
         let expected = "\
 interface: node
@@ -521,6 +552,13 @@ peer: PEERKEY=
 drops:
   esp_replay_duplicate: 1
   unknown_spi: 3
+
+data plane:
+  icmp_sent: 2
+  no_route: 2
+
+userspace:
+  forwarded: 5
 ";
         assert_eq!(report.human(), expected);
         // The JSON round-trips into the same report (the client parses it).

@@ -182,7 +182,9 @@ async fn serve(prepared: startup::Prepared, socket: &Path) -> anyhow::Result<Out
     let listen = tunnel
         .local_addr()
         .context("reading the UDP socket address")?;
-    let identity = Arc::new(control::Identity::new(&config, tunnel.node(), listen));
+    let identity = Arc::new(
+        control::Identity::new(&config, tunnel.node(), listen).with_userspace(stack.clone()),
+    );
     let mut tunnel = tokio::spawn(tunnel.run());
     info!(%listen, socket = %control.path().display(), "data plane running, control socket listening");
     let stopped_early = tokio::select! {

@@ -455,6 +455,18 @@ fn run_serves_status_until_sigterm() {
             "{counter} missing from status"
         );
     }
+    // The userspace stack's counters, by name.
+    for counter in [
+        "connected",
+        "forwarded",
+        "connects_failed_by_icmp",
+        "udp_flows_evicted",
+    ] {
+        assert_eq!(
+            json["userspace"][counter], 0,
+            "{counter} missing from status"
+        );
+    }
     let now = json["now"].as_u64().unwrap();
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)

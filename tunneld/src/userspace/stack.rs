@@ -136,6 +136,26 @@ pub struct StackCounters {
     pub forward_failed: u64,
 }
 
+impl StackCounters {
+    /// Every counter with its snake_case name, for status reports.
+    pub fn labelled(&self) -> [(&'static str, u64); 12] {
+        [
+            ("foreign_inbound", self.foreign_inbound),
+            ("accepted", self.accepted),
+            ("accept_overflow", self.accept_overflow),
+            ("connected", self.connected),
+            ("udp_no_socket", self.udp_no_socket),
+            ("udp_rx_full", self.udp_rx_full),
+            ("udp_tx_full", self.udp_tx_full),
+            ("udp_flows_evicted", self.udp_flows_evicted),
+            ("udp_flows_expired", self.udp_flows_expired),
+            ("connects_failed_by_icmp", self.connects_failed_by_icmp),
+            ("forwarded", self.forwarded),
+            ("forward_failed", self.forward_failed),
+        ]
+    }
+}
+
 /// The userspace TCP/IP stack. See the module documentation.
 #[derive(Debug)]
 pub struct UserspaceStack {
