@@ -36,7 +36,6 @@ use std::io;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
-use overlay_proto::addr::SystemVirtualNetwork;
 use overlay_proto::counters::Counters;
 use overlay_proto::esp;
 use overlay_proto::handshake::PublicKey;
@@ -620,11 +619,7 @@ enum InnerRefusal {
 /// (RFC 4443 §2.2): a user's or application's /128, or a system's `::1`
 /// of its system virtual network.
 fn node_address(node: &Node) -> Ipv6Addr {
-    let prefix = node.local_lease().lease().prefix;
-    match SystemVirtualNetwork::from_prefix(prefix) {
-        Ok(svn) => svn.system_address(),
-        Err(_) => prefix.addr(),
-    }
+    crate::names::lease_address(node.local_lease().lease())
 }
 
 /// The destination address of an IPv6 packet, if it is one.
