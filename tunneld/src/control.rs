@@ -123,6 +123,16 @@ impl Identity {
                 .map(|(reason, count)| (reason.as_str().to_owned(), count))
                 .collect(),
             dataplane: to_map(dataplane),
+            lease: LeaseReport {
+                serial: status.local_lease.serial,
+                not_before: status.local_lease.not_before.as_secs(),
+                not_after: status.local_lease.not_after.as_secs(),
+            },
+            reload: ReloadReport {
+                applied: status.reload.applied,
+                failed: status.reload.failed,
+                last_error: status.reload.last_error.clone(),
+            },
         }
     }
 }
@@ -146,6 +156,34 @@ pub struct Report {
     pub drops: BTreeMap<String, u64>,
     /// The data plane's own counters, by name.
     pub dataplane: BTreeMap<String, u64>,
+    /// This node's lease as the data plane holds it (renewals show here).
+    #[serde(default)]
+    pub lease: LeaseReport,
+    /// SIGHUP reloads.
+    #[serde(default)]
+    pub reload: ReloadReport,
+}
+
+/// This node's lease, in a [`Report`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseReport {
+    /// Its serial.
+    pub serial: u64,
+    /// Start of validity, Unix seconds.
+    pub not_before: u64,
+    /// End of validity, Unix seconds.
+    pub not_after: u64,
+}
+
+/// SIGHUP reloads, in a [`Report`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// Reloads applied.
+    pub applied: u64,
+    /// Reloads refused; the daemon kept its previous config.
+    pub failed: u64,
+    /// Why the last reload was refused (cleared by a successful one).
+    pub last_error: Option<String>,
 }
 
 /// This node in a [`Report`].
@@ -249,6 +287,12 @@ impl Report {
         let _ = writeln!(s, "  listening port: {}", i.listen_port);
         let _ = writeln!(s, "  addresses: {}", i.addresses.join(", "));
         let _ = writeln!(s, "  role: {}, mode: {}", i.role, i.mode);
+        let _ = writeln!(
+            s,
+            "  lease: serial {}, expires in {} s",
+            self.lease.serial,
+            self.lease.not_after.saturating_sub(self.now)
+        );
         for p in &self.peers {
             let _ = writeln!(s, "\npeer: {}", p.public_key);
             if let Some(name) = &p.name {
@@ -283,6 +327,13 @@ impl Report {
                     sa.role, sa.inbound_spi, sa.outbound_spi, sa.age_secs, sa.packets_sent
                 );
             }
+        }
+        if let Some(error) = &self.reload.last_error {
+            let _ = writeln!(
+                s,
+                "\nlast reload failed ({} applied, {} failed): {error}",
+                self.reload.applied, self.reload.failed
+            );
         }
         let drops: Vec<_> = self.drops.iter().filter(|(_, n)| **n > 0).collect();
         if !drops.is_empty() {
@@ -497,6 +548,16 @@ mod tests {
             .map(|(k, v)| (k.to_owned(), v))
             .collect(),
             dataplane: BTreeMap::new(),
+            lease: LeaseReport {
+                serial: 3,
+                not_before: 0,
+                not_after: 4_600,
+            },
+            reload: ReloadReport {
+                applied: 1,
+                failed: 2,
+                last_error: Some("t.toml: mtu: changed".to_owned()),
+            },
         };
         let expected = "\
 interface: node
@@ -504,6 +565,7 @@ interface: node
   listening port: 4500
   addresses: 2002:b16:212c:1::1234/128
   role: client, mode: userspace
+  lease: serial 3, expires in 3600 s
 
 peer: PEERKEY=
   name: srv
@@ -516,6 +578,8 @@ peer: PEERKEY=
   endpoint: 192.0.2.1:4500
   latest handshake: (none, one in progress)
   transfer: 2.00 KiB received, 100 B sent
+
+last reload failed (1 applied, 2 failed): t.toml: mtu: changed
 
 drops:
   esp_replay_duplicate: 1

@@ -12,7 +12,8 @@
 //!   peer ([`Node::route`], cryptokey routing), [`Node::encapsulate`] seals
 //!   the packet and the datagram is sent;
 //! - the node's timer ([`Node::poll_timeout`], [`Node::handle_timeout`]);
-//! - control: status requests and shutdown from a [`TunnelHandle`].
+//! - control: status requests, shutdown and runtime changes (SIGHUP
+//!   reloads, lease renewals: [`crate::reload`]) from a [`TunnelHandle`].
 //!
 //! After every input the loop sends what [`Node::poll_transmit`] holds and
 //! logs what [`Node::poll_event`] reports; with a [`KeyLog`] attached
@@ -46,6 +47,7 @@ use tracing::{debug, info, trace, warn};
 use crate::access::{AccessPolicy, Verdict};
 use crate::icmp::{self, IcmpLimiter};
 use crate::keylog::KeyLog;
+use crate::reload::{self, Applied, ChangeSet, ReloadError, ReloadStatus};
 use crate::startup;
 
 /// Largest UDP payload a datagram can carry.
@@ -192,6 +194,33 @@ pub struct Status {
     pub dataplane: DataplaneCounters,
     /// Every peer, ordered by handle.
     pub peers: Vec<PeerStatus>,
+    /// SIGHUP reloads applied and refused.
+    pub reload: ReloadStatus,
+    /// This node's lease as the node holds it now.
+    pub local_lease: LeaseSummary,
+}
+
+/// What a status shows of a lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseSummary {
+    /// Its serial.
+    pub serial: u64,
+    /// Start of validity.
+    pub not_before: UnixTime,
+    /// End of validity.
+    pub not_after: UnixTime,
+}
+
+impl LeaseSummary {
+    /// The summary of `lease`.
+    pub fn of(lease: &overlay_proto::lease::SignedLease) -> Self {
+        let lease = lease.lease();
+        LeaseSummary {
+            serial: lease.serial,
+            not_before: lease.not_before,
+            not_after: lease.not_after,
+        }
+    }
 }
 
 /// Why [`Tunnel::run`] returned.
@@ -209,9 +238,56 @@ pub enum Stopped {
 pub struct TunnelHandle {
     shutdown: watch::Sender<bool>,
     status: mpsc::Sender<oneshot::Sender<Status>>,
+    updates: mpsc::Sender<Update>,
+}
+
+/// Where a [`ChangeSet`] comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateSource {
+    /// A config reload (SIGHUP): counted in [`Status::reload`].
+    Reload,
+    /// A lease source's renewal or netmap refresh ([`crate::leases`]).
+    Leases,
+}
+
+/// A runtime change sent to the loop.
+#[derive(Debug)]
+enum Update {
+    Apply {
+        change: Box<ChangeSet>,
+        source: UpdateSource,
+        reply: oneshot::Sender<Result<Applied, ReloadError>>,
+    },
+    ReloadFailed(String),
 }
 
 impl TunnelHandle {
+    /// Apply `change` between two packets, whole or not at all
+    /// ([`reload::apply`]).
+    pub async fn update(
+        &self,
+        change: ChangeSet,
+        source: UpdateSource,
+    ) -> Result<Applied, ReloadError> {
+        let (reply, answer) = oneshot::channel();
+        let update = Update::Apply {
+            change: Box::new(change),
+            source,
+            reply,
+        };
+        self.updates
+            .send(update)
+            .await
+            .map_err(|_| ReloadError::Stopped)?;
+        answer.await.map_err(|_| ReloadError::Stopped)?
+    }
+
+    /// Record a reload refused before it reached the data plane (invalid
+    /// config, restart-only key), for `status`.
+    pub async fn reload_failed(&self, error: String) {
+        let _ = self.updates.send(Update::ReloadFailed(error)).await;
+    }
+
     /// Ask the loop to stop; [`Tunnel::run`] returns soon after.
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
@@ -235,6 +311,8 @@ pub struct Tunnel<P> {
     port: P,
     shutdown: watch::Receiver<bool>,
     status: mpsc::Receiver<oneshot::Sender<Status>>,
+    updates: mpsc::Receiver<Update>,
+    reload: ReloadStatus,
     counters: DataplaneCounters,
     /// Who may reach which application.
     access: AccessPolicy,
@@ -257,12 +335,15 @@ impl<P: InnerPort> Tunnel<P> {
     pub fn new(node: Node, socket: UdpSocket, port: P) -> (Self, TunnelHandle) {
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (status_tx, status) = mpsc::channel(STATUS_QUEUE);
+        let (updates_tx, updates) = mpsc::channel(STATUS_QUEUE);
         let tunnel = Tunnel {
             node,
             socket,
             port,
             shutdown,
             status,
+            updates,
+            reload: ReloadStatus::default(),
             counters: DataplaneCounters::default(),
             access: AccessPolicy::allow_all(),
             icmp_limiter: IcmpLimiter::default(),
@@ -275,6 +356,7 @@ impl<P: InnerPort> Tunnel<P> {
         let handle = TunnelHandle {
             shutdown: shutdown_tx,
             status: status_tx,
+            updates: updates_tx,
         };
         (tunnel, handle)
     }
@@ -318,6 +400,7 @@ impl<P: InnerPort> Tunnel<P> {
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
         let mut status_open = true;
+        let mut updates_open = true;
         // Packets the node may have queued before the loop started (peers
         // with persistent keepalive, handshakes started by the caller).
         self.drain().await;
@@ -340,6 +423,10 @@ impl<P: InnerPort> Tunnel<P> {
                         let _ = reply.send(self.snapshot());
                     }
                     None => status_open = false,
+                },
+                update = self.updates.recv(), if updates_open => match update {
+                    Some(update) => self.on_update(update),
+                    None => updates_open = false,
                 },
                 received = self.socket.recv_from(&mut self.datagram) => match received {
                     Ok((len, src)) => self.on_datagram(len, src).await,
@@ -387,7 +474,30 @@ impl<P: InnerPort> Tunnel<P> {
             node: self.node.counters().clone(),
             dataplane: self.counters,
             peers,
+            reload: self.reload.clone(),
+            local_lease: LeaseSummary::of(self.node.local_lease()),
         }
+    }
+
+    /// Apply a runtime change, or record a reload that failed outside.
+    fn on_update(&mut self, update: Update) {
+        let (change, source, reply) = match update {
+            Update::Apply {
+                change,
+                source,
+                reply,
+            } => (change, source, reply),
+            Update::ReloadFailed(error) => {
+                self.reload.record(Err(error));
+                return;
+            }
+        };
+        let result = reload::apply(&mut self.node, &mut self.access, *change, Instant::now());
+        if source == UpdateSource::Reload {
+            self.reload
+                .record(result.as_ref().map(|_| ()).map_err(ToString::to_string));
+        }
+        let _ = reply.send(result);
     }
 
     async fn on_datagram(&mut self, len: usize, src: SocketAddr) {

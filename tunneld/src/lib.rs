@@ -24,6 +24,8 @@ pub mod dataplane;
 pub mod icmp;
 pub mod keylog;
 pub mod keys;
+pub mod metrics;
+pub mod reload;
 pub mod startup;
 pub mod userspace;
 

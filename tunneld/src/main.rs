@@ -22,15 +22,21 @@ use overlay_proto::handshake::StaticKeypair;
 use rand::rngs::OsRng;
 use rand::RngCore;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{info, warn};
+use tracing::{debug, error, info, warn};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{reload as log_reload, Registry};
 
 use overlay_proto::addr::SystemVirtualNetwork;
 use tokio::net::TcpListener;
 use tunneld::access::AccessPolicy;
 use tunneld::config::{Config, LogLevel, Mode, Role};
 use tunneld::control::{self, ControlSocket, Report};
-use tunneld::dataplane::{ChannelPort, Tunnel};
+use tunneld::dataplane::{ChannelPort, Tunnel, TunnelHandle, UpdateSource};
 use tunneld::keylog::KeyLog;
+use tunneld::metrics::{MetricsServer, MetricsSource};
+use tunneld::reload::{self, ReloadError, Running};
 use tunneld::userspace::{
     serve_application, serve_application_udp, serve_socks, StackConfig, StackHandle, UserspaceStack,
 };
@@ -42,6 +48,9 @@ const DEFAULT_SOCKET: &str = "/run/permanet/tunneld.sock";
 
 /// Packets each direction of the inner-packet port holds.
 const PORT_QUEUE: usize = 256;
+
+/// Changes the log level of the running daemon (SIGHUP).
+type LogLevelHandle = log_reload::Handle<LevelFilter, Registry>;
 
 /// How long `tunneld status` waits for the daemon's answer.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -125,7 +134,7 @@ fn run(path: &Path, socket: &Path) -> anyhow::Result<Outcome> {
             return Err(e.into());
         }
     };
-    init_logging(config.log_level);
+    let log_level = init_logging(config.log_level);
     let prepared = startup::prepare_config(config, startup::now(), os_seed()?)?;
     info!("{}", startup::summary(&prepared));
     if let Some(keylog) = &prepared.config.dangerous_esp_keylog {
@@ -148,16 +157,23 @@ fn run(path: &Path, socket: &Path) -> anyhow::Result<Outcome> {
                 .enable_all()
                 .build()
                 .context("starting the tokio runtime")?;
-            runtime.block_on(serve(prepared, socket))
+            runtime.block_on(serve(prepared, socket, log_level))
         }
     }
 }
 
-/// Run the data plane and the control socket until SIGTERM or SIGINT.
-async fn serve(prepared: startup::Prepared, socket: &Path) -> anyhow::Result<Outcome> {
+/// Run the data plane and the control socket until SIGTERM or SIGINT;
+/// reload the config on SIGHUP.
+async fn serve(
+    prepared: startup::Prepared,
+    socket: &Path,
+    log_level: Option<LogLevelHandle>,
+) -> anyhow::Result<Outcome> {
+    let mut running = Running::new(&prepared);
     let startup::Prepared { config, node, .. } = prepared;
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
     // The control socket first: it is what tells a second daemon on the
     // same socket to stop before it takes any other resource.
     let control = ControlSocket::bind(socket).await?;
@@ -180,13 +196,32 @@ async fn serve(prepared: startup::Prepared, socket: &Path) -> anyhow::Result<Out
         .local_addr()
         .context("reading the UDP socket address")?;
     let identity = Arc::new(control::Identity::new(&config, tunnel.node(), listen));
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(MetricsServer::bind(addr).await?),
+        None => None,
+    };
     let mut tunnel = tokio::spawn(tunnel.run());
+    if let Some(metrics) = metrics {
+        let addr = metrics
+            .local_addr()
+            .context("reading the metrics socket address")?;
+        info!(%addr, "metrics endpoint listening on /metrics");
+        let source = MetricsSource::new(handle.clone(), Some(stack.clone()));
+        tokio::spawn(metrics.serve(source));
+    }
     info!(%listen, socket = %control.path().display(), "data plane running, control socket listening");
-    let stopped_early = tokio::select! {
-        () = control.serve(handle.clone(), identity) => None,
-        _ = terminate.recv() => { info!("SIGTERM: shutting down"); None }
-        _ = interrupt.recv() => { info!("SIGINT: shutting down"); None }
-        result = &mut tunnel => Some(result),
+    let stopped_early = {
+        let serving = control.serve(handle.clone(), identity);
+        tokio::pin!(serving);
+        loop {
+            tokio::select! {
+                () = &mut serving => break None,
+                _ = terminate.recv() => { info!("SIGTERM: shutting down"); break None }
+                _ = interrupt.recv() => { info!("SIGINT: shutting down"); break None }
+                _ = hangup.recv() => reload_config(&mut running, &handle, log_level.as_ref()).await,
+                result = &mut tunnel => break Some(result),
+            }
+        }
     };
     let result = match stopped_early {
         Some(result) => result,
@@ -200,6 +235,58 @@ async fn serve(prepared: startup::Prepared, socket: &Path) -> anyhow::Result<Out
     let (_node, stopped) = result.context("the data plane task failed")?;
     info!(?stopped, "tunneld stopped");
     Ok(Outcome::Success)
+}
+
+/// SIGHUP: re-read the config and apply what can change at runtime
+/// ([`reload`]); on any error keep running as before, log it and count it.
+async fn reload_config(
+    running: &mut Running,
+    handle: &TunnelHandle,
+    log_level: Option<&LogLevelHandle>,
+) {
+    let path = running.config.path.clone();
+    info!(config = %path.display(), "SIGHUP: reloading the config");
+    let planned = Config::load(&path)
+        .map_err(ReloadError::from)
+        .and_then(|new| {
+            let (change, next) = reload::plan(running, &new, startup::now().unix)?;
+            Ok((new, change, next))
+        });
+    let (new, change, next) = match planned {
+        Ok(planned) => planned,
+        Err(e) => {
+            error!("reload refused, still running the previous config: {e}");
+            handle.reload_failed(e.to_string()).await;
+            return;
+        }
+    };
+    match handle.update(change, UpdateSource::Reload).await {
+        Ok(applied) => {
+            if new.log_level != running.config.log_level {
+                if let Some(handle) = log_level {
+                    let level = LevelFilter::from_level(new.log_level.to_tracing());
+                    if let Err(e) = handle.modify(|filter| *filter = level) {
+                        warn!("log-level not changed: {e}");
+                    }
+                }
+            }
+            info!(
+                log_level = ?new.log_level,
+                own_lease_renewed = applied.local_lease,
+                peers_added = applied.added,
+                peers_updated = applied.updated,
+                peers_removed = applied.removed,
+                access_policy_changed = applied.access,
+                "config reloaded"
+            );
+            // Shows at debug level only: after a reload to `debug`, it is
+            // the first line the new level lets through.
+            debug!(?applied, "reload details");
+            *running = next;
+        }
+        // Counted by the data plane.
+        Err(e) => error!("reload refused, still running the previous config: {e}"),
+    }
 }
 
 /// Start the userspace IPv6 stack on the tunnel's port and what it serves:
@@ -382,12 +469,19 @@ fn query(socket: &Path) -> Result<String, String> {
     Ok(answer)
 }
 
-fn init_logging(level: LogLevel) {
-    tracing_subscriber::fmt()
-        .with_max_level(level.to_tracing())
+/// Log to stderr at `level`; the handle changes the level later
+/// (SIGHUP). `None` if a logger was already installed.
+fn init_logging(level: LogLevel) -> Option<LogLevelHandle> {
+    let (filter, handle) = log_reload::Layer::new(LevelFilter::from_level(level.to_tracing()));
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .init();
+        .with_ansi(io::stderr().is_terminal());
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .try_init()
+        .ok()
+        .map(|()| handle)
 }
 
 fn os_seed() -> anyhow::Result<[u8; 32]> {
