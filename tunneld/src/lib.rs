@@ -24,6 +24,7 @@ pub mod dataplane;
 pub mod icmp;
 pub mod keylog;
 pub mod keys;
+pub mod leases;
 pub mod metrics;
 pub mod reload;
 pub mod startup;

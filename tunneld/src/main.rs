@@ -6,7 +6,7 @@
 //! | 0 | success |
 //! | 1 | error (bad config, unreadable key, no daemon running) |
 //! | 2 | usage error (from clap) |
-//! | 3 | not implemented yet (`mode = "tun"`) |
+//! | 3 | not implemented yet (`mode = "tun"`, an `[addrd]` table) |
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::net::SocketAddrV6;
@@ -30,11 +30,13 @@ use tracing_subscriber::{reload as log_reload, Registry};
 
 use overlay_proto::addr::SystemVirtualNetwork;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tunneld::access::AccessPolicy;
 use tunneld::config::{Config, LogLevel, Mode, Role};
 use tunneld::control::{self, ControlSocket, Report};
 use tunneld::dataplane::{ChannelPort, Tunnel, TunnelHandle, UpdateSource};
 use tunneld::keylog::KeyLog;
+use tunneld::leases::{self, AddrdLeaseSource, FileLeaseSource, LeaseFiles, RenewalPolicy};
 use tunneld::metrics::{MetricsServer, MetricsSource};
 use tunneld::reload::{self, ReloadError, Running};
 use tunneld::userspace::{
@@ -137,6 +139,16 @@ fn run(path: &Path, socket: &Path) -> anyhow::Result<Outcome> {
     let log_level = init_logging(config.log_level);
     let prepared = startup::prepare_config(config, startup::now(), os_seed()?)?;
     info!("{}", startup::summary(&prepared));
+    if let Some(addrd) = &prepared.config.addrd {
+        match AddrdLeaseSource::connect(addrd) {
+            Ok(source) => match source {},
+            Err(e) => {
+                error!("{e}");
+                eprintln!("tunneld: {}: {e}", prepared.config.path.display());
+                return Ok(Outcome::NotImplemented);
+            }
+        }
+    }
     if let Some(keylog) = &prepared.config.dangerous_esp_keylog {
         warn!(
             "DANGER: dangerous-esp-keylog is set: the keys of every SA will be written to {}; \
@@ -171,6 +183,9 @@ async fn serve(
 ) -> anyhow::Result<Outcome> {
     let mut running = Running::new(&prepared);
     let startup::Prepared { config, node, .. } = prepared;
+    let own_key = *node.public_key();
+    let own_lease = node.local_lease().clone();
+    let (lease_files, lease_files_rx) = watch::channel(LeaseFiles::of(&config, own_key));
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
     let mut hangup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
@@ -209,6 +224,14 @@ async fn serve(
         let source = MetricsSource::new(handle.clone(), Some(stack.clone()));
         tokio::spawn(metrics.serve(source));
     }
+    // Renewal: re-read the lease files before the lease runs out.
+    tokio::spawn(leases::maintain(
+        FileLeaseSource::new(lease_files_rx),
+        handle.clone(),
+        own_lease,
+        RenewalPolicy::default(),
+        OsRng.next_u64(),
+    ));
     info!(%listen, socket = %control.path().display(), "data plane running, control socket listening");
     let stopped_early = {
         let serving = control.serve(handle.clone(), identity);
@@ -218,7 +241,11 @@ async fn serve(
                 () = &mut serving => break None,
                 _ = terminate.recv() => { info!("SIGTERM: shutting down"); break None }
                 _ = interrupt.recv() => { info!("SIGINT: shutting down"); break None }
-                _ = hangup.recv() => reload_config(&mut running, &handle, log_level.as_ref()).await,
+                _ = hangup.recv() => {
+                    if reload_config(&mut running, &handle, log_level.as_ref()).await {
+                        lease_files.send_replace(LeaseFiles::of(&running.config, own_key));
+                    }
+                }
                 result = &mut tunnel => break Some(result),
             }
         }
@@ -239,11 +266,12 @@ async fn serve(
 
 /// SIGHUP: re-read the config and apply what can change at runtime
 /// ([`reload`]); on any error keep running as before, log it and count it.
+/// Returns whether the new config is now running.
 async fn reload_config(
     running: &mut Running,
     handle: &TunnelHandle,
     log_level: Option<&LogLevelHandle>,
-) {
+) -> bool {
     let path = running.config.path.clone();
     info!(config = %path.display(), "SIGHUP: reloading the config");
     let planned = Config::load(&path)
@@ -257,7 +285,7 @@ async fn reload_config(
         Err(e) => {
             error!("reload refused, still running the previous config: {e}");
             handle.reload_failed(e.to_string()).await;
-            return;
+            return false;
         }
     };
     match handle.update(change, UpdateSource::Reload).await {
@@ -283,9 +311,13 @@ async fn reload_config(
             // the first line the new level lets through.
             debug!(?applied, "reload details");
             *running = next;
+            true
         }
-        // Counted by the data plane.
-        Err(e) => error!("reload refused, still running the previous config: {e}"),
+        Err(e) => {
+            // Counted by the data plane.
+            error!("reload refused, still running the previous config: {e}");
+            false
+        }
     }
 }
 

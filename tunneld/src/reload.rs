@@ -87,8 +87,10 @@ pub struct ChangeSet {
 pub struct PeerUpdate {
     /// Its verified lease.
     pub lease: SignedLease,
-    /// Its settings from the config; `None` keeps a known peer's (a lease
-    /// renewal) and gives a new one the defaults.
+    /// Its settings from the config. `None` makes this a renewal (a lease
+    /// source's netmap refresh): it keeps the peer's settings, is skipped
+    /// for a peer the node does not hold and for a lease no newer than the
+    /// one held (a peer may have brought a newer one in a handshake).
     pub settings: Option<PeerSettings>,
 }
 
@@ -316,7 +318,11 @@ pub fn apply(
             Some(id) => {
                 let mut changed = false;
                 let held = node.peer(id).map(|p| p.lease().clone());
-                if held.as_ref() != Some(&update.lease) {
+                let renewal_only = update.settings.is_none();
+                let older = held
+                    .as_ref()
+                    .is_some_and(|h| update.lease.lease().serial < h.lease().serial);
+                if held.as_ref() != Some(&update.lease) && !(renewal_only && older) {
                     node.update_peer_lease(id, update.lease, now)
                         .map_err(refused)?;
                     changed = true;
@@ -336,10 +342,10 @@ pub fn apply(
                 }
             }
             None => {
-                let settings = update.settings.unwrap_or(PeerSettings {
-                    endpoint: None,
-                    persistent_keepalive: None,
-                });
+                // A renewal for a peer the node does not hold: nothing to do.
+                let Some(settings) = update.settings else {
+                    continue;
+                };
                 let config = PeerConfig {
                     psk: None,
                     endpoint: settings.endpoint,
@@ -382,10 +388,12 @@ fn check(node: &Node, change: &ChangeSet) -> Result<(), ReloadError> {
         match node.peer_by_key(&key).and_then(|id| node.peer(id)) {
             Some(peer) => {
                 let old = peer.lease().lease();
-                if lease.prefix != old.prefix || lease.serial < old.serial {
+                let older = lease.serial < old.serial;
+                if lease.prefix != old.prefix || (older && update.settings.is_some()) {
                     return Err(refused(AddPeerError::LeaseMismatch));
                 }
             }
+            None if update.settings.is_none() => {}
             None => {
                 let owner = node
                     .route(&lease.prefix.addr())

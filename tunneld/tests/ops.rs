@@ -688,3 +688,84 @@ fn sighup_keeps_the_running_config_when_the_new_one_is_invalid_or_needs_a_restar
 
     assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
 }
+
+/// Wait (polling, with a deadline) until the wall clock passes `unix`.
+fn wait_until_unix(unix: u64) {
+    let deadline = Instant::now() + TIMEOUT;
+    while unix_now() <= unix {
+        assert!(Instant::now() < deadline, "the clock did not reach {unix}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_lease_file_renewed_by_another_tool_keeps_the_daemon_running_past_the_first_lease() {
+    let setup = Setup::new(0x48);
+    // A lease that ends in 3 s: already past its renewal time, inside its
+    // warning window.
+    setup.write_own_lease(1, 3);
+    let config = setup.client_config("", &[]);
+    let mut daemon = Daemon::start(&setup, &config);
+    let first_end = daemon.status()["lease"]["not_after"].as_u64().unwrap();
+    // The file has nothing newer yet: the daemon says so, loudly.
+    daemon.wait_for("the expiry warning", |d| {
+        d.log().contains("EXPIRES SOON AND WAS NOT RENEWED")
+    });
+    assert_eq!(daemon.status()["lease"]["serial"], 1);
+
+    // Another tool renews the file; no signal is sent.
+    setup.write_own_lease(2, 3600);
+    let status = daemon.wait_for_status("the renewed lease", |s| s["lease"]["serial"] == 2);
+    assert!(status["lease"]["not_after"].as_u64().unwrap() > first_end + 3000);
+    assert!(daemon.log().contains("lease renewed"), "{}", daemon.log());
+    // Renewals are not SIGHUP reloads.
+    assert_eq!(status["reload"]["applied"], 0);
+
+    // Past the first lease's end the daemon runs on the renewed one.
+    wait_until_unix(first_end);
+    assert_eq!(daemon.status()["lease"]["serial"], 2);
+    assert!(!daemon.log().contains("HAS EXPIRED"), "{}", daemon.log());
+    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
+}
+
+#[test]
+fn an_unrenewed_lease_is_reported_as_expired() {
+    let setup = Setup::new(0x49);
+    setup.write_own_lease(1, 2);
+    let config = setup.client_config("", &[]);
+    let mut daemon = Daemon::start(&setup, &config);
+    let end = daemon.status()["lease"]["not_after"].as_u64().unwrap();
+    daemon.wait_for("the expiry error", |d| {
+        d.log().contains("THIS NODE'S LEASE HAS EXPIRED")
+    });
+    assert!(unix_now() >= end);
+    // Still running and answering, on the lease it had.
+    assert_eq!(daemon.status()["lease"]["serial"], 1);
+    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
+}
+
+#[test]
+fn an_addrd_table_is_refused_as_not_implemented() {
+    let setup = Setup::new(0x4a);
+    setup.write_own_lease(1, 3600);
+    let addrd_key = StaticKeypair::from_private([0x4b; 32]).public();
+    let config = setup.client_config(
+        &format!("\n[addrd]\nendpoint = \"127.0.0.1:4999\"\npublic-key = \"{addrd_key}\""),
+        &[],
+    );
+    let path = setup.write("tunneld.toml", config.as_bytes(), 0o644);
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .arg("--socket")
+        .arg(setup.path("tunneld.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("[addrd] is configured") && stderr.contains("issue #4"),
+        "{stderr}"
+    );
+    assert!(!setup.path("tunneld.sock").exists());
+}

@@ -15,6 +15,11 @@ use super::*;
 const T0: u64 = 1_800_000_000;
 const HOUR: Duration = Duration::from_secs(3600);
 
+const NO_SETTINGS: PeerSettings = PeerSettings {
+    endpoint: None,
+    persistent_keepalive: None,
+};
+
 fn identity(
     authority: &LeaseAuthority,
     seed: u8,
@@ -79,7 +84,7 @@ fn apply_renews_adds_removes_and_changes_keepalives() {
             },
             PeerUpdate {
                 lease: lease(&authority, 4, "2002:b16:212c:3::/64", 1),
-                settings: None,
+                settings: Some(NO_SETTINGS),
             },
         ],
         // Peer 4 takes peer 3's prefix in the same change.
@@ -132,7 +137,7 @@ fn apply_is_all_or_nothing() {
             local_lease: Some(own2.clone()),
             peers: vec![PeerUpdate {
                 lease: lease(&authority, 4, "2002:b16:212c:3::/64", 1),
-                settings: None,
+                settings: Some(NO_SETTINGS),
             }],
             ..ChangeSet::default()
         },
@@ -165,6 +170,47 @@ fn apply_is_all_or_nothing() {
             .unwrap();
         assert_eq!(two.lease().lease().serial, 1, "{i}: peer lease kept");
     }
+}
+
+#[test]
+fn renewals_skip_unknown_peers_and_older_leases() {
+    let authority = LeaseAuthority::from_seed([7; 32]);
+    let mut node = node(&authority);
+    let mut access = AccessPolicy::allow_all();
+    let renew = |lease| PeerUpdate {
+        lease,
+        settings: None,
+    };
+    // Peer 2 holds serial 3 (e.g. brought in a handshake).
+    let change = ChangeSet {
+        peers: vec![renew(lease(&authority, 2, "2002:b16:212c:2::/64", 3))],
+        ..ChangeSet::default()
+    };
+    let applied = apply(&mut node, &mut access, change, Instant::now()).unwrap();
+    assert_eq!(applied.updated, 1);
+    let change = ChangeSet {
+        peers: vec![
+            // An older file, a peer the node does not hold, a renewal.
+            renew(lease(&authority, 2, "2002:b16:212c:2::/64", 2)),
+            renew(lease(&authority, 5, "2002:b16:212c:5::/64", 1)),
+            renew(lease(&authority, 3, "2002:b16:212c:3::/64", 2)),
+        ],
+        ..ChangeSet::default()
+    };
+    let applied = apply(&mut node, &mut access, change, Instant::now()).unwrap();
+    assert_eq!((applied.added, applied.updated), (0, 1));
+    assert!(node.peer_by_key(&key(&authority, 5)).is_none());
+    let serial = |seed| {
+        let id = node.peer_by_key(&key(&authority, seed)).unwrap();
+        node.peer(id).unwrap().lease().lease().serial
+    };
+    assert_eq!((serial(2), serial(3)), (3, 2));
+    // A renewal with another prefix is still refused.
+    let change = ChangeSet {
+        peers: vec![renew(lease(&authority, 3, "2002:b16:212c:7::/64", 9))],
+        ..ChangeSet::default()
+    };
+    assert!(apply(&mut node, &mut access, change, Instant::now()).is_err());
 }
 
 #[test]
