@@ -50,6 +50,10 @@ pub struct LeaseSet {
     pub own: SignedLease,
     /// Its peers' leases, verified (the netmap).
     pub peers: Vec<SignedLease>,
+    /// Peers the source no longer lists (an authoritative netmap, as
+    /// addrd's will be): removed from the node. Lease files never remove
+    /// a peer (SIGHUP does).
+    pub removed: Vec<PublicKey>,
     /// Peer leases that could not be used this time, and why (logged; the
     /// node keeps the lease it holds until it expires).
     pub problems: Vec<String>,
@@ -163,6 +167,7 @@ impl LeaseSource for FileLeaseSource {
         Ok(LeaseSet {
             own,
             peers,
+            removed: Vec::new(),
             problems,
         })
     }
@@ -371,7 +376,7 @@ pub async fn maintain<S: LeaseSource>(
                 for problem in &set.problems {
                     warn!(source = source.name(), "netmap refresh: {problem}");
                 }
-                match refresh_peers(&handle, set.peers).await {
+                match refresh_peers(&handle, set.peers, set.removed).await {
                     Err(ReloadError::Stopped) => return,
                     Err(e) => warn!(source = source.name(), "netmap refresh refused: {e}"),
                     Ok(_) => {}
@@ -439,13 +444,15 @@ pub async fn maintain<S: LeaseSource>(
     }
 }
 
-/// Give known peers their refreshed leases (a lease source never adds or
-/// removes peers of a file config; SIGHUP does).
+/// Give known peers their refreshed leases and remove the ones the source
+/// dropped. A refresh never adds a peer: a renewal for a peer the node
+/// does not hold is skipped ([`PeerUpdate::settings`]).
 async fn refresh_peers(
     handle: &TunnelHandle,
     peers: Vec<SignedLease>,
+    removed: Vec<PublicKey>,
 ) -> Result<crate::reload::Applied, ReloadError> {
-    if peers.is_empty() {
+    if peers.is_empty() && removed.is_empty() {
         return Ok(crate::reload::Applied::default());
     }
     let change = ChangeSet {
@@ -456,6 +463,7 @@ async fn refresh_peers(
                 settings: None,
             })
             .collect(),
+        remove: removed,
         ..ChangeSet::default()
     };
     handle.update(change, UpdateSource::Leases).await

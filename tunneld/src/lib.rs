@@ -13,8 +13,11 @@
 //! ([`icmp`]) —, the userspace mode that plugs into its
 //! inner-packet port — a smoltcp IPv6 stack with the client's SOCKS5 proxy
 //! and the server's application forwarding with PROXY v2 ([`userspace`]) —
-//! and the control socket `tunneld status` talks to ([`control`]). TUN mode
-//! is not written yet (issue #3).
+//! and the control socket `tunneld status` talks to ([`control`]). Around
+//! the running tunnel: the Prometheus endpoint ([`metrics`]), SIGHUP
+//! reloads applied between packets ([`reload`]) and where leases come from
+//! and when they are renewed ([`leases`]). TUN mode is not written yet
+//! (issue #3).
 #![forbid(unsafe_code)]
 
 pub mod access;
