@@ -91,9 +91,13 @@ impl Setup {
 
     /// This node's lease (a user for a client) under `tunneld.lease`.
     fn write_own_lease(&self, serial: u64, lifetime: u64) {
+        self.write_own_lease_as(EntityKind::User, CLIENT_PREFIX, serial, lifetime);
+    }
+
+    fn write_own_lease_as(&self, kind: EntityKind, prefix: &str, serial: u64, lifetime: u64) {
         let lease = self.lease(LeaseSpec {
-            kind: EntityKind::User,
-            prefix: CLIENT_PREFIX,
+            kind,
+            prefix,
             key: self.keypair.public(),
             name: "node",
             serial,
@@ -562,6 +566,80 @@ fn metrics_match_status_and_parse_as_prometheus_text() {
 }
 
 #[test]
+fn metrics_of_an_established_tunnel_show_its_peer_and_security_association() {
+    let server = Setup::new(0x61);
+    server.write_own_lease_as(EntityKind::System, SERVER_PREFIX, 1, 3600);
+    let server_udp = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let server_config = format!(
+        "role = \"server\"\nlisten = \"{server_udp}\"\nprivate-key-file = \"tunneld.key\"\n\
+         authority-key = \"{}\"\nlease-file = \"tunneld.lease\"\nmode = \"userspace\"\n",
+        server.authority_key()
+    );
+    let mut server_daemon = Daemon::start(&server, &server_config);
+
+    let client = Setup::new(0x62);
+    client.write_own_lease(1, 3600);
+    // The server's own lease, as addrd would list it in the netmap.
+    let server_lease = fs::read(server.path("tunneld.lease")).unwrap();
+    client.write("server.lease", &server_lease, 0o644);
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = client.client_config(
+        &format!("metrics-listen = \"{metrics}\"\npersistent-keepalive = 1"),
+        &[("server.lease", server_udp)],
+    );
+    let mut daemon = Daemon::start(&client, &config);
+    let before = daemon.wait_for_status("a handshake", |s| {
+        let peer = &s["peers"][0];
+        peer["security_associations"]
+            .as_array()
+            .is_some_and(|sas| !sas.is_empty())
+            && peer["latest_handshake"].is_u64()
+    });
+    let (code, body) = get(metrics, "/metrics");
+    assert_eq!(code, 200);
+    let after = daemon.status();
+    let m = parse_exposition(&body);
+
+    let key = server.keypair.public().to_string();
+    let peer = [("peer", "node"), ("public_key", key.as_str())];
+    for name in [
+        "rx_bytes",
+        "tx_bytes",
+        "rx_packets",
+        "tx_packets",
+        "handshakes",
+    ] {
+        let scraped = m.value(&format!("tunneld_peer_{name}_total"), &peer);
+        let lo = before["peers"][0][name].as_u64().unwrap() as f64;
+        let hi = after["peers"][0][name].as_u64().unwrap() as f64;
+        assert!(
+            lo <= scraped && scraped <= hi,
+            "{name}: {lo} <= {scraped} <= {hi}"
+        );
+    }
+    assert!(m.value("tunneld_peer_handshakes_total", &peer) >= 1.0);
+    let sas = m.value("tunneld_peer_security_associations", &peer);
+    assert!(sas >= 1.0, "{sas}");
+    let age = m.value("tunneld_peer_last_handshake_age_seconds", &peer);
+    let handshake = after["peers"][0]["latest_handshake"].as_u64().unwrap();
+    let bound = after["now"].as_u64().unwrap() - handshake + 1;
+    assert!((0.0..=bound as f64).contains(&age), "{age} vs {bound}");
+    assert!(m.value("tunneld_node_handshakes_completed_total", &[]) >= 1.0);
+    assert!(m.value("tunneld_dataplane_datagrams_received_total", &[]) >= 1.0);
+
+    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
+    assert_eq!(
+        server_daemon.terminate().code(),
+        Some(0),
+        "{}",
+        server_daemon.log()
+    );
+}
+
+#[test]
 fn a_metrics_listener_that_cannot_bind_is_a_startup_error() {
     let setup = Setup::new(0x45);
     setup.write_own_lease(1, 3600);
@@ -768,4 +846,108 @@ fn an_addrd_table_is_refused_as_not_implemented() {
         "{stderr}"
     );
     assert!(!setup.path("tunneld.sock").exists());
+}
+
+/// SOCKS5 no-auth greeting and CONNECT to `[address]:port`; returns the
+/// stream and the reply code (0 = succeeded).
+fn socks_connect(socks: SocketAddr, address: &str, port: u16) -> (TcpStream, u8) {
+    let mut conn = TcpStream::connect(socks).unwrap();
+    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+    conn.write_all(&[5, 1, 0]).unwrap();
+    let mut reply = [0u8; 2];
+    conn.read_exact(&mut reply).unwrap();
+    assert_eq!(reply, [5, 0]);
+    let mut request = vec![5, 1, 0, 4];
+    request.extend_from_slice(&address.parse::<std::net::Ipv6Addr>().unwrap().octets());
+    request.extend_from_slice(&port.to_be_bytes());
+    conn.write_all(&request).unwrap();
+    let mut reply = [0u8; 22];
+    conn.read_exact(&mut reply).unwrap();
+    (conn, reply[1])
+}
+
+#[test]
+fn sighup_changes_who_may_reach_an_application() {
+    const APP: &str = "2002:b16:212c:2::80";
+    // The backend: skips the PROXY v2 header (52 bytes for TCP over
+    // IPv6), echoes 5 bytes.
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut conn, _)) = backend.accept() {
+            let mut buf = [0u8; 57];
+            if conn.read_exact(&mut buf).is_ok() {
+                let _ = conn.write_all(&buf[52..]);
+            }
+        }
+    });
+
+    let server = Setup::new(0x71);
+    server.write_own_lease_as(EntityKind::System, SERVER_PREFIX, 1, 3600);
+    let server_udp = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let server_config = |groups: &str| {
+        format!(
+            "role = \"server\"\nlisten = \"{server_udp}\"\nprivate-key-file = \"tunneld.key\"\n\
+             authority-key = \"{}\"\nlease-file = \"tunneld.lease\"\nmode = \"userspace\"\n\n\
+             [[applications]]\nname = \"echo\"\naddress = \"{APP}\"\nports = [8080]\n\
+             backend = \"{backend_addr}\"\nallowed-groups = [\"{groups}\"]\n",
+            server.authority_key()
+        )
+    };
+    let mut server_daemon = Daemon::start(&server, &server_config("admins"));
+
+    let client = Setup::new(0x72);
+    client.write_own_lease(1, 3600);
+    let server_lease = fs::read(server.path("tunneld.lease")).unwrap();
+    client.write("server.lease", &server_lease, 0o644);
+    let socks: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = client.client_config(
+        &format!("socks-listen = \"{socks}\""),
+        &[("server.lease", server_udp)],
+    );
+    let mut client_daemon = Daemon::start(&client, &config);
+
+    // The client's lease has group "staff": refused while only "admins"
+    // may reach the application. The attempt is abandoned once the server
+    // counted it (the client's connect would only time out).
+    let mut attempt = TcpStream::connect(socks).unwrap();
+    let mut request = vec![5, 1, 0, 5, 1, 0, 4];
+    request.extend_from_slice(&APP.parse::<std::net::Ipv6Addr>().unwrap().octets());
+    request.extend_from_slice(&8080u16.to_be_bytes());
+    attempt.write_all(&request).unwrap();
+    let status = server_daemon.wait_for_status("the SYN to be prohibited", |s| {
+        s["dataplane"]["prohibited"].as_u64() > Some(0)
+    });
+    assert!(
+        status["dataplane"]["icmp_sent"].as_u64() > Some(0),
+        "{status}"
+    );
+    assert_eq!(status["reload"]["applied"], 0);
+    drop(attempt);
+
+    // Let "staff" in; the next CONNECT reaches the backend.
+    let status = server_daemon.reload(&server, &server_config("staff"));
+    assert_eq!(status["reload"]["applied"], 1, "{status}");
+    let (mut conn, reply) = socks_connect(socks, APP, 8080);
+    assert_eq!(reply, 0, "{}", client_daemon.log());
+    conn.write_all(b"hello").unwrap();
+    let mut echo = [0u8; 5];
+    conn.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"hello");
+
+    assert_eq!(
+        client_daemon.terminate().code(),
+        Some(0),
+        "{}",
+        client_daemon.log()
+    );
+    assert_eq!(
+        server_daemon.terminate().code(),
+        Some(0),
+        "{}",
+        server_daemon.log()
+    );
 }

@@ -173,6 +173,33 @@ fn apply_is_all_or_nothing() {
 }
 
 #[test]
+fn apply_replaces_the_access_policy() {
+    let authority = LeaseAuthority::from_seed([7; 32]);
+    let mut node = node(&authority);
+    let mut access = AccessPolicy::allow_all();
+    let config = Config::parse(
+        "role = \"server\"\nprivate-key-file = \"k\"\n\
+         authority-key = \"GpAIETEtVL5Jb7luU0Eunbry/aAYHZaFiXGWJa8/i5o=\"\nlease-file = \"l\"\n\
+         [[applications]]\nname = \"wiki\"\naddress = \"2002:b16:212c:1::10\"\nports = [80]\n\
+         backend = \"127.0.0.1:8080\"\nallowed-groups = [\"staff\"]\n",
+        Path::new("/e/t.toml"),
+    )
+    .unwrap();
+    let policy = AccessPolicy::from_applications(&config.applications);
+    assert_ne!(policy, access);
+    let change = ChangeSet {
+        access: Some(policy.clone()),
+        ..ChangeSet::default()
+    };
+    let applied = apply(&mut node, &mut access, change.clone(), Instant::now()).unwrap();
+    assert!(applied.access);
+    assert_eq!(access, policy);
+    // The same policy again changes nothing.
+    let applied = apply(&mut node, &mut access, change, Instant::now()).unwrap();
+    assert_eq!(applied, Applied::default());
+}
+
+#[test]
 fn renewals_skip_unknown_peers_and_older_leases() {
     let authority = LeaseAuthority::from_seed([7; 32]);
     let mut node = node(&authority);
@@ -224,6 +251,23 @@ fn restart_only_keys_are_named() {
         &parse("mtu = 1380\nlog-level = \"debug\"\npersistent-keepalive = 9\n")
     )
     .is_ok());
+    // Applications: allowed-groups reload, anything else needs a restart.
+    let app = |groups: &str, backend: &str| {
+        parse(&format!(
+            "mtu = 1380\nlog-level = \"info\"\n[[applications]]\nname = \"wiki\"\n\
+             address = \"2002:b16:212c:2::10\"\nports = [80]\nbackend = \"{backend}\"\n\
+             allowed-groups = [{groups}]\n"
+        ))
+    };
+    let wiki = app("\"staff\"", "127.0.0.1:8080");
+    assert!(restart_only_changes(&wiki, &app("\"students\"", "127.0.0.1:8080")).is_ok());
+    assert!(restart_only_changes(&wiki, &app("", "127.0.0.1:8080")).is_ok());
+    for changed in [app("\"staff\"", "127.0.0.1:8081"), old.clone()] {
+        match restart_only_changes(&wiki, &changed) {
+            Err(ReloadError::RestartNeeded { key, .. }) => assert_eq!(key, "applications"),
+            other => panic!("{other:?}"),
+        }
+    }
     for (extra, key) in [
         ("mtu = 1300\n", "mtu"),
         ("mtu = 1380\nlisten = \"127.0.0.1:9\"\n", "listen"),
