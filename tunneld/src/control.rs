@@ -78,6 +78,7 @@ impl Identity {
                 latest_handshake: p.last_handshake.map(|t| t.as_secs()),
                 handshake_in_flight: p.handshake_in_flight,
                 queued: p.queued,
+                persistent_keepalive: p.persistent_keepalive.map(|d| d.as_secs()),
                 rx_bytes: p.stats.rx_bytes,
                 tx_bytes: p.stats.tx_bytes,
                 rx_packets: p.stats.rx_packets,
@@ -275,6 +276,9 @@ pub struct PeerReport {
     pub handshakes: u64,
     /// Its packets dropped for an inner source outside its lease.
     pub spoofed_sources: u64,
+    /// Persistent keepalive interval in seconds, if any.
+    #[serde(default)]
+    pub persistent_keepalive: Option<u64>,
 }
 
 impl Report {
@@ -320,6 +324,9 @@ impl Report {
                 bytes(p.rx_bytes),
                 bytes(p.tx_bytes)
             );
+            if let Some(secs) = p.persistent_keepalive {
+                let _ = writeln!(s, "  persistent keepalive: every {secs} seconds");
+            }
             for sa in &p.security_associations {
                 let _ = writeln!(
                     s,
@@ -525,6 +532,7 @@ mod tests {
             tx_packets: 1,
             handshakes: 1,
             spoofed_sources: 0,
+            persistent_keepalive: name.map(|_| 25),
         };
         let report = Report {
             now: 1_000,
@@ -573,6 +581,7 @@ peer: PEERKEY=
   allowed ips: 2002:b16:212c:2::/64
   latest handshake: 12 seconds ago
   transfer: 2.00 KiB received, 100 B sent
+  persistent keepalive: every 25 seconds
 
 peer: PEERKEY=
   endpoint: 192.0.2.1:4500

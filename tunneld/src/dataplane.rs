@@ -183,6 +183,8 @@ pub struct PeerStatus {
     pub handshake_in_flight: bool,
     /// Packets waiting for that handshake.
     pub queued: usize,
+    /// Its persistent keepalive interval, if any.
+    pub persistent_keepalive: Option<std::time::Duration>,
 }
 
 /// A snapshot of a running tunnel.
@@ -467,6 +469,7 @@ impl<P: InnerPort> Tunnel<P> {
                 last_handshake: p.last_handshake(),
                 handshake_in_flight: p.handshake_in_flight(),
                 queued: p.queued(),
+                persistent_keepalive: p.persistent_keepalive(),
             })
             .collect();
         peers.sort_by_key(|p| p.id);

@@ -707,6 +707,7 @@ fn sighup_keeps_the_running_config_when_the_new_one_is_invalid_or_needs_a_restar
             .collect()
     };
     assert_eq!(keys(&daemon.status()), [first.to_string()]);
+    assert_eq!(daemon.status()["peers"][0]["persistent_keepalive"], 25);
 
     // Not TOML: refused, counted, named; the daemon runs on unchanged.
     let status = daemon.reload(&setup, "role = \n");
@@ -735,8 +736,12 @@ fn sighup_keeps_the_running_config_when_the_new_one_is_invalid_or_needs_a_restar
         "{error}"
     );
 
-    // A valid change: a peer added, then the first removed.
-    let two = setup.client_config("", &[("a.lease", endpoint), ("b.lease", endpoint)]);
+    // A valid change: a peer added, keepalives changed, then the first
+    // peer removed.
+    let two = setup.client_config(
+        "persistent-keepalive = 7",
+        &[("a.lease", endpoint), ("b.lease", endpoint)],
+    );
     let status = daemon.reload(&setup, &two);
     assert_eq!(status["reload"]["applied"], 1, "{status}");
     assert_eq!(status["reload"]["last_error"], serde_json::Value::Null);
@@ -745,6 +750,9 @@ fn sighup_keeps_the_running_config_when_the_new_one_is_invalid_or_needs_a_restar
     expected.sort();
     got.sort();
     assert_eq!(got, expected);
+    for peer in status["peers"].as_array().unwrap() {
+        assert_eq!(peer["persistent_keepalive"], 7, "{peer}");
+    }
     let only_second = setup.client_config("", &[("b.lease", endpoint)]);
     let status = daemon.reload(&setup, &only_second);
     assert_eq!(status["reload"]["applied"], 2, "{status}");
