@@ -140,14 +140,11 @@ fn run(path: &Path, socket: &Path) -> anyhow::Result<Outcome> {
     let prepared = startup::prepare_config(config, startup::now(), os_seed()?)?;
     info!("{}", startup::summary(&prepared));
     if let Some(addrd) = &prepared.config.addrd {
-        match AddrdLeaseSource::connect(addrd) {
-            Ok(source) => match source {},
-            Err(e) => {
-                error!("{e}");
-                eprintln!("tunneld: {}: {e}", prepared.config.path.display());
-                return Ok(Outcome::NotImplemented);
-            }
-        }
+        // Never `Ok`: the source has no values until issue #4.
+        let Err(e) = AddrdLeaseSource::connect(addrd);
+        error!("{e}");
+        eprintln!("tunneld: {}: {e}", prepared.config.path.display());
+        return Ok(Outcome::NotImplemented);
     }
     if let Some(keylog) = &prepared.config.dangerous_esp_keylog {
         warn!(
@@ -389,6 +386,11 @@ fn check_config(path: &Path) -> Outcome {
     match startup::prepare(path, startup::now(), seed) {
         Ok(prepared) => {
             println!("ok: {}: {}", path.display(), startup::summary(&prepared));
+            if let Some(addrd) = &prepared.config.addrd {
+                // Never `Ok`: the source has no values until issue #4.
+                let Err(e) = AddrdLeaseSource::connect(addrd);
+                eprintln!("warning: {}: {e}", path.display());
+            }
             Outcome::Success
         }
         Err(e) => {

@@ -33,9 +33,10 @@
 //! `tunneld status --json` for the long tail.
 //!
 //! The HTTP side is hyper's HTTP/1 server: request heads are limited to
-//! [`MAX_REQUEST_HEAD`] bytes and [`HEADER_TIMEOUT`], at most
-//! [`MAX_CONNECTIONS`] are served at once, any other path is `404` and any
-//! other method `405`. Request bodies are never read.
+//! [`MAX_REQUEST_HEAD`] bytes and [`HEADER_TIMEOUT`], each connection
+//! serves one request, at most [`MAX_CONNECTIONS`] are served at once, any
+//! other path is `404` and any other method `405`. Request bodies are never
+//! read.
 
 use std::convert::Infallible;
 use std::io;
@@ -157,8 +158,12 @@ impl MetricsServer {
                     let source = Arc::clone(&source);
                     async move { Ok::<_, Infallible>(respond(&request, &source).await) }
                 });
+                // One request per connection (scrapers reconnect), so a
+                // connection lives at most one header timeout plus one
+                // scrape.
                 let served = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
+                    .keep_alive(false)
                     .header_read_timeout(HEADER_TIMEOUT)
                     .max_buf_size(MAX_REQUEST_HEAD)
                     .serve_connection(TokioIo::new(stream), service)

@@ -640,6 +640,41 @@ fn metrics_of_an_established_tunnel_show_its_peer_and_security_association() {
 }
 
 #[test]
+fn a_silent_metrics_client_is_disconnected() {
+    let setup = Setup::new(0x4c);
+    setup.write_own_lease(1, 3600);
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = setup.client_config(&format!("metrics-listen = \"{metrics}\""), &[]);
+    let mut daemon = Daemon::start(&setup, &config);
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(metrics).unwrap();
+    silent.set_read_timeout(Some(TIMEOUT)).unwrap();
+    // Half a request head, then nothing.
+    silent.write_all(b"GET /metr").unwrap();
+    let mut buf = [0u8; 512];
+    let closed = match silent.read(&mut buf) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed, "the connection stayed open");
+    let waited = started.elapsed();
+    // The header timeout is 5 s.
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(15),
+        "{waited:?}"
+    );
+    // One request per connection: the server closes after answering.
+    let mut conn = TcpStream::connect(metrics).unwrap();
+    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut response = Vec::new();
+    conn.read_to_end(&mut response).unwrap();
+    assert!(response.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
+}
+
+#[test]
 fn a_metrics_listener_that_cannot_bind_is_a_startup_error() {
     let setup = Setup::new(0x45);
     setup.write_own_lease(1, 3600);
@@ -854,6 +889,18 @@ fn an_addrd_table_is_refused_as_not_implemented() {
         "{stderr}"
     );
     assert!(!setup.path("tunneld.sock").exists());
+    // check-config accepts the file and warns.
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("warning: ") && stderr.contains("issue #4"),
+        "{stderr}"
+    );
 }
 
 /// SOCKS5 no-auth greeting and CONNECT to `[address]:port`; returns the
