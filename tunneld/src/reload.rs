@@ -88,9 +88,10 @@ pub struct PeerUpdate {
     /// Its verified lease.
     pub lease: SignedLease,
     /// Its settings from the config. `None` makes this a renewal (a lease
-    /// source's netmap refresh): it keeps the peer's settings, is skipped
-    /// for a peer the node does not hold and for a lease no newer than the
-    /// one held (a peer may have brought a newer one in a handshake).
+    /// source's netmap refresh): it keeps the peer's settings and is
+    /// skipped for a peer the node does not hold. Either way a lease older
+    /// than the one held is skipped (a peer may have brought a newer one in
+    /// a handshake); one for another prefix is refused.
     pub settings: Option<PeerSettings>,
 }
 
@@ -318,11 +319,12 @@ pub fn apply(
             Some(id) => {
                 let mut changed = false;
                 let held = node.peer(id).map(|p| p.lease().clone());
-                let renewal_only = update.settings.is_none();
+                // An older lease than held (the peer brought a newer one in
+                // a handshake) is skipped, not an error.
                 let older = held
                     .as_ref()
                     .is_some_and(|h| update.lease.lease().serial < h.lease().serial);
-                if held.as_ref() != Some(&update.lease) && !(renewal_only && older) {
+                if held.as_ref() != Some(&update.lease) && !older {
                     node.update_peer_lease(id, update.lease, now)
                         .map_err(refused)?;
                     changed = true;
@@ -388,8 +390,7 @@ fn check(node: &Node, change: &ChangeSet) -> Result<(), ReloadError> {
         match node.peer_by_key(&key).and_then(|id| node.peer(id)) {
             Some(peer) => {
                 let old = peer.lease().lease();
-                let older = lease.serial < old.serial;
-                if lease.prefix != old.prefix || (older && update.settings.is_some()) {
+                if lease.prefix != old.prefix {
                     return Err(refused(AddPeerError::LeaseMismatch));
                 }
             }

@@ -227,11 +227,25 @@ fn renewals_skip_unknown_peers_and_older_leases() {
     let applied = apply(&mut node, &mut access, change, Instant::now()).unwrap();
     assert_eq!((applied.added, applied.updated), (0, 1));
     assert!(node.peer_by_key(&key(&authority, 5)).is_none());
-    let serial = |seed| {
+    let serial = |node: &Node, seed| {
         let id = node.peer_by_key(&key(&authority, seed)).unwrap();
         node.peer(id).unwrap().lease().lease().serial
     };
-    assert_eq!((serial(2), serial(3)), (3, 2));
+    assert_eq!((serial(&node, 2), serial(&node, 3)), (3, 2));
+    // From a config too, an older lease is skipped, settings applied.
+    let change = ChangeSet {
+        peers: vec![PeerUpdate {
+            lease: lease(&authority, 2, "2002:b16:212c:2::/64", 1),
+            settings: Some(PeerSettings {
+                endpoint: None,
+                persistent_keepalive: Some(Duration::from_secs(9)),
+            }),
+        }],
+        ..ChangeSet::default()
+    };
+    let applied = apply(&mut node, &mut access, change, Instant::now()).unwrap();
+    assert_eq!(applied.updated, 1);
+    assert_eq!(serial(&node, 2), 3);
     // A renewal with another prefix is still refused.
     let change = ChangeSet {
         peers: vec![renew(lease(&authority, 3, "2002:b16:212c:7::/64", 9))],
