@@ -29,6 +29,7 @@ use tracing::{debug, warn};
 use crate::config::Config;
 use crate::dataplane::{Status, TunnelHandle};
 use crate::startup;
+use crate::userspace::StackHandle;
 
 /// Longest request line accepted, newline included.
 const MAX_REQUEST: u64 = 256;
@@ -39,10 +40,12 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The status request line.
 pub const STATUS_REQUEST: &str = "status";
 
-/// What does not change while the daemon runs: this node.
+/// What does not change while the daemon runs: this node (and, in
+/// userspace mode, the stack whose counters a report includes).
 #[derive(Clone, Debug)]
 pub struct Identity {
     interface: Interface,
+    stack: Option<StackHandle>,
 }
 
 impl Identity {
@@ -60,7 +63,14 @@ impl Identity {
                 role: config.role.as_str().to_owned(),
                 mode: config.mode.as_str().to_owned(),
             },
+            stack: None,
         }
+    }
+
+    /// Reports include the counters of `stack` (userspace mode).
+    pub fn with_stack(mut self, stack: StackHandle) -> Self {
+        self.stack = Some(stack);
+        self
     }
 
     /// The report for `status`, taken at `now_unix` (seconds).
@@ -124,6 +134,24 @@ impl Identity {
                 .map(|(reason, count)| (reason.as_str().to_owned(), count))
                 .collect(),
             dataplane: to_map(dataplane),
+            stack: self
+                .stack
+                .as_ref()
+                .map(|stack| {
+                    let s = stack.counters();
+                    to_map([
+                        ("foreign_inbound", s.foreign_inbound),
+                        ("accepted", s.accepted),
+                        ("accept_overflow", s.accept_overflow),
+                        ("connected", s.connected),
+                        ("udp_no_socket", s.udp_no_socket),
+                        ("udp_rx_full", s.udp_rx_full),
+                        ("udp_tx_full", s.udp_tx_full),
+                        ("udp_flows_evicted", s.udp_flows_evicted),
+                        ("udp_flows_expired", s.udp_flows_expired),
+                    ])
+                })
+                .unwrap_or_default(),
             lease: LeaseReport {
                 serial: status.local_lease.serial,
                 not_before: status.local_lease.not_before.as_secs(),
@@ -157,6 +185,9 @@ pub struct Report {
     pub drops: BTreeMap<String, u64>,
     /// The data plane's own counters, by name.
     pub dataplane: BTreeMap<String, u64>,
+    /// The userspace stack's counters (empty in TUN mode).
+    #[serde(default)]
+    pub stack: BTreeMap<String, u64>,
     /// This node's lease as the data plane holds it (renewals show here).
     #[serde(default)]
     pub lease: LeaseReport,
@@ -556,6 +587,7 @@ mod tests {
             .map(|(k, v)| (k.to_owned(), v))
             .collect(),
             dataplane: BTreeMap::new(),
+            stack: BTreeMap::new(),
             lease: LeaseReport {
                 serial: 3,
                 not_before: 0,

@@ -207,7 +207,8 @@ async fn serve(
     let listen = tunnel
         .local_addr()
         .context("reading the UDP socket address")?;
-    let identity = Arc::new(control::Identity::new(&config, tunnel.node(), listen));
+    let identity =
+        Arc::new(control::Identity::new(&config, tunnel.node(), listen).with_stack(stack.clone()));
     let metrics = match config.metrics_listen {
         Some(addr) => Some(MetricsServer::bind(addr).await?),
         None => None,
