@@ -117,6 +117,24 @@ impl fmt::Display for DropReason {
     }
 }
 
+/// One counter, named for status reports and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Labelled {
+    /// Stable snake_case name (a JSON key, part of a metric name).
+    pub name: &'static str,
+    /// What it counts, in a few words (a metric's help text).
+    pub help: &'static str,
+    /// Its value.
+    pub value: u64,
+}
+
+impl Labelled {
+    /// A named counter.
+    pub const fn new(name: &'static str, help: &'static str, value: u64) -> Labelled {
+        Labelled { name, help, value }
+    }
+}
+
 /// Node-wide counters: one per drop reason, plus the traffic totals.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Counters {
@@ -178,6 +196,62 @@ impl Counters {
     /// Sum of all drops.
     pub fn total_drops(&self) -> u64 {
         self.drops.iter().sum()
+    }
+
+    /// Every traffic total (not the drops: [`Counters::iter_drops`]), named.
+    pub fn totals(&self) -> [Labelled; 10] {
+        [
+            Labelled::new(
+                "nat_keepalives_received",
+                "NAT keepalives received",
+                self.nat_keepalives_received,
+            ),
+            Labelled::new(
+                "keepalives_received",
+                "authenticated ESP keepalives received",
+                self.keepalives_received,
+            ),
+            Labelled::new(
+                "keepalives_sent",
+                "ESP keepalives sent",
+                self.keepalives_sent,
+            ),
+            Labelled::new(
+                "handshakes_completed",
+                "handshakes completed, either role",
+                self.handshakes_completed,
+            ),
+            Labelled::new(
+                "handshake_timeouts",
+                "handshakes given up",
+                self.handshake_timeouts,
+            ),
+            Labelled::new(
+                "initiations_sent",
+                "handshake initiations sent, retransmissions included",
+                self.initiations_sent,
+            ),
+            Labelled::new(
+                "cookie_replies_sent",
+                "cookie replies sent",
+                self.cookie_replies_sent,
+            ),
+            Labelled::new(
+                "packets_received",
+                "inner packets delivered by the node",
+                self.packets_received,
+            ),
+            Labelled::new(
+                "packets_sent",
+                "inner packets encapsulated",
+                self.packets_sent,
+            ),
+            Labelled::new(
+                "endpoint_changes",
+                "peers moved to a new endpoint",
+                self.endpoint_changes,
+            ),
+        ]
     }
 
     /// Every drop reason with its count, zeros included.

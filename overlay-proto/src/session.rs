@@ -330,6 +330,11 @@ impl Peer {
         &self.lease
     }
 
+    /// Its persistent keepalive interval, if any.
+    pub fn persistent_keepalive(&self) -> Option<Duration> {
+        self.config.persistent_keepalive
+    }
+
     /// Where packets for the peer go.
     pub fn endpoint(&self) -> Option<SocketAddr> {
         self.endpoint

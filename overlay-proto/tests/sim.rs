@@ -815,3 +815,48 @@ fn a_responder_whose_key_confirmation_is_lost_sends_its_queue_soon() {
     assert_eq!(w.sim.host(w.alice).inbox[0].packet, reply);
     assert_eq!(w.sim.host(w.bob).node.queued_bytes(), 0);
 }
+
+#[test]
+fn persistent_keepalive_can_be_started_and_stopped_at_runtime() {
+    let mut w = world(31, LinkConditions::default());
+    w.establish();
+    let (alice, peer) = (w.alice, w.bob_at_alice);
+    // Let the passive keepalive after the data packet go out.
+    w.sim.run_for(Duration::from_secs(30));
+    let sent = |w: &World| w.sim.host(alice).node.counters().keepalives_sent;
+    let idle = sent(&w);
+    w.sim.run_for(Duration::from_secs(60));
+    assert_eq!(sent(&w), idle, "no keepalive without an interval");
+
+    let now = w.sim.now().instant;
+    assert!(w.sim.host_mut(alice).node.set_persistent_keepalive(
+        peer,
+        Some(Duration::from_secs(5)),
+        now
+    ));
+    let node = &w.sim.host(alice).node;
+    assert_eq!(
+        node.peer(peer).unwrap().persistent_keepalive(),
+        Some(Duration::from_secs(5))
+    );
+    w.sim.run_for(Duration::from_secs(60));
+    let with = sent(&w);
+    assert!(
+        with >= idle + 10,
+        "{with} keepalives after 60 s at 5 s, from {idle}"
+    );
+
+    let now = w.sim.now().instant;
+    assert!(w
+        .sim
+        .host_mut(alice)
+        .node
+        .set_persistent_keepalive(peer, None, now));
+    w.sim.run_for(Duration::from_secs(60));
+    assert_eq!(sent(&w), with, "keepalives stopped");
+    assert!(!w
+        .sim
+        .host_mut(alice)
+        .node
+        .set_persistent_keepalive(PeerId(999), None, now));
+}

@@ -11,6 +11,7 @@
 //! answers on) and refuses to steal a live one; dropping the
 //! [`ControlSocket`] removes the file.
 
+use overlay_proto::counters::Labelled;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io;
@@ -88,6 +89,7 @@ impl Identity {
                 latest_handshake: p.last_handshake.map(|t| t.as_secs()),
                 handshake_in_flight: p.handshake_in_flight,
                 queued: p.queued,
+                persistent_keepalive: p.persistent_keepalive.map(|d| d.as_secs()),
                 rx_bytes: p.stats.rx_bytes,
                 tx_bytes: p.stats.tx_bytes,
                 rx_packets: p.stats.rx_packets,
@@ -97,54 +99,40 @@ impl Identity {
             })
             .collect();
         let n = &status.node;
-        let d = &status.dataplane;
-        let counters = [
-            ("nat_keepalives_received", n.nat_keepalives_received),
-            ("keepalives_received", n.keepalives_received),
-            ("keepalives_sent", n.keepalives_sent),
-            ("handshakes_completed", n.handshakes_completed),
-            ("handshake_timeouts", n.handshake_timeouts),
-            ("initiations_sent", n.initiations_sent),
-            ("cookie_replies_sent", n.cookie_replies_sent),
-            ("packets_received", n.packets_received),
-            ("packets_sent", n.packets_sent),
-            ("endpoint_changes", n.endpoint_changes),
-        ];
-        let dataplane = [
-            ("datagrams_received", d.datagrams_received),
-            ("datagrams_sent", d.datagrams_sent),
-            ("no_route", d.no_route),
-            ("too_big", d.too_big),
-            ("malformed_inner", d.malformed_inner),
-            ("deliver_errors", d.deliver_errors),
-            ("prohibited", d.prohibited),
-            ("icmp_sent", d.icmp_sent),
-            ("icmp_suppressed", d.icmp_suppressed),
-            ("keylog_errors", d.keylog_errors),
-            ("recv_errors", d.recv_errors),
-            ("send_errors", d.send_errors),
-        ];
         Report {
             now: now_unix,
             interface: self.interface.clone(),
             peers,
-            counters: to_map(counters),
+            counters: to_map(n.totals()),
             drops: n
                 .iter_drops()
                 .map(|(reason, count)| (reason.as_str().to_owned(), count))
                 .collect(),
-            dataplane: to_map(dataplane),
+            dataplane: to_map(status.dataplane.labelled()),
             userspace: self
                 .userspace
                 .as_ref()
                 .map(|stack| to_map(stack.counters().labelled()))
                 .unwrap_or_default(),
+            lease: LeaseReport {
+                serial: status.local_lease.serial,
+                not_before: status.local_lease.not_before.as_secs(),
+                not_after: status.local_lease.not_after.as_secs(),
+            },
+            reload: ReloadReport {
+                applied: status.reload.applied,
+                failed: status.reload.failed,
+                last_error: status.reload.last_error.clone(),
+            },
         }
     }
 }
 
-fn to_map<const N: usize>(pairs: [(&str, u64); N]) -> BTreeMap<String, u64> {
-    pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+fn to_map(counters: impl IntoIterator<Item = Labelled>) -> BTreeMap<String, u64> {
+    counters
+        .into_iter()
+        .map(|c| (c.name.to_owned(), c.value))
+        .collect()
 }
 
 /// The answer to `status`, as JSON.
@@ -165,6 +153,34 @@ pub struct Report {
     /// The userspace stack's counters, by name (empty in TUN mode).
     #[serde(default)]
     pub userspace: BTreeMap<String, u64>,
+    /// This node's lease as the data plane holds it (renewals show here).
+    #[serde(default)]
+    pub lease: LeaseReport,
+    /// SIGHUP reloads.
+    #[serde(default)]
+    pub reload: ReloadReport,
+}
+
+/// This node's lease, in a [`Report`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseReport {
+    /// Its serial.
+    pub serial: u64,
+    /// Start of validity, Unix seconds.
+    pub not_before: u64,
+    /// End of validity, Unix seconds.
+    pub not_after: u64,
+}
+
+/// SIGHUP reloads, in a [`Report`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// Reloads applied.
+    pub applied: u64,
+    /// Reloads refused; the daemon kept its previous config.
+    pub failed: u64,
+    /// Why the last reload was refused (cleared by a successful one).
+    pub last_error: Option<String>,
 }
 
 /// This node in a [`Report`].
@@ -256,6 +272,9 @@ pub struct PeerReport {
     pub handshakes: u64,
     /// Its packets dropped for an inner source outside its lease.
     pub spoofed_sources: u64,
+    /// Persistent keepalive interval in seconds, if any.
+    #[serde(default)]
+    pub persistent_keepalive: Option<u64>,
 }
 
 impl Report {
@@ -268,6 +287,12 @@ impl Report {
         let _ = writeln!(s, "  listening port: {}", i.listen_port);
         let _ = writeln!(s, "  addresses: {}", i.addresses.join(", "));
         let _ = writeln!(s, "  role: {}, mode: {}", i.role, i.mode);
+        let _ = writeln!(
+            s,
+            "  lease: serial {}, expires in {} s",
+            self.lease.serial,
+            self.lease.not_after.saturating_sub(self.now)
+        );
         for p in &self.peers {
             let _ = writeln!(s, "\npeer: {}", p.public_key);
             if let Some(name) = &p.name {
@@ -295,6 +320,9 @@ impl Report {
                 bytes(p.rx_bytes),
                 bytes(p.tx_bytes)
             );
+            if let Some(secs) = p.persistent_keepalive {
+                let _ = writeln!(s, "  persistent keepalive: every {secs} seconds");
+            }
             for sa in &p.security_associations {
                 let _ = writeln!(
                     s,
@@ -302,6 +330,13 @@ impl Report {
                     sa.role, sa.inbound_spi, sa.outbound_spi, sa.age_secs, sa.packets_sent
                 );
             }
+        }
+        if let Some(error) = &self.reload.last_error {
+            let _ = writeln!(
+                s,
+                "\nlast reload failed ({} applied, {} failed): {error}",
+                self.reload.applied, self.reload.failed
+            );
         }
         for (title, counters) in [
             ("drops", &self.drops),
@@ -499,6 +534,7 @@ mod tests {
             tx_packets: 1,
             handshakes: 1,
             spoofed_sources: 0,
+            persistent_keepalive: name.map(|_| 25),
         };
         let report = Report {
             now: 1_000,
@@ -529,6 +565,16 @@ mod tests {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect(),
+            lease: LeaseReport {
+                serial: 3,
+                not_before: 0,
+                not_after: 4_600,
+            },
+            reload: ReloadReport {
+                applied: 1,
+                failed: 2,
+                last_error: Some("t.toml: mtu: changed".to_owned()),
+            },
         };
         let expected = "\
 interface: node
@@ -536,6 +582,7 @@ interface: node
   listening port: 4500
   addresses: 2002:b16:212c:1::1234/128
   role: client, mode: userspace
+  lease: serial 3, expires in 3600 s
 
 peer: PEERKEY=
   name: srv
@@ -543,11 +590,14 @@ peer: PEERKEY=
   allowed ips: 2002:b16:212c:2::/64
   latest handshake: 12 seconds ago
   transfer: 2.00 KiB received, 100 B sent
+  persistent keepalive: every 25 seconds
 
 peer: PEERKEY=
   endpoint: 192.0.2.1:4500
   latest handshake: (none, one in progress)
   transfer: 2.00 KiB received, 100 B sent
+
+last reload failed (1 applied, 2 failed): t.toml: mtu: changed
 
 drops:
   esp_replay_duplicate: 1

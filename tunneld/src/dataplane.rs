@@ -15,7 +15,8 @@
 //!   rate-limited, with an ICMPv6 "no route" or Packet Too Big into the
 //!   port;
 //! - the node's timer ([`Node::poll_timeout`], [`Node::handle_timeout`]);
-//! - control: status requests and shutdown from a [`TunnelHandle`].
+//! - control: status requests, shutdown and runtime changes (SIGHUP
+//!   reloads, lease renewals: [`crate::reload`]) from a [`TunnelHandle`].
 //!
 //! After every input the loop sends what [`Node::poll_transmit`] holds and
 //! logs what [`Node::poll_event`] reports; with a [`KeyLog`] attached
@@ -36,7 +37,7 @@ use std::io;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Instant;
 
-use overlay_proto::counters::Counters;
+use overlay_proto::counters::{Counters, Labelled};
 use overlay_proto::esp;
 use overlay_proto::handshake::PublicKey;
 use overlay_proto::node::{Event, Node, Outgoing, Received, MAX_INNER_PACKET};
@@ -49,6 +50,7 @@ use tracing::{debug, info, trace, warn};
 use crate::access::{AccessPolicy, Verdict};
 use crate::icmp::{self, IcmpLimiter};
 use crate::keylog::KeyLog;
+use crate::reload::{self, Applied, ChangeSet, ReloadError, ReloadStatus};
 use crate::startup;
 
 /// Largest UDP payload a datagram can carry.
@@ -168,6 +170,58 @@ pub struct DataplaneCounters {
     pub keylog_errors: u64,
 }
 
+impl DataplaneCounters {
+    /// Every counter, named, for status reports and metrics.
+    pub fn labelled(&self) -> [Labelled; 12] {
+        [
+            Labelled::new(
+                "datagrams_received",
+                "UDP datagrams received",
+                self.datagrams_received,
+            ),
+            Labelled::new("datagrams_sent", "UDP datagrams sent", self.datagrams_sent),
+            Labelled::new(
+                "no_route",
+                "inner packets without a peer for their destination",
+                self.no_route,
+            ),
+            Labelled::new(
+                "too_big",
+                "inner packets longer than the tunnel MTU",
+                self.too_big,
+            ),
+            Labelled::new(
+                "malformed_inner",
+                "inner packets that are not IPv6",
+                self.malformed_inner,
+            ),
+            Labelled::new(
+                "deliver_errors",
+                "decrypted packets the mode refused",
+                self.deliver_errors,
+            ),
+            Labelled::new(
+                "prohibited",
+                "decrypted packets refused by the access policy",
+                self.prohibited,
+            ),
+            Labelled::new("icmp_sent", "ICMPv6 errors sent", self.icmp_sent),
+            Labelled::new(
+                "icmp_suppressed",
+                "packets that earned an ICMPv6 error not sent",
+                self.icmp_suppressed,
+            ),
+            Labelled::new("recv_errors", "UDP receive failures", self.recv_errors),
+            Labelled::new("send_errors", "UDP send failures", self.send_errors),
+            Labelled::new(
+                "keylog_errors",
+                "SAs whose keys the key log could not take",
+                self.keylog_errors,
+            ),
+        ]
+    }
+}
+
 /// One peer, as a status command shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerStatus {
@@ -191,6 +245,8 @@ pub struct PeerStatus {
     pub handshake_in_flight: bool,
     /// Packets waiting for that handshake.
     pub queued: usize,
+    /// Its persistent keepalive interval, if any.
+    pub persistent_keepalive: Option<std::time::Duration>,
 }
 
 /// A snapshot of a running tunnel.
@@ -202,6 +258,33 @@ pub struct Status {
     pub dataplane: DataplaneCounters,
     /// Every peer, ordered by handle.
     pub peers: Vec<PeerStatus>,
+    /// SIGHUP reloads applied and refused.
+    pub reload: ReloadStatus,
+    /// This node's lease as the node holds it now.
+    pub local_lease: LeaseSummary,
+}
+
+/// What a status shows of a lease.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseSummary {
+    /// Its serial.
+    pub serial: u64,
+    /// Start of validity.
+    pub not_before: UnixTime,
+    /// End of validity.
+    pub not_after: UnixTime,
+}
+
+impl LeaseSummary {
+    /// The summary of `lease`.
+    pub fn of(lease: &overlay_proto::lease::SignedLease) -> Self {
+        let lease = lease.lease();
+        LeaseSummary {
+            serial: lease.serial,
+            not_before: lease.not_before,
+            not_after: lease.not_after,
+        }
+    }
 }
 
 /// Why [`Tunnel::run`] returned.
@@ -219,9 +302,56 @@ pub enum Stopped {
 pub struct TunnelHandle {
     shutdown: watch::Sender<bool>,
     status: mpsc::Sender<oneshot::Sender<Status>>,
+    updates: mpsc::Sender<Update>,
+}
+
+/// Where a [`ChangeSet`] comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateSource {
+    /// A config reload (SIGHUP): counted in [`Status::reload`].
+    Reload,
+    /// A lease source's renewal or netmap refresh ([`crate::leases`]).
+    Leases,
+}
+
+/// A runtime change sent to the loop.
+#[derive(Debug)]
+enum Update {
+    Apply {
+        change: Box<ChangeSet>,
+        source: UpdateSource,
+        reply: oneshot::Sender<Result<Applied, ReloadError>>,
+    },
+    ReloadFailed(String),
 }
 
 impl TunnelHandle {
+    /// Apply `change` between two packets, whole or not at all
+    /// ([`reload::apply`]).
+    pub async fn update(
+        &self,
+        change: ChangeSet,
+        source: UpdateSource,
+    ) -> Result<Applied, ReloadError> {
+        let (reply, answer) = oneshot::channel();
+        let update = Update::Apply {
+            change: Box::new(change),
+            source,
+            reply,
+        };
+        self.updates
+            .send(update)
+            .await
+            .map_err(|_| ReloadError::Stopped)?;
+        answer.await.map_err(|_| ReloadError::Stopped)?
+    }
+
+    /// Record a reload refused before it reached the data plane (invalid
+    /// config, restart-only key), for `status`.
+    pub async fn reload_failed(&self, error: String) {
+        let _ = self.updates.send(Update::ReloadFailed(error)).await;
+    }
+
     /// Ask the loop to stop; [`Tunnel::run`] returns soon after.
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
@@ -245,6 +375,8 @@ pub struct Tunnel<P> {
     port: P,
     shutdown: watch::Receiver<bool>,
     status: mpsc::Receiver<oneshot::Sender<Status>>,
+    updates: mpsc::Receiver<Update>,
+    reload: ReloadStatus,
     counters: DataplaneCounters,
     /// Who may reach which application.
     access: AccessPolicy,
@@ -269,12 +401,15 @@ impl<P: InnerPort> Tunnel<P> {
     pub fn new(node: Node, socket: UdpSocket, port: P) -> (Self, TunnelHandle) {
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (status_tx, status) = mpsc::channel(STATUS_QUEUE);
+        let (updates_tx, updates) = mpsc::channel(STATUS_QUEUE);
         let tunnel = Tunnel {
             node,
             socket,
             port,
             shutdown,
             status,
+            updates,
+            reload: ReloadStatus::default(),
             counters: DataplaneCounters::default(),
             access: AccessPolicy::allow_all(),
             icmp_limiter: IcmpLimiter::default(),
@@ -288,6 +423,7 @@ impl<P: InnerPort> Tunnel<P> {
         let handle = TunnelHandle {
             shutdown: shutdown_tx,
             status: status_tx,
+            updates: updates_tx,
         };
         (tunnel, handle)
     }
@@ -340,6 +476,7 @@ impl<P: InnerPort> Tunnel<P> {
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
         let mut status_open = true;
+        let mut updates_open = true;
         // Packets the node may have queued before the loop started (peers
         // with persistent keepalive, handshakes started by the caller).
         self.drain().await;
@@ -362,6 +499,10 @@ impl<P: InnerPort> Tunnel<P> {
                         let _ = reply.send(self.snapshot());
                     }
                     None => status_open = false,
+                },
+                update = self.updates.recv(), if updates_open => match update {
+                    Some(update) => self.on_update(update),
+                    None => updates_open = false,
                 },
                 received = self.socket.recv_from(&mut self.datagram) => match received {
                     Ok((len, src)) => self.on_datagram(len, src).await,
@@ -402,6 +543,7 @@ impl<P: InnerPort> Tunnel<P> {
                 last_handshake: p.last_handshake(),
                 handshake_in_flight: p.handshake_in_flight(),
                 queued: p.queued(),
+                persistent_keepalive: p.persistent_keepalive(),
             })
             .collect();
         peers.sort_by_key(|p| p.id);
@@ -409,7 +551,30 @@ impl<P: InnerPort> Tunnel<P> {
             node: self.node.counters().clone(),
             dataplane: self.counters,
             peers,
+            reload: self.reload.clone(),
+            local_lease: LeaseSummary::of(self.node.local_lease()),
         }
+    }
+
+    /// Apply a runtime change, or record a reload that failed outside.
+    fn on_update(&mut self, update: Update) {
+        let (change, source, reply) = match update {
+            Update::Apply {
+                change,
+                source,
+                reply,
+            } => (change, source, reply),
+            Update::ReloadFailed(error) => {
+                self.reload.record(Err(error));
+                return;
+            }
+        };
+        let result = reload::apply(&mut self.node, &mut self.access, *change, Instant::now());
+        if source == UpdateSource::Reload {
+            self.reload
+                .record(result.as_ref().map(|_| ()).map_err(ToString::to_string));
+        }
+        let _ = reply.send(result);
     }
 
     async fn on_datagram(&mut self, len: usize, src: SocketAddr) {

@@ -14,7 +14,10 @@
 //! inner-packet port — a smoltcp IPv6 stack with the client's SOCKS5 proxy
 //! and the server's application forwarding with PROXY v2 ([`userspace`]),
 //! its proxy resolving overlay names ([`names`]) — and the control socket
-//! `tunneld status` talks to ([`control`]). TUN mode is not written yet
+//! `tunneld status` talks to ([`control`]). Around the running tunnel: the
+//! Prometheus endpoint ([`metrics`]), SIGHUP reloads applied between
+//! packets ([`reload`]) and where leases come from and when they are
+//! renewed ([`leases`]). TUN mode is not written yet
 //! (issue #3).
 #![forbid(unsafe_code)]
 
@@ -25,7 +28,10 @@ pub mod dataplane;
 pub mod icmp;
 pub mod keylog;
 pub mod keys;
+pub mod leases;
+pub mod metrics;
 pub mod names;
+pub mod reload;
 pub mod startup;
 pub mod userspace;
 

@@ -6,7 +6,7 @@
 //! | 0 | success |
 //! | 1 | error (bad config, unreadable key, no daemon running) |
 //! | 2 | usage error (from clap) |
-//! | 3 | not implemented yet (`mode = "tun"`) |
+//! | 3 | not implemented yet (`mode = "tun"`, an `[addrd]` table) |
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::net::SocketAddrV6;
@@ -22,16 +22,24 @@ use overlay_proto::handshake::StaticKeypair;
 use rand::rngs::OsRng;
 use rand::RngCore;
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{info, warn};
+use tracing::{debug, error, info, warn};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{reload as log_reload, Registry};
 
 use overlay_proto::addr::SystemVirtualNetwork;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tunneld::access::AccessPolicy;
 use tunneld::config::{Config, LogLevel, Mode, Role};
 use tunneld::control::{self, ControlSocket, Report};
-use tunneld::dataplane::{ChannelPort, Tunnel};
+use tunneld::dataplane::{ChannelPort, Tunnel, TunnelHandle, UpdateSource};
 use tunneld::keylog::KeyLog;
+use tunneld::leases::{self, AddrdLeaseSource, FileLeaseSource, LeaseFiles, RenewalPolicy};
+use tunneld::metrics::{MetricsServer, MetricsSource};
 use tunneld::names::LeaseResolver;
+use tunneld::reload::{self, ReloadError, Running};
 use tunneld::userspace::{
     serve_application, serve_application_udp, serve_port_forward, serve_socks, StackConfig,
     StackHandle, UserspaceStack,
@@ -44,6 +52,9 @@ const DEFAULT_SOCKET: &str = "/run/permanet/tunneld.sock";
 
 /// Packets each direction of the inner-packet port holds.
 const PORT_QUEUE: usize = 256;
+
+/// Changes the log level of the running daemon (SIGHUP).
+type LogLevelHandle = log_reload::Handle<LevelFilter, Registry>;
 
 /// How long `tunneld status` waits for the daemon's answer.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -127,9 +138,16 @@ fn run(path: &Path, socket: &Path) -> anyhow::Result<Outcome> {
             return Err(e.into());
         }
     };
-    init_logging(config.log_level);
+    let log_level = init_logging(config.log_level);
     let prepared = startup::prepare_config(config, startup::now(), os_seed()?)?;
     info!("{}", startup::summary(&prepared));
+    if let Some(addrd) = &prepared.config.addrd {
+        // Never `Ok`: the source has no values until issue #4.
+        let Err(e) = AddrdLeaseSource::connect(addrd);
+        error!("{e}");
+        eprintln!("tunneld: {}: {e}", prepared.config.path.display());
+        return Ok(Outcome::NotImplemented);
+    }
     if let Some(keylog) = &prepared.config.dangerous_esp_keylog {
         warn!(
             "DANGER: dangerous-esp-keylog is set: the keys of every SA will be written to {}; \
@@ -150,16 +168,26 @@ fn run(path: &Path, socket: &Path) -> anyhow::Result<Outcome> {
                 .enable_all()
                 .build()
                 .context("starting the tokio runtime")?;
-            runtime.block_on(serve(prepared, socket))
+            runtime.block_on(serve(prepared, socket, log_level))
         }
     }
 }
 
-/// Run the data plane and the control socket until SIGTERM or SIGINT.
-async fn serve(prepared: startup::Prepared, socket: &Path) -> anyhow::Result<Outcome> {
+/// Run the data plane and the control socket until SIGTERM or SIGINT;
+/// reload the config on SIGHUP.
+async fn serve(
+    prepared: startup::Prepared,
+    socket: &Path,
+    log_level: Option<LogLevelHandle>,
+) -> anyhow::Result<Outcome> {
+    let mut running = Running::new(&prepared);
     let startup::Prepared { config, node, .. } = prepared;
+    let own_key = *node.public_key();
+    let own_lease = node.local_lease().clone();
+    let (lease_files, lease_files_rx) = watch::channel(LeaseFiles::of(&config, own_key));
     let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
+    let mut hangup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
     // The control socket first: it is what tells a second daemon on the
     // same socket to stop before it takes any other resource.
     let control = ControlSocket::bind(socket).await?;
@@ -185,13 +213,44 @@ async fn serve(prepared: startup::Prepared, socket: &Path) -> anyhow::Result<Out
     let identity = Arc::new(
         control::Identity::new(&config, tunnel.node(), listen).with_userspace(stack.clone()),
     );
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(MetricsServer::bind(addr).await?),
+        None => None,
+    };
     let mut tunnel = tokio::spawn(tunnel.run());
+    if let Some(metrics) = metrics {
+        let addr = metrics
+            .local_addr()
+            .context("reading the metrics socket address")?;
+        info!(%addr, "metrics endpoint listening on /metrics");
+        let source = MetricsSource::new(handle.clone(), Some(stack.clone()));
+        tokio::spawn(metrics.serve(source));
+    }
+    // Renewal: re-read the lease files before the lease runs out.
+    tokio::spawn(leases::maintain(
+        FileLeaseSource::new(lease_files_rx),
+        handle.clone(),
+        own_lease,
+        RenewalPolicy::default(),
+        OsRng.next_u64(),
+    ));
     info!(%listen, socket = %control.path().display(), "data plane running, control socket listening");
-    let stopped_early = tokio::select! {
-        () = control.serve(handle.clone(), identity) => None,
-        _ = terminate.recv() => { info!("SIGTERM: shutting down"); None }
-        _ = interrupt.recv() => { info!("SIGINT: shutting down"); None }
-        result = &mut tunnel => Some(result),
+    let stopped_early = {
+        let serving = control.serve(handle.clone(), identity);
+        tokio::pin!(serving);
+        loop {
+            tokio::select! {
+                () = &mut serving => break None,
+                _ = terminate.recv() => { info!("SIGTERM: shutting down"); break None }
+                _ = interrupt.recv() => { info!("SIGINT: shutting down"); break None }
+                _ = hangup.recv() => {
+                    if reload_config(&mut running, &handle, log_level.as_ref()).await {
+                        lease_files.send_replace(LeaseFiles::of(&running.config, own_key));
+                    }
+                }
+                result = &mut tunnel => break Some(result),
+            }
+        }
     };
     let result = match stopped_early {
         Some(result) => result,
@@ -205,6 +264,63 @@ async fn serve(prepared: startup::Prepared, socket: &Path) -> anyhow::Result<Out
     let (_node, stopped) = result.context("the data plane task failed")?;
     info!(?stopped, "tunneld stopped");
     Ok(Outcome::Success)
+}
+
+/// SIGHUP: re-read the config and apply what can change at runtime
+/// ([`reload`]); on any error keep running as before, log it and count it.
+/// Returns whether the new config is now running.
+async fn reload_config(
+    running: &mut Running,
+    handle: &TunnelHandle,
+    log_level: Option<&LogLevelHandle>,
+) -> bool {
+    let path = running.config.path.clone();
+    info!(config = %path.display(), "SIGHUP: reloading the config");
+    let planned = Config::load(&path)
+        .map_err(ReloadError::from)
+        .and_then(|new| {
+            let (change, next) = reload::plan(running, &new, startup::now().unix)?;
+            Ok((new, change, next))
+        });
+    let (new, change, next) = match planned {
+        Ok(planned) => planned,
+        Err(e) => {
+            error!("reload refused, still running the previous config: {e}");
+            handle.reload_failed(e.to_string()).await;
+            return false;
+        }
+    };
+    match handle.update(change, UpdateSource::Reload).await {
+        Ok(applied) => {
+            if new.log_level != running.config.log_level {
+                if let Some(handle) = log_level {
+                    let level = LevelFilter::from_level(new.log_level.to_tracing());
+                    if let Err(e) = handle.modify(|filter| *filter = level) {
+                        warn!("log-level not changed: {e}");
+                    }
+                }
+            }
+            info!(
+                log_level = ?new.log_level,
+                own_lease_renewed = applied.local_lease,
+                peers_added = applied.added,
+                peers_updated = applied.updated,
+                peers_removed = applied.removed,
+                access_policy_changed = applied.access,
+                "config reloaded"
+            );
+            // Shows at debug level only: after a reload to `debug`, it is
+            // the first line the new level lets through.
+            debug!(?applied, "reload details");
+            *running = next;
+            true
+        }
+        Err(e) => {
+            // Counted by the data plane.
+            error!("reload refused, still running the previous config: {e}");
+            false
+        }
+    }
 }
 
 /// Start the userspace IPv6 stack on the tunnel's port and what it serves:
@@ -284,6 +400,11 @@ fn check_config(path: &Path) -> Outcome {
     match startup::prepare(path, startup::now(), seed) {
         Ok(prepared) => {
             println!("ok: {}: {}", path.display(), startup::summary(&prepared));
+            if let Some(addrd) = &prepared.config.addrd {
+                // Never `Ok`: the source has no values until issue #4.
+                let Err(e) = AddrdLeaseSource::connect(addrd);
+                eprintln!("warning: {}: {e}", path.display());
+            }
             Outcome::Success
         }
         Err(e) => {
@@ -396,12 +517,19 @@ fn query(socket: &Path) -> Result<String, String> {
     Ok(answer)
 }
 
-fn init_logging(level: LogLevel) {
-    tracing_subscriber::fmt()
-        .with_max_level(level.to_tracing())
+/// Log to stderr at `level`; the handle changes the level later
+/// (SIGHUP). `None` if a logger was already installed.
+fn init_logging(level: LogLevel) -> Option<LogLevelHandle> {
+    let (filter, handle) = log_reload::Layer::new(LevelFilter::from_level(level.to_tracing()));
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal())
-        .init();
+        .with_ansi(io::stderr().is_terminal());
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .try_init()
+        .ok()
+        .map(|()| handle)
 }
 
 fn os_seed() -> anyhow::Result<[u8; 32]> {

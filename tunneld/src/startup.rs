@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::{Instant, SystemTime};
 
 use overlay_proto::handshake::{Psk, PublicKey, StaticKeypair};
-use overlay_proto::lease::{EntityKind, SignedLease, MAX_LEASE_LEN};
+use overlay_proto::lease::{AuthorityKey, EntityKind, SignedLease, MAX_LEASE_LEN};
 use overlay_proto::node::{Node, NodeConfig};
 use overlay_proto::session::{PeerConfig, PeerId};
 use overlay_proto::time::{Now, UnixTime};
@@ -199,6 +199,15 @@ pub fn summary(prepared: &Prepared) -> String {
 }
 
 fn read_lease(config: &Config, path: &Path, now: UnixTime) -> Result<SignedLease, Problem> {
+    read_lease_file(&config.authority_key, path, now)
+}
+
+/// Reads the lease at `path` and verifies it against `authority` at `now`.
+pub fn read_lease_file(
+    authority: &AuthorityKey,
+    path: &Path,
+    now: UnixTime,
+) -> Result<SignedLease, Problem> {
     let io_error = |error| Problem::Io {
         path: path.to_owned(),
         error,
@@ -209,7 +218,7 @@ fn read_lease(config: &Config, path: &Path, now: UnixTime) -> Result<SignedLease
         .take(MAX_LEASE_LEN as u64 + 1)
         .read_to_end(&mut bytes)
         .map_err(io_error)?;
-    SignedLease::verify(&bytes, &config.authority_key, now).map_err(|error| Problem::Lease {
+    SignedLease::verify(&bytes, authority, now).map_err(|error| Problem::Lease {
         path: path.to_owned(),
         error,
     })

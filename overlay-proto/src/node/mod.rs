@@ -333,6 +333,27 @@ impl Node {
         Ok(())
     }
 
+    /// Change a peer's persistent keepalive (a config reload). `None`
+    /// stops it; an interval below [`MIN_PERSISTENT_KEEPALIVE`] is raised
+    /// to it. The first keepalive is due one interval from `now`. Returns
+    /// `false` for an unknown peer.
+    ///
+    /// [`MIN_PERSISTENT_KEEPALIVE`]: crate::session::MIN_PERSISTENT_KEEPALIVE
+    pub fn set_persistent_keepalive(
+        &mut self,
+        id: PeerId,
+        interval: Option<Duration>,
+        now: Instant,
+    ) -> bool {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return false;
+        };
+        let interval = interval.map(|d| d.max(crate::session::MIN_PERSISTENT_KEEPALIVE));
+        peer.config.persistent_keepalive = interval;
+        peer.persistent_due = interval.map(|d| now + d);
+        true
+    }
+
     /// Remove a peer and everything it owns.
     pub fn remove_peer(&mut self, id: PeerId) -> bool {
         let Some(mut peer) = self.peers.remove(&id) else {

@@ -1,6 +1,7 @@
 //! The stack driver: the smoltcp interface, its task and the handle
 //! other tasks reach it through.
 
+use overlay_proto::counters::Labelled;
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -137,21 +138,61 @@ pub struct StackCounters {
 }
 
 impl StackCounters {
-    /// Every counter with its snake_case name, for status reports.
-    pub fn labelled(&self) -> [(&'static str, u64); 12] {
+    /// Every counter, named, for status reports and metrics.
+    pub fn labelled(&self) -> [Labelled; 12] {
         [
-            ("foreign_inbound", self.foreign_inbound),
-            ("accepted", self.accepted),
-            ("accept_overflow", self.accept_overflow),
-            ("connected", self.connected),
-            ("udp_no_socket", self.udp_no_socket),
-            ("udp_rx_full", self.udp_rx_full),
-            ("udp_tx_full", self.udp_tx_full),
-            ("udp_flows_evicted", self.udp_flows_evicted),
-            ("udp_flows_expired", self.udp_flows_expired),
-            ("connects_failed_by_icmp", self.connects_failed_by_icmp),
-            ("forwarded", self.forwarded),
-            ("forward_failed", self.forward_failed),
+            Labelled::new(
+                "foreign_inbound",
+                "inbound packets not for the stack's prefix",
+                self.foreign_inbound,
+            ),
+            Labelled::new("accepted", "connections accepted", self.accepted),
+            Labelled::new(
+                "accept_overflow",
+                "connections reset on a full accept queue",
+                self.accept_overflow,
+            ),
+            Labelled::new("connected", "connections opened", self.connected),
+            Labelled::new(
+                "udp_no_socket",
+                "UDP datagrams to a port without a socket",
+                self.udp_no_socket,
+            ),
+            Labelled::new(
+                "udp_rx_full",
+                "UDP datagrams dropped on a full receive buffer",
+                self.udp_rx_full,
+            ),
+            Labelled::new(
+                "udp_tx_full",
+                "UDP datagrams dropped on a full send buffer",
+                self.udp_tx_full,
+            ),
+            Labelled::new(
+                "udp_flows_evicted",
+                "UDP flows evicted to make room",
+                self.udp_flows_evicted,
+            ),
+            Labelled::new(
+                "udp_flows_expired",
+                "UDP flows ended when idle",
+                self.udp_flows_expired,
+            ),
+            Labelled::new(
+                "connects_failed_by_icmp",
+                "connects failed by an ICMPv6 error for their SYN",
+                self.connects_failed_by_icmp,
+            ),
+            Labelled::new(
+                "forwarded",
+                "connections carried by port forwards",
+                self.forwarded,
+            ),
+            Labelled::new(
+                "forward_failed",
+                "port-forward connections closed on a failed connect",
+                self.forward_failed,
+            ),
         ]
     }
 }

@@ -1,0 +1,473 @@
+//! Where this node's lease and its netmap (its peers' leases) come from,
+//! and keeping them fresh.
+//!
+//! A [`LeaseSource`] answers one question, [`LeaseSource::fetch`]: "the
+//! current lease of this node and of its peers". Two sources exist:
+//! - [`FileLeaseSource`]: the files the config names (`lease-file`,
+//!   `peers[i].lease-file`), re-read and verified on every fetch, so an
+//!   external tool that rewrites the files keeps the daemon running past
+//!   its first lease's expiry;
+//! - [`AddrdLeaseSource`]: login, renewal and netmap refresh through addrd.
+//!   It cannot be built until addrd exists (issue #4): [`AddrdLeaseSource::connect`]
+//!   says so, and `tunneld run` refuses an `[addrd]` table with that
+//!   message. `docs/architecture.md` ("Leases from addrd") is its design.
+//!
+//! [`maintain`] drives a source for a running daemon: it asks for a
+//! renewal at [`RenewalPolicy::renew_at`] of the lease's lifetime (with
+//! jitter, so a fleet issued at the same moment does not renew at the same
+//! moment), retries with exponential backoff while the source fails or has
+//! nothing newer, warns loudly once the lease is within
+//! [`RenewalPolicy::warn_within`] of its end, and reports the expiry (the
+//! node itself stops using an expired lease: handshakes are refused with
+//! `local_lease_unusable`). Each renewal reaches the node the way a SIGHUP
+//! reload does: a [`ChangeSet`] applied by the data plane between packets
+//! ([`TunnelHandle::update`]).
+//!
+//! When to try is decided by [`RenewalSchedule`], a small state machine
+//! without a clock (time comes in as an argument), so its tests run on a
+//! fake clock.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use overlay_proto::handshake::PublicKey;
+use overlay_proto::lease::{AuthorityKey, Lease, SignedLease};
+use overlay_proto::time::UnixTime;
+use rand::Rng;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::config::{Addrd, Config, Problem};
+use crate::dataplane::{TunnelHandle, UpdateSource};
+use crate::reload::{ChangeSet, PeerUpdate, ReloadError};
+use crate::startup;
+
+/// Leases as a source has them now.
+#[derive(Clone, Debug)]
+pub struct LeaseSet {
+    /// This node's lease, verified.
+    pub own: SignedLease,
+    /// Its peers' leases, verified (the netmap).
+    pub peers: Vec<SignedLease>,
+    /// Peers the source no longer lists (an authoritative netmap, as
+    /// addrd's will be): removed from the node. Lease files never remove
+    /// a peer (SIGHUP does).
+    pub removed: Vec<PublicKey>,
+    /// Peer leases that could not be used this time, and why (logged; the
+    /// node keeps the lease it holds until it expires).
+    pub problems: Vec<String>,
+}
+
+/// Why a fetch gave no usable lease for this node.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LeaseSourceError {
+    /// This node's lease file could not be read or verified.
+    #[error("lease-file: {0}")]
+    File(Problem),
+    /// The lease is for another key.
+    #[error(
+        "lease-file: {path}: the lease is for public key {lease_key}, not this node's {own_key}"
+    )]
+    WrongKey {
+        /// The file.
+        path: PathBuf,
+        /// The key in the lease.
+        lease_key: PublicKey,
+        /// This node's key.
+        own_key: PublicKey,
+    },
+    /// Login, renewal and netmap refresh through addrd do not exist yet.
+    #[error(
+        "[addrd] is configured ({endpoint}), but leases from addrd are not implemented until \
+         addrd exists (issue #4); remove the [addrd] table and use lease-file"
+    )]
+    AddrdNotImplemented {
+        /// `addrd.endpoint`.
+        endpoint: std::net::SocketAddr,
+    },
+}
+
+/// Where this node's lease and its netmap come from. See the module
+/// documentation.
+pub trait LeaseSource: Send {
+    /// The current leases, verified at `now`. Called at start-up and for
+    /// each renewal and netmap refresh.
+    fn fetch(
+        &mut self,
+        now: UnixTime,
+    ) -> impl Future<Output = Result<LeaseSet, LeaseSourceError>> + Send;
+
+    /// What to call it in logs ("lease files", "addrd").
+    fn name(&self) -> &'static str;
+}
+
+/// The lease files a config names: what [`FileLeaseSource`] reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseFiles {
+    /// `authority-key`.
+    pub authority: AuthorityKey,
+    /// This node's static key: the lease must be for it.
+    pub own_key: PublicKey,
+    /// `lease-file`.
+    pub own: PathBuf,
+    /// `peers[i].lease-file`.
+    pub peers: Vec<PathBuf>,
+}
+
+impl LeaseFiles {
+    /// The files `config` names, for the node whose key is `own_key`.
+    pub fn of(config: &Config, own_key: PublicKey) -> Self {
+        LeaseFiles {
+            authority: config.authority_key,
+            own_key,
+            own: config.lease_file.clone(),
+            peers: config.peers.iter().map(|p| p.lease_file.clone()).collect(),
+        }
+    }
+}
+
+/// Leases from the files the config names, re-read on every fetch. The
+/// daemon publishes the paths through a `watch` channel so that a SIGHUP
+/// that changes them redirects renewals too.
+#[derive(Debug)]
+pub struct FileLeaseSource {
+    files: watch::Receiver<LeaseFiles>,
+}
+
+impl FileLeaseSource {
+    /// A source reading the files `files` holds at each fetch.
+    pub fn new(files: watch::Receiver<LeaseFiles>) -> Self {
+        FileLeaseSource { files }
+    }
+}
+
+impl LeaseSource for FileLeaseSource {
+    async fn fetch(&mut self, now: UnixTime) -> Result<LeaseSet, LeaseSourceError> {
+        let files = self.files.borrow().clone();
+        let own = startup::read_lease_file(&files.authority, &files.own, now)
+            .map_err(LeaseSourceError::File)?;
+        let lease_key = PublicKey(own.lease().public_key);
+        if lease_key != files.own_key {
+            return Err(LeaseSourceError::WrongKey {
+                path: files.own.clone(),
+                lease_key,
+                own_key: files.own_key,
+            });
+        }
+        let mut peers = Vec::with_capacity(files.peers.len());
+        let mut problems = Vec::new();
+        for (i, path) in files.peers.iter().enumerate() {
+            match startup::read_lease_file(&files.authority, path, now) {
+                Ok(lease) => peers.push(lease),
+                Err(problem) => problems.push(format!("peers[{i}].lease-file: {problem}")),
+            }
+        }
+        Ok(LeaseSet {
+            own,
+            peers,
+            removed: Vec::new(),
+            problems,
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "lease files"
+    }
+}
+
+/// Leases from addrd: login, renewal, netmap refresh (issue #4). It has
+/// no values: [`AddrdLeaseSource::connect`] is the one way to make one and
+/// says it is not implemented yet.
+#[derive(Debug)]
+pub enum AddrdLeaseSource {}
+
+impl AddrdLeaseSource {
+    /// Log in to the addrd the config's `[addrd]` table names. Not
+    /// implemented until addrd exists: always
+    /// [`LeaseSourceError::AddrdNotImplemented`].
+    pub fn connect(addrd: &Addrd) -> Result<Self, LeaseSourceError> {
+        Err(LeaseSourceError::AddrdNotImplemented {
+            endpoint: addrd.endpoint,
+        })
+    }
+}
+
+impl LeaseSource for AddrdLeaseSource {
+    async fn fetch(&mut self, _now: UnixTime) -> Result<LeaseSet, LeaseSourceError> {
+        match *self {}
+    }
+
+    fn name(&self) -> &'static str {
+        "addrd"
+    }
+}
+
+/// When to renew, how to retry, when to warn.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RenewalPolicy {
+    /// Renew at this fraction of the lease's lifetime (0..1).
+    pub renew_at: f64,
+    /// Spread of the renewal time, as a fraction of the lifetime (the
+    /// renewal falls uniformly in `renew_at ± jitter`).
+    pub jitter: f64,
+    /// First retry after a failed or fruitless renewal.
+    pub retry_initial: Duration,
+    /// Longest wait between retries.
+    pub retry_max: Duration,
+    /// Warn on every failed renewal once the lease ends within this
+    /// fraction of its lifetime.
+    pub warn_within: f64,
+}
+
+impl Default for RenewalPolicy {
+    /// Renew at half the lifetime ± 10 %, retry from 1 s doubling up to
+    /// 60 s, warn in the last 20 % (12 minutes of a one-hour lease).
+    fn default() -> Self {
+        RenewalPolicy {
+            renew_at: 0.5,
+            jitter: 0.1,
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(60),
+            warn_within: 0.2,
+        }
+    }
+}
+
+/// How pressing a failed renewal is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Urgency {
+    /// Time enough left.
+    Calm,
+    /// The lease ends within the warning window: `remaining` is left.
+    ExpiresSoon {
+        /// Time until the lease's `not_after`.
+        remaining: Duration,
+    },
+    /// The lease has ended: the node cannot use it any more.
+    Expired,
+}
+
+/// When to try the next renewal. See the module documentation.
+#[derive(Clone, Debug)]
+pub struct RenewalSchedule {
+    policy: RenewalPolicy,
+    /// Failed or fruitless attempts since the last renewal.
+    failures: u32,
+    next: UnixTime,
+}
+
+impl RenewalSchedule {
+    /// The schedule for a node holding `lease`.
+    pub fn new(policy: RenewalPolicy, lease: &Lease, rng: &mut impl Rng) -> Self {
+        let mut schedule = RenewalSchedule {
+            policy,
+            failures: 0,
+            next: UnixTime::EPOCH,
+        };
+        schedule.next = schedule.renewal_time(lease, rng);
+        schedule
+    }
+
+    /// When the next attempt is due.
+    pub fn next_attempt(&self) -> UnixTime {
+        self.next
+    }
+
+    /// Failed or fruitless attempts since the last renewal.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// A newer lease arrived: the next renewal is due in its lifetime.
+    pub fn renewed(&mut self, lease: &Lease, rng: &mut impl Rng) {
+        self.failures = 0;
+        self.next = self.renewal_time(lease, rng);
+    }
+
+    /// An attempt at `now` failed or found nothing newer than `held`:
+    /// retry after the backoff (never later than the lease's end, so the
+    /// expiry is noticed on time) and say how pressing it is.
+    pub fn failed(&mut self, held: &Lease, now: UnixTime, rng: &mut impl Rng) -> Urgency {
+        let exponent = self.failures.min(16);
+        self.failures = self.failures.saturating_add(1);
+        let backoff = self
+            .policy
+            .retry_initial
+            .saturating_mul(1 << exponent)
+            .min(self.policy.retry_max);
+        // Up to a quarter more, so retries of many nodes spread out.
+        let backoff = backoff + backoff.mul_f64(rng.gen_range(0.0..0.25));
+        let retry = now.saturating_add(backoff);
+        if now >= held.not_after {
+            self.next = retry;
+            return Urgency::Expired;
+        }
+        self.next = retry.min(held.not_after);
+        let remaining = held.not_after.as_duration() - now.as_duration();
+        let window = lifetime(held).mul_f64(self.policy.warn_within.clamp(0.0, 1.0));
+        if remaining <= window {
+            Urgency::ExpiresSoon { remaining }
+        } else {
+            Urgency::Calm
+        }
+    }
+
+    fn renewal_time(&self, lease: &Lease, rng: &mut impl Rng) -> UnixTime {
+        let p = &self.policy;
+        let jitter = p.jitter.clamp(0.0, 0.5);
+        let low = (p.renew_at - jitter).clamp(0.0, 1.0);
+        let high = (p.renew_at + jitter).clamp(low, 1.0);
+        let fraction = if high > low {
+            rng.gen_range(low..high)
+        } else {
+            low
+        };
+        lease
+            .not_before
+            .saturating_add(lifetime(lease).mul_f64(fraction))
+    }
+}
+
+/// A lease's validity period.
+fn lifetime(lease: &Lease) -> Duration {
+    lease
+        .not_after
+        .as_duration()
+        .saturating_sub(lease.not_before.as_duration())
+}
+
+/// Whether `new` renews `held`: same key and prefix, and it lasts longer
+/// (or, at equal end, has a higher serial).
+fn is_renewal(held: &Lease, new: &Lease) -> bool {
+    new.public_key == held.public_key
+        && new.prefix == held.prefix
+        && new.serial >= held.serial
+        && (new.not_after > held.not_after
+            || (new.not_after == held.not_after && new.serial > held.serial))
+}
+
+/// Keep the running node's leases fresh from `source` until the tunnel
+/// stops. `held` is the lease the node started with; `seed` feeds the
+/// jitter.
+pub async fn maintain<S: LeaseSource>(
+    mut source: S,
+    handle: TunnelHandle,
+    held: SignedLease,
+    policy: RenewalPolicy,
+    seed: u64,
+) {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(seed);
+    let mut held = held;
+    let mut schedule = RenewalSchedule::new(policy, held.lease(), &mut rng);
+    loop {
+        let now = startup::now().unix;
+        let wait = schedule
+            .next_attempt()
+            .as_duration()
+            .saturating_sub(now.as_duration());
+        tokio::time::sleep(wait).await;
+        let now = startup::now().unix;
+        let fetched = source.fetch(now).await;
+        let outcome = match fetched {
+            Ok(set) => {
+                for problem in &set.problems {
+                    warn!(source = source.name(), "netmap refresh: {problem}");
+                }
+                match refresh_peers(&handle, set.peers, set.removed).await {
+                    Err(ReloadError::Stopped) => return,
+                    Err(e) => warn!(source = source.name(), "netmap refresh refused: {e}"),
+                    Ok(_) => {}
+                }
+                if is_renewal(held.lease(), set.own.lease()) {
+                    let change = ChangeSet {
+                        local_lease: Some(set.own.clone()),
+                        ..ChangeSet::default()
+                    };
+                    match handle.update(change, UpdateSource::Leases).await {
+                        Ok(_) => Ok(set.own),
+                        Err(ReloadError::Stopped) => return,
+                        Err(e) => Err(e.to_string()),
+                    }
+                } else {
+                    Err(format!(
+                        "no newer lease yet (held: serial {}, valid until unix time {})",
+                        held.lease().serial,
+                        held.lease().not_after.as_secs()
+                    ))
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(lease) => {
+                info!(
+                    source = source.name(),
+                    serial = lease.lease().serial,
+                    not_after = lease.lease().not_after.as_secs(),
+                    "lease renewed"
+                );
+                schedule.renewed(lease.lease(), &mut rng);
+                held = lease;
+            }
+            Err(why) => {
+                let urgency = schedule.failed(held.lease(), now, &mut rng);
+                let retry = schedule
+                    .next_attempt()
+                    .as_secs()
+                    .saturating_sub(now.as_secs());
+                match urgency {
+                    Urgency::Calm => {
+                        info!(
+                            source = source.name(),
+                            retry_in_secs = retry,
+                            "lease not renewed yet: {why}"
+                        );
+                    }
+                    Urgency::ExpiresSoon { remaining } => warn!(
+                        source = source.name(),
+                        expires_in_secs = remaining.as_secs(),
+                        retry_in_secs = retry,
+                        "THIS NODE'S LEASE EXPIRES SOON AND WAS NOT RENEWED: {why}"
+                    ),
+                    Urgency::Expired => error!(
+                        source = source.name(),
+                        retry_in_secs = retry,
+                        "THIS NODE'S LEASE HAS EXPIRED: no new tunnel can be set up until it \
+                         is renewed: {why}"
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// Give known peers their refreshed leases and remove the ones the source
+/// dropped. A refresh never adds a peer: a renewal for a peer the node
+/// does not hold is skipped ([`PeerUpdate::settings`]).
+async fn refresh_peers(
+    handle: &TunnelHandle,
+    peers: Vec<SignedLease>,
+    removed: Vec<PublicKey>,
+) -> Result<crate::reload::Applied, ReloadError> {
+    if peers.is_empty() && removed.is_empty() {
+        return Ok(crate::reload::Applied::default());
+    }
+    let change = ChangeSet {
+        peers: peers
+            .into_iter()
+            .map(|lease| PeerUpdate {
+                lease,
+                settings: None,
+            })
+            .collect(),
+        remove: removed,
+        ..ChangeSet::default()
+    };
+    handle.update(change, UpdateSource::Leases).await
+}
+
+#[cfg(test)]
+mod tests;

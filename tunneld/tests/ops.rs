@@ -1,0 +1,1011 @@
+//! Operating a running `tunneld`: the Prometheus endpoint, SIGHUP reloads
+//! and lease renewal from files. Each test starts real daemon processes
+//! on loopback and talks to them as an operator would (signals, `tunneld
+//! status --json`, HTTP).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use overlay_proto::handshake::{PublicKey, StaticKeypair};
+use overlay_proto::lease::{EntityKind, Lease, LeaseAuthority};
+use overlay_proto::time::UnixTime;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tunneld");
+
+/// How long a daemon may take to start, stop or show a change.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+const CLIENT_PREFIX: &str = "2002:b16:212c:1::1234/128";
+const SERVER_PREFIX: &str = "2002:b16:212c:2::/64";
+const OTHER_PREFIX: &str = "2002:b16:212c:3::/64";
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A directory with a node's key, its lease and peers' leases, all signed
+/// by one test authority and valid around the real clock.
+struct Setup {
+    dir: tempfile::TempDir,
+    authority: LeaseAuthority,
+    keypair: StaticKeypair,
+}
+
+impl Setup {
+    fn new(seed: u8) -> Self {
+        let setup = Setup {
+            dir: tempfile::tempdir().unwrap(),
+            authority: LeaseAuthority::from_seed([0x33; 32]),
+            keypair: StaticKeypair::from_private([seed; 32]),
+        };
+        let key = PublicKey(*setup.keypair.private_bytes()).to_string();
+        setup.write("tunneld.key", key.as_bytes(), 0o600);
+        setup
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, bytes: &[u8], mode: u32) -> PathBuf {
+        let path = self.path(name);
+        // Write then rename, as a tool renewing a file should.
+        let tmp = self.path(&format!("{name}.tmp"));
+        fs::write(&tmp, bytes).unwrap();
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(mode)).unwrap();
+        fs::rename(&tmp, &path).unwrap();
+        path
+    }
+
+    fn authority_key(&self) -> String {
+        PublicKey(self.authority.public_key().to_bytes()).to_string()
+    }
+
+    /// A signed lease valid from a minute ago for `lifetime` seconds.
+    fn lease(&self, spec: LeaseSpec<'_>) -> Vec<u8> {
+        let now = unix_now();
+        let lease = Lease {
+            kind: spec.kind,
+            serial: spec.serial,
+            not_before: UnixTime::from_secs(now - 60),
+            not_after: UnixTime::from_secs(now + spec.lifetime),
+            public_key: spec.key.0,
+            prefix: spec.prefix.parse().unwrap(),
+            name: spec.name.to_owned(),
+            dn: format!("cn={},dc=example,dc=org", spec.name),
+            groups: vec!["staff".to_owned()],
+        };
+        self.authority.sign(&lease).unwrap().into_bytes()
+    }
+
+    /// This node's lease (a user for a client) under `tunneld.lease`.
+    fn write_own_lease(&self, serial: u64, lifetime: u64) {
+        self.write_own_lease_as(EntityKind::User, CLIENT_PREFIX, serial, lifetime);
+    }
+
+    fn write_own_lease_as(&self, kind: EntityKind, prefix: &str, serial: u64, lifetime: u64) {
+        let lease = self.lease(LeaseSpec {
+            kind,
+            prefix,
+            key: self.keypair.public(),
+            name: "node",
+            serial,
+            lifetime,
+        });
+        self.write("tunneld.lease", &lease, 0o644);
+    }
+
+    /// A peer's (system) lease under `name`.
+    fn write_peer_lease(&self, name: &str, seed: u8, prefix: &str) -> PublicKey {
+        let key = StaticKeypair::from_private([seed; 32]).public();
+        let lease = self.lease(LeaseSpec {
+            kind: EntityKind::System,
+            prefix,
+            key,
+            name: "srv",
+            serial: 1,
+            lifetime: 3600,
+        });
+        self.write(name, &lease, 0o644);
+        key
+    }
+
+    /// A client config; `extra` goes before the tables.
+    fn client_config(&self, extra: &str, peers: &[(&str, SocketAddr)]) -> String {
+        let mut config = format!(
+            "role = \"client\"\nlisten = \"127.0.0.1:0\"\nprivate-key-file = \"tunneld.key\"\n\
+             authority-key = \"{}\"\nlease-file = \"tunneld.lease\"\nmode = \"userspace\"\n{extra}\n",
+            self.authority_key()
+        );
+        for (lease, endpoint) in peers {
+            config.push_str(&format!(
+                "[[peers]]\nlease-file = \"{lease}\"\nendpoint = \"{endpoint}\"\n\n"
+            ));
+        }
+        config
+    }
+}
+
+struct LeaseSpec<'a> {
+    kind: EntityKind,
+    prefix: &'a str,
+    key: PublicKey,
+    name: &'a str,
+    serial: u64,
+    lifetime: u64,
+}
+
+/// A `tunneld run` child; SIGKILLed and reaped if the test ends first.
+struct Daemon {
+    child: Option<Child>,
+    stderr: PathBuf,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    /// Start the daemon and wait until it says its data plane runs.
+    fn start(setup: &Setup, config: &str) -> Self {
+        let mut daemon = Daemon::spawn(setup, config);
+        daemon.wait_for("the data plane to run", |d| {
+            let exited = d.child.as_mut().unwrap().try_wait().unwrap();
+            assert!(exited.is_none(), "daemon exited: {exited:?}\n{}", d.log());
+            d.log().contains("data plane running")
+        });
+        daemon
+    }
+
+    fn spawn(setup: &Setup, config: &str) -> Self {
+        let path = setup.write("tunneld.toml", config.as_bytes(), 0o644);
+        let stderr = setup.path("stderr.log");
+        let socket = setup.path("tunneld.sock");
+        let child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&path)
+            .arg("--socket")
+            .arg(&socket)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        Daemon {
+            child: Some(child),
+            stderr,
+            socket,
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Poll `ready` until it holds; fail after [`TIMEOUT`].
+    fn wait_for(&mut self, what: &str, mut ready: impl FnMut(&mut Self) -> bool) {
+        let deadline = Instant::now() + TIMEOUT;
+        while !ready(self) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Poll `status --json` until `ready` holds on it; return it.
+    fn wait_for_status(
+        &mut self,
+        what: &str,
+        mut ready: impl FnMut(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let mut last = serde_json::Value::Null;
+        self.wait_for(what, |d| {
+            last = d.status();
+            ready(&last)
+        });
+        last
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let out = Command::new(BIN)
+            .args(["status", "--json", "--socket"])
+            .arg(&self.socket)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", self.log());
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.as_ref().unwrap().id()).unwrap();
+        // SAFETY: kill(2) has no memory-safety preconditions; `pid` is our
+        // child, not yet reaped, so it names no other process.
+        #[allow(unsafe_code)]
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(rc, 0);
+    }
+
+    /// SIGHUP, then wait until the data plane counted the reload.
+    fn reload(&mut self, setup: &Setup, config: &str) -> serde_json::Value {
+        let before = self.status();
+        let done = |s: &serde_json::Value| {
+            s["reload"]["applied"].as_u64().unwrap() + s["reload"]["failed"].as_u64().unwrap()
+        };
+        let count = done(&before);
+        setup.write("tunneld.toml", config.as_bytes(), 0o644);
+        self.signal(libc::SIGHUP);
+        self.wait_for_status("the reload to be counted", |s| done(s) > count)
+    }
+
+    /// SIGTERM and wait for the exit status.
+    fn terminate(&mut self) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        let mut status = None;
+        self.wait_for("the daemon to exit", |d| {
+            status = d.child.as_mut().unwrap().try_wait().unwrap();
+            status.is_some()
+        });
+        self.child = None;
+        status.unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A free loopback TCP port (bound and released; the daemon binds it next).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.1 exchange; returns the status code and the body.
+fn http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    stream.write_all(request).unwrap();
+    let mut response = Vec::new();
+    // The server may reset an oversized request; what was read counts.
+    let _ = stream.read_to_end(&mut response);
+    let response = String::from_utf8(response).unwrap();
+    let code = response
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    http(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+/// A parsed exposition: family types, and samples by name and sorted
+/// labels.
+#[derive(Debug, Default)]
+struct Exposition {
+    types: BTreeMap<String, String>,
+    samples: BTreeMap<(String, Vec<(String, String)>), f64>,
+}
+
+impl Exposition {
+    /// The one sample `name{labels}`.
+    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let mut labels: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        labels.sort();
+        *self
+            .samples
+            .get(&(name.to_owned(), labels.clone()))
+            .unwrap_or_else(|| panic!("no sample {name}{labels:?}"))
+    }
+}
+
+/// Parse the OpenMetrics / Prometheus text format strictly enough to catch
+/// a malformed document: every line is a comment of a known kind or a
+/// sample `name{k="v",...} value` of a declared family, label values
+/// escaped, and the document ends with `# EOF`.
+fn parse_exposition(text: &str) -> Exposition {
+    let mut out = Exposition::default();
+    let mut saw_eof = false;
+    for line in text.lines() {
+        assert!(!saw_eof, "line after # EOF: {line:?}");
+        if line == "# EOF" {
+            saw_eof = true;
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let kind = parts.next().unwrap();
+            let family = parts.next().expect("comment without a family");
+            assert!(valid_name(family), "bad family name {family:?}");
+            match kind {
+                "TYPE" => {
+                    let t = parts.next().expect("TYPE without a type");
+                    assert!(
+                        [
+                            "counter",
+                            "gauge",
+                            "info",
+                            "histogram",
+                            "summary",
+                            "unknown"
+                        ]
+                        .contains(&t),
+                        "{line}"
+                    );
+                    out.types.insert(family.to_owned(), t.to_owned());
+                }
+                "HELP" | "UNIT" => {}
+                _ => panic!("unknown comment {line:?}"),
+            }
+            continue;
+        }
+        let (name, rest) = match line.find(['{', ' ']) {
+            Some(i) => line.split_at(i),
+            None => panic!("sample without a value: {line:?}"),
+        };
+        assert!(valid_name(name), "bad metric name {name:?}");
+        let (labels, value) = if let Some(rest) = rest.strip_prefix('{') {
+            parse_labels(rest)
+        } else {
+            (Vec::new(), rest)
+        };
+        let value: f64 = value.trim().parse().unwrap_or_else(|_| panic!("{line:?}"));
+        let family = out
+            .types
+            .keys()
+            .find(|f| {
+                name == f.as_str()
+                    || ["_total", "_info", "_created"]
+                        .iter()
+                        .any(|s| name.strip_suffix(s) == Some(f.as_str()))
+            })
+            .unwrap_or_else(|| panic!("sample {name} of no declared family"));
+        assert!(!family.is_empty());
+        let key = (name.to_owned(), labels);
+        assert!(
+            out.samples.insert(key, value).is_none(),
+            "duplicate sample {line}"
+        );
+    }
+    assert!(saw_eof, "no # EOF");
+    out
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// `k="v",k2="v2"} value` → sorted labels and the value text.
+fn parse_labels(mut rest: &str) -> (Vec<(String, String)>, &str) {
+    let mut labels = Vec::new();
+    loop {
+        if let Some(after) = rest.strip_prefix('}') {
+            labels.sort();
+            return (labels, after);
+        }
+        let (key, after) = rest.split_once("=\"").expect("label without =\"");
+        assert!(valid_name(key), "bad label name {key:?}");
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next().expect("unterminated label value") {
+                (i, '"') => break i,
+                (_, '\\') => match chars.next().expect("dangling escape").1 {
+                    'n' => value.push('\n'),
+                    c @ ('\\' | '"') => value.push(c),
+                    c => panic!("bad escape \\{c}"),
+                },
+                (_, c) => value.push(c),
+            }
+        };
+        labels.push((key.to_owned(), value));
+        rest = &after[end + 1..];
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+    }
+}
+
+fn counter(status: &serde_json::Value, group: &str, name: &str) -> f64 {
+    status[group][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{group}.{name} missing")) as f64
+}
+
+#[test]
+fn metrics_match_status_and_parse_as_prometheus_text() {
+    let setup = Setup::new(0x44);
+    setup.write_own_lease(1, 3600);
+    // The peer's endpoint: a loopback socket that never answers, so the
+    // daemon keeps sending initiations there.
+    let peer_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let peer_endpoint = peer_socket.local_addr().unwrap();
+    let peer_key = setup.write_peer_lease("server.lease", 0x55, SERVER_PREFIX);
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = setup.client_config(
+        // A keepalive due in a second starts the first handshake.
+        &format!("metrics-listen = \"{metrics}\"\npersistent-keepalive = 1"),
+        &[("server.lease", peer_endpoint)],
+    );
+    let mut daemon = Daemon::start(&setup, &config);
+    assert!(daemon.log().contains("metrics endpoint listening"));
+
+    // Traffic: an initiation out, and a forged datagram in.
+    daemon.wait_for_status("an initiation to be sent", |s| {
+        counter(s, "dataplane", "datagrams_sent") > 0.0
+    });
+    let port = daemon.status()["interface"]["listen_port"]
+        .as_u64()
+        .unwrap();
+    let forger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    forger
+        .send_to(&[0x07; 48], ("127.0.0.1", u16::try_from(port).unwrap()))
+        .unwrap();
+    let before = daemon.wait_for_status("the forged datagram to be dropped", |s| {
+        s["drops"]
+            .as_object()
+            .unwrap()
+            .values()
+            .any(|n| n.as_u64() != Some(0))
+    });
+
+    let (code, body) = get(metrics, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    let after = daemon.status();
+    let m = parse_exposition(&body);
+    assert_eq!(m.types["tunneld_drops"], "counter");
+    assert_eq!(m.types["tunneld_peer_security_associations"], "gauge");
+    assert_eq!(
+        m.value(
+            "tunneld_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+
+    // Counters only grow: status before <= scrape <= status after.
+    for (group, prefix) in [
+        ("dataplane", "dataplane"),
+        ("counters", "node"),
+        ("userspace", "stack"),
+    ] {
+        let names = after[group].as_object().unwrap();
+        assert!(names.len() >= 9, "{group}: {names:?}");
+        for name in names.keys() {
+            let scraped = m.value(&format!("tunneld_{prefix}_{name}_total"), &[]);
+            let (lo, hi) = (counter(&before, group, name), counter(&after, group, name));
+            assert!(
+                lo <= scraped && scraped <= hi,
+                "{group}.{name}: {lo} <= {scraped} <= {hi}"
+            );
+        }
+    }
+    assert!(m.value("tunneld_dataplane_datagrams_sent_total", &[]) > 0.0);
+    assert!(m.value("tunneld_dataplane_datagrams_received_total", &[]) >= 1.0);
+    // Every drop reason, by its label; the forged one counted.
+    let drops = after["drops"].as_object().unwrap();
+    let mut dropped = 0.0;
+    for (reason, n) in drops {
+        let scraped = m.value("tunneld_drops_total", &[("reason", reason)]);
+        assert_eq!(scraped, n.as_u64().unwrap() as f64, "{reason}");
+        dropped += scraped;
+    }
+    assert!(dropped >= 1.0);
+    // The peer, by name and key.
+    let key = peer_key.to_string();
+    let peer = [("peer", "srv"), ("public_key", key.as_str())];
+    let status_peer = &after["peers"][0];
+    for name in [
+        "rx_bytes",
+        "tx_bytes",
+        "rx_packets",
+        "tx_packets",
+        "handshakes",
+    ] {
+        assert_eq!(
+            m.value(&format!("tunneld_peer_{name}_total"), &peer),
+            status_peer[name].as_u64().unwrap() as f64,
+            "{name}"
+        );
+    }
+    assert_eq!(m.value("tunneld_peer_security_associations", &peer), 0.0);
+    assert_eq!(m.value("tunneld_peers", &[]), 1.0);
+    assert_eq!(m.value("tunneld_metrics_peers_omitted", &[]), 0.0);
+    assert_eq!(
+        m.value("tunneld_reloads_total", &[("result", "failed")]),
+        0.0
+    );
+    assert_eq!(m.value("tunneld_lease_serial", &[]), 1.0);
+
+    // Other paths and methods, and bounded requests.
+    assert_eq!(get(metrics, "/").0, 404);
+    assert_eq!(get(metrics, "/metrics/x").0, 404);
+    let post =
+        b"POST /metrics HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    assert_eq!(http(metrics, post).0, 405);
+    let huge = format!(
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let (code, _) = http(metrics, huge.as_bytes());
+    assert_ne!(code, 200, "a 64 KiB request head was served");
+    // Still serving after that.
+    assert_eq!(get(metrics, "/metrics").0, 200);
+
+    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
+}
+
+#[test]
+fn metrics_of_an_established_tunnel_show_its_peer_and_security_association() {
+    let server = Setup::new(0x61);
+    server.write_own_lease_as(EntityKind::System, SERVER_PREFIX, 1, 3600);
+    let server_udp = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let server_config = format!(
+        "role = \"server\"\nlisten = \"{server_udp}\"\nprivate-key-file = \"tunneld.key\"\n\
+         authority-key = \"{}\"\nlease-file = \"tunneld.lease\"\nmode = \"userspace\"\n",
+        server.authority_key()
+    );
+    let mut server_daemon = Daemon::start(&server, &server_config);
+
+    let client = Setup::new(0x62);
+    client.write_own_lease(1, 3600);
+    // The server's own lease, as addrd would list it in the netmap.
+    let server_lease = fs::read(server.path("tunneld.lease")).unwrap();
+    client.write("server.lease", &server_lease, 0o644);
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = client.client_config(
+        &format!("metrics-listen = \"{metrics}\"\npersistent-keepalive = 1"),
+        &[("server.lease", server_udp)],
+    );
+    let mut daemon = Daemon::start(&client, &config);
+    let before = daemon.wait_for_status("a handshake", |s| {
+        let peer = &s["peers"][0];
+        peer["security_associations"]
+            .as_array()
+            .is_some_and(|sas| !sas.is_empty())
+            && peer["latest_handshake"].is_u64()
+    });
+    let (code, body) = get(metrics, "/metrics");
+    assert_eq!(code, 200);
+    let after = daemon.status();
+    let m = parse_exposition(&body);
+
+    let key = server.keypair.public().to_string();
+    let peer = [("peer", "node"), ("public_key", key.as_str())];
+    for name in [
+        "rx_bytes",
+        "tx_bytes",
+        "rx_packets",
+        "tx_packets",
+        "handshakes",
+    ] {
+        let scraped = m.value(&format!("tunneld_peer_{name}_total"), &peer);
+        let lo = before["peers"][0][name].as_u64().unwrap() as f64;
+        let hi = after["peers"][0][name].as_u64().unwrap() as f64;
+        assert!(
+            lo <= scraped && scraped <= hi,
+            "{name}: {lo} <= {scraped} <= {hi}"
+        );
+    }
+    assert!(m.value("tunneld_peer_handshakes_total", &peer) >= 1.0);
+    let sas = m.value("tunneld_peer_security_associations", &peer);
+    assert!(sas >= 1.0, "{sas}");
+    let age = m.value("tunneld_peer_last_handshake_age_seconds", &peer);
+    let handshake = after["peers"][0]["latest_handshake"].as_u64().unwrap();
+    let bound = after["now"].as_u64().unwrap() - handshake + 1;
+    assert!((0.0..=bound as f64).contains(&age), "{age} vs {bound}");
+    assert!(m.value("tunneld_node_handshakes_completed_total", &[]) >= 1.0);
+    assert!(m.value("tunneld_dataplane_datagrams_received_total", &[]) >= 1.0);
+
+    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
+    assert_eq!(
+        server_daemon.terminate().code(),
+        Some(0),
+        "{}",
+        server_daemon.log()
+    );
+}
+
+#[test]
+fn a_silent_metrics_client_is_disconnected() {
+    let setup = Setup::new(0x4c);
+    setup.write_own_lease(1, 3600);
+    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = setup.client_config(&format!("metrics-listen = \"{metrics}\""), &[]);
+    let mut daemon = Daemon::start(&setup, &config);
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(metrics).unwrap();
+    silent.set_read_timeout(Some(TIMEOUT)).unwrap();
+    // Half a request head, then nothing.
+    silent.write_all(b"GET /metr").unwrap();
+    let mut buf = [0u8; 512];
+    let closed = match silent.read(&mut buf) {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    assert!(closed, "the connection stayed open");
+    let waited = started.elapsed();
+    // The header timeout is 5 s.
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(15),
+        "{waited:?}"
+    );
+    // One request per connection: the server closes after answering.
+    let mut conn = TcpStream::connect(metrics).unwrap();
+    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut response = Vec::new();
+    conn.read_to_end(&mut response).unwrap();
+    assert!(response.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
+}
+
+#[test]
+fn a_metrics_listener_that_cannot_bind_is_a_startup_error() {
+    let setup = Setup::new(0x45);
+    setup.write_own_lease(1, 3600);
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let config = setup.client_config(&format!("metrics-listen = \"{addr}\""), &[]);
+    let mut daemon = Daemon::spawn(&setup, &config);
+    let mut status = None;
+    daemon.wait_for("the daemon to exit", |d| {
+        status = d.child.as_mut().unwrap().try_wait().unwrap();
+        status.is_some()
+    });
+    daemon.child = None;
+    assert_eq!(status.unwrap().code(), Some(1), "{}", daemon.log());
+    let log = daemon.log();
+    assert!(
+        log.contains(&format!("metrics-listen = \"{addr}\"")),
+        "{log}"
+    );
+}
+
+#[test]
+fn sighup_renews_the_lease_and_changes_the_log_level() {
+    let setup = Setup::new(0x46);
+    setup.write_own_lease(1, 3600);
+    let info = setup.client_config("log-level = \"info\"", &[]);
+    let mut daemon = Daemon::start(&setup, &info);
+    let status = daemon.status();
+    assert_eq!(status["lease"]["serial"], 1);
+    let expires = status["lease"]["not_after"].as_u64().unwrap();
+
+    // Same config, renewed lease file.
+    setup.write_own_lease(2, 7200);
+    let status = daemon.reload(&setup, &info);
+    assert_eq!(status["reload"]["applied"], 1, "{status}");
+    assert_eq!(status["lease"]["serial"], 2);
+    assert!(status["lease"]["not_after"].as_u64().unwrap() >= expires + 3600);
+    assert!(!daemon.log().contains("reload details"), "{}", daemon.log());
+
+    // log-level = "debug": the reload's own debug line now shows.
+    let debug = setup.client_config("log-level = \"debug\"", &[]);
+    let status = daemon.reload(&setup, &debug);
+    assert_eq!(status["reload"]["applied"], 2, "{status}");
+    daemon.wait_for("a debug line", |d| d.log().contains("reload details"));
+
+    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
+}
+
+#[test]
+fn sighup_keeps_the_running_config_when_the_new_one_is_invalid_or_needs_a_restart() {
+    let setup = Setup::new(0x47);
+    setup.write_own_lease(1, 3600);
+    let peer_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let endpoint = peer_socket.local_addr().unwrap();
+    let first = setup.write_peer_lease("a.lease", 0x55, SERVER_PREFIX);
+    let second = setup.write_peer_lease("b.lease", 0x56, OTHER_PREFIX);
+    let one_peer = setup.client_config("", &[("a.lease", endpoint)]);
+    let mut daemon = Daemon::start(&setup, &one_peer);
+    let keys = |s: &serde_json::Value| -> Vec<String> {
+        s["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["public_key"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(keys(&daemon.status()), [first.to_string()]);
+    assert_eq!(daemon.status()["peers"][0]["persistent_keepalive"], 25);
+
+    // Not TOML: refused, counted, named; the daemon runs on unchanged.
+    let status = daemon.reload(&setup, "role = \n");
+    assert_eq!(status["reload"]["failed"], 1, "{status}");
+    let error = status["reload"]["last_error"].as_str().unwrap();
+    assert!(error.contains("tunneld.toml"), "{error}");
+    assert_eq!(keys(&status), [first.to_string()]);
+    assert!(daemon.log().contains("reload refused"));
+
+    // A peer lease that does not verify: refused, naming the key.
+    setup.write("bad.lease", b"not a lease", 0o644);
+    let bad = setup.client_config("", &[("a.lease", endpoint), ("bad.lease", endpoint)]);
+    let status = daemon.reload(&setup, &bad);
+    assert_eq!(status["reload"]["failed"], 2, "{status}");
+    let error = status["reload"]["last_error"].as_str().unwrap();
+    assert!(error.contains("peers[1].lease-file"), "{error}");
+    assert_eq!(keys(&status), [first.to_string()]);
+
+    // A key only a restart applies: refused, naming it.
+    let mtu = setup.client_config("mtu = 1300", &[("a.lease", endpoint)]);
+    let status = daemon.reload(&setup, &mtu);
+    assert_eq!(status["reload"]["failed"], 3, "{status}");
+    let error = status["reload"]["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("mtu") && error.contains("restart"),
+        "{error}"
+    );
+
+    // A valid change: a peer added, keepalives changed, then the first
+    // peer removed.
+    let two = setup.client_config(
+        "persistent-keepalive = 7",
+        &[("a.lease", endpoint), ("b.lease", endpoint)],
+    );
+    let status = daemon.reload(&setup, &two);
+    assert_eq!(status["reload"]["applied"], 1, "{status}");
+    assert_eq!(status["reload"]["last_error"], serde_json::Value::Null);
+    let mut expected = vec![first.to_string(), second.to_string()];
+    let mut got = keys(&status);
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected);
+    for peer in status["peers"].as_array().unwrap() {
+        assert_eq!(peer["persistent_keepalive"], 7, "{peer}");
+    }
+    let only_second = setup.client_config("", &[("b.lease", endpoint)]);
+    let status = daemon.reload(&setup, &only_second);
+    assert_eq!(status["reload"]["applied"], 2, "{status}");
+    assert_eq!(keys(&status), [second.to_string()]);
+
+    // The failures show in the human status too while they are the last.
+    let status = daemon.reload(&setup, "role = \n");
+    assert_eq!(status["reload"]["failed"], 4);
+    let out = Command::new(BIN)
+        .args(["status", "--socket"])
+        .arg(&daemon.socket)
+        .output()
+        .unwrap();
+    let human = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        human.contains("last reload failed (2 applied, 4 failed)"),
+        "{human}"
+    );
+
+    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
+}
+
+/// Wait (polling, with a deadline) until the wall clock passes `unix`.
+fn wait_until_unix(unix: u64) {
+    let deadline = Instant::now() + TIMEOUT;
+    while unix_now() <= unix {
+        assert!(Instant::now() < deadline, "the clock did not reach {unix}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_lease_file_renewed_by_another_tool_keeps_the_daemon_running_past_the_first_lease() {
+    let setup = Setup::new(0x48);
+    // A lease that ends in 3 s: already past its renewal time, inside its
+    // warning window.
+    setup.write_own_lease(1, 3);
+    let config = setup.client_config("", &[]);
+    let mut daemon = Daemon::start(&setup, &config);
+    let first_end = daemon.status()["lease"]["not_after"].as_u64().unwrap();
+    // The file has nothing newer yet: the daemon says so, loudly.
+    daemon.wait_for("the expiry warning", |d| {
+        d.log().contains("EXPIRES SOON AND WAS NOT RENEWED")
+    });
+    assert_eq!(daemon.status()["lease"]["serial"], 1);
+
+    // Another tool renews the file; no signal is sent.
+    setup.write_own_lease(2, 3600);
+    let status = daemon.wait_for_status("the renewed lease", |s| s["lease"]["serial"] == 2);
+    assert!(status["lease"]["not_after"].as_u64().unwrap() > first_end + 3000);
+    assert!(daemon.log().contains("lease renewed"), "{}", daemon.log());
+    // Renewals are not SIGHUP reloads.
+    assert_eq!(status["reload"]["applied"], 0);
+
+    // Past the first lease's end the daemon runs on the renewed one.
+    wait_until_unix(first_end);
+    assert_eq!(daemon.status()["lease"]["serial"], 2);
+    assert!(!daemon.log().contains("HAS EXPIRED"), "{}", daemon.log());
+    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
+}
+
+#[test]
+fn an_unrenewed_lease_is_reported_as_expired() {
+    let setup = Setup::new(0x49);
+    setup.write_own_lease(1, 2);
+    let config = setup.client_config("", &[]);
+    let mut daemon = Daemon::start(&setup, &config);
+    let end = daemon.status()["lease"]["not_after"].as_u64().unwrap();
+    daemon.wait_for("the expiry error", |d| {
+        d.log().contains("THIS NODE'S LEASE HAS EXPIRED")
+    });
+    assert!(unix_now() >= end);
+    // Still running and answering, on the lease it had.
+    assert_eq!(daemon.status()["lease"]["serial"], 1);
+    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
+}
+
+#[test]
+fn an_addrd_table_is_refused_as_not_implemented() {
+    let setup = Setup::new(0x4a);
+    setup.write_own_lease(1, 3600);
+    let addrd_key = StaticKeypair::from_private([0x4b; 32]).public();
+    let config = setup.client_config(
+        &format!("\n[addrd]\nendpoint = \"127.0.0.1:4999\"\npublic-key = \"{addrd_key}\""),
+        &[],
+    );
+    let path = setup.write("tunneld.toml", config.as_bytes(), 0o644);
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&path)
+        .arg("--socket")
+        .arg(setup.path("tunneld.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("[addrd] is configured") && stderr.contains("issue #4"),
+        "{stderr}"
+    );
+    assert!(!setup.path("tunneld.sock").exists());
+    // check-config accepts the file and warns.
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.starts_with("warning: ") && stderr.contains("issue #4"),
+        "{stderr}"
+    );
+}
+
+/// SOCKS5 no-auth greeting and CONNECT to `[address]:port`; returns the
+/// stream and the reply code (0 = succeeded).
+fn socks_connect(socks: SocketAddr, address: &str, port: u16) -> (TcpStream, u8) {
+    let mut conn = TcpStream::connect(socks).unwrap();
+    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+    conn.write_all(&[5, 1, 0]).unwrap();
+    let mut reply = [0u8; 2];
+    conn.read_exact(&mut reply).unwrap();
+    assert_eq!(reply, [5, 0]);
+    let mut request = vec![5, 1, 0, 4];
+    request.extend_from_slice(&address.parse::<std::net::Ipv6Addr>().unwrap().octets());
+    request.extend_from_slice(&port.to_be_bytes());
+    conn.write_all(&request).unwrap();
+    let mut reply = [0u8; 22];
+    conn.read_exact(&mut reply).unwrap();
+    (conn, reply[1])
+}
+
+#[test]
+fn sighup_changes_who_may_reach_an_application() {
+    const APP: &str = "2002:b16:212c:2::80";
+    // The backend: skips the PROXY v2 header (52 bytes for TCP over
+    // IPv6), echoes 5 bytes.
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_addr = backend.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut conn, _)) = backend.accept() {
+            let mut buf = [0u8; 57];
+            if conn.read_exact(&mut buf).is_ok() {
+                let _ = conn.write_all(&buf[52..]);
+            }
+        }
+    });
+
+    let server = Setup::new(0x71);
+    server.write_own_lease_as(EntityKind::System, SERVER_PREFIX, 1, 3600);
+    let server_udp = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let server_config = |groups: &str| {
+        format!(
+            "role = \"server\"\nlisten = \"{server_udp}\"\nprivate-key-file = \"tunneld.key\"\n\
+             authority-key = \"{}\"\nlease-file = \"tunneld.lease\"\nmode = \"userspace\"\n\n\
+             [[applications]]\nname = \"echo\"\naddress = \"{APP}\"\nports = [8080]\n\
+             backend = \"{backend_addr}\"\nallowed-groups = [\"{groups}\"]\n",
+            server.authority_key()
+        )
+    };
+    let mut server_daemon = Daemon::start(&server, &server_config("admins"));
+
+    let client = Setup::new(0x72);
+    client.write_own_lease(1, 3600);
+    let server_lease = fs::read(server.path("tunneld.lease")).unwrap();
+    client.write("server.lease", &server_lease, 0o644);
+    let socks: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = client.client_config(
+        &format!("socks-listen = \"{socks}\""),
+        &[("server.lease", server_udp)],
+    );
+    let mut client_daemon = Daemon::start(&client, &config);
+
+    // The client's lease has group "staff": refused while only "admins"
+    // may reach the application. The attempt is abandoned once the server
+    // counted it (the client's connect would only time out).
+    let mut attempt = TcpStream::connect(socks).unwrap();
+    let mut request = vec![5, 1, 0, 5, 1, 0, 4];
+    request.extend_from_slice(&APP.parse::<std::net::Ipv6Addr>().unwrap().octets());
+    request.extend_from_slice(&8080u16.to_be_bytes());
+    attempt.write_all(&request).unwrap();
+    let status = server_daemon.wait_for_status("the SYN to be prohibited", |s| {
+        s["dataplane"]["prohibited"].as_u64() > Some(0)
+    });
+    assert!(
+        status["dataplane"]["icmp_sent"].as_u64() > Some(0),
+        "{status}"
+    );
+    assert_eq!(status["reload"]["applied"], 0);
+    drop(attempt);
+
+    // Let "staff" in; the next CONNECT reaches the backend.
+    let status = server_daemon.reload(&server, &server_config("staff"));
+    assert_eq!(status["reload"]["applied"], 1, "{status}");
+    let (mut conn, reply) = socks_connect(socks, APP, 8080);
+    assert_eq!(reply, 0, "{}", client_daemon.log());
+    conn.write_all(b"hello").unwrap();
+    let mut echo = [0u8; 5];
+    conn.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"hello");
+
+    assert_eq!(
+        client_daemon.terminate().code(),
+        Some(0),
+        "{}",
+        client_daemon.log()
+    );
+    assert_eq!(
+        server_daemon.terminate().code(),
+        Some(0),
+        "{}",
+        server_daemon.log()
+    );
+}
