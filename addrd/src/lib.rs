@@ -1,0 +1,14 @@
+//! # addrd — the permanet address authority
+//!
+//! `addrd` authenticates users against a directory (LDAP, or the embedded
+//! LDIF directory), assigns every user, application and system a permanent
+//! IPv6 address that never changes and is never reused, signs the short
+//! leases that bind an entity's key to its address and groups, keeps the
+//! binding cache of where each permanent address is now (the home agent),
+//! and serves the overlay's DNS zone. See DESIGN §2–§3, §6–§7, §9.
+//!
+//! Layers: [`directory`] is the contract between the daemon and its
+//! directory backends.
+#![forbid(unsafe_code)]
+
+pub mod directory;
