@@ -57,7 +57,7 @@ struct Lab {
     server_ns: Netns,
     client_ns: Netns,
     server_files: NodeFiles,
-    _client_files: NodeFiles,
+    client_files: NodeFiles,
 }
 
 impl Lab {
@@ -111,23 +111,33 @@ impl Lab {
             server_ns,
             client_ns,
             server_files,
-            _client_files: client_files,
+            client_files,
         }
     }
 
     /// `tunneld status --json` of the server.
     fn server_status(&self) -> serde_json::Value {
-        let socket = self.server_files.path("tunneld.sock");
-        let out = netns_tests::run_ok(
-            BIN,
-            &["status", "--json", "--socket", socket.to_str().unwrap()],
-        );
-        serde_json::from_str(&out).unwrap()
+        status(&self.server_files)
+    }
+
+    /// `tunneld status --json` of the client.
+    fn client_status(&self) -> serde_json::Value {
+        status(&self.client_files)
     }
 
     fn logs(&self) -> String {
         format!("{}\n{}", self.server.log(), self.client.log())
     }
+}
+
+/// `tunneld status --json` of the daemon whose files are `files`.
+fn status(files: &NodeFiles) -> serde_json::Value {
+    let socket = files.path("tunneld.sock");
+    let out = netns_tests::run_ok(
+        BIN,
+        &["status", "--json", "--socket", socket.to_str().unwrap()],
+    );
+    serde_json::from_str(&out).unwrap()
 }
 
 /// `tunneld run` inside `ns`, its control socket and log in the node's
@@ -240,6 +250,22 @@ fn tun_ping_reaches_the_application_and_back() {
     assert_eq!(peers[0]["lease_prefix"], format!("{USER}/128").as_str());
     assert!(peers[0]["rx_bytes"].as_u64().unwrap() > 0, "{status}");
     assert_eq!(status["dataplane"]["prohibited"], 0, "{status}");
+    // Only overlay traffic entered the tunnels: no link-local chatter from
+    // the kernel (router solicitations, MLD reports) counted as unroutable.
+    for status in [status, lab.client_status()] {
+        for counter in [
+            "no_route",
+            "malformed_inner",
+            "deliver_errors",
+            "send_errors",
+        ] {
+            assert_eq!(status["dataplane"][counter], 0, "{counter}: {status}");
+        }
+    }
+    for ns in [&lab.client_ns, &lab.server_ns] {
+        let addrs = ns.ip(&["-6", "addr", "show", "dev", DEVICE]);
+        assert!(!addrs.contains("fe80:"), "{addrs}");
+    }
 }
 
 /// A deterministic byte stream (xorshift64*).
