@@ -77,8 +77,8 @@ impl Lab {
         let server_config = server_files.config(&format!(
             "role = \"server\"\nlisten = \"{SERVER_V4}:4500\"\nmode = \"tun\"\nmtu = {MTU}\n\
              dangerous-allow-private-ipv4 = true\n\n\
-             [[applications]]\nname = \"echo\"\naddress = \"{APP}\"\nports = [{APP_PORT}]\n\
-             backend = \"127.0.0.1:9\"\nallowed-groups = [\"staff\"]\n"
+             [[applications]]\nname = \"echo\"\naddress = \"{APP}\"\n\
+             allowed-groups = [\"staff\"]\n"
         ));
         let client_files = NodeFiles::new(
             [0x62; 32],
