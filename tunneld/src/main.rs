@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tunneld::access::AccessPolicy;
 use tunneld::config::{Config, LogLevel, Mode, Role};
 use tunneld::control::{self, ControlSocket, Report};
-use tunneld::dataplane::{ChannelPort, InnerPort, Tunnel};
+use tunneld::dataplane::{ChannelPort, InnerPort, Stopped, Tunnel};
 use tunneld::keylog::KeyLog;
 use tunneld::tun::{DevicePlan, TunPort};
 use tunneld::userspace::{
@@ -230,6 +230,10 @@ async fn serve_tunnel<P: InnerPort + 'static>(
     drop(control);
     let (_node, stopped) = result.context("the data plane task failed")?;
     info!(?stopped, "tunneld stopped");
+    if stopped == Stopped::PortClosed {
+        // Nobody asked: the TUN device or the userspace stack went away.
+        anyhow::bail!("the data plane stopped: its {} side closed", config.mode);
+    }
     Ok(Outcome::Success)
 }
 

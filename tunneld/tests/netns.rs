@@ -396,6 +396,23 @@ fn tun_device_goes_away_when_the_daemon_is_killed() {
 }
 
 #[test]
+fn tun_daemon_exits_with_an_error_when_its_device_is_deleted() {
+    if skip_unless_root("tun_daemon_exits_with_an_error_when_its_device_is_deleted") {
+        return;
+    }
+    let mut lab = Lab::start("del", &["staff"]);
+    lab.client_ns.ip(&["link", "delete", "dev", DEVICE]);
+    let status = lab.client.wait_exit("after its device was deleted");
+    let log = lab.client.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("tunneld: the data plane stopped: its tun side closed"),
+        "{log}"
+    );
+    assert_device_gone(&lab.client_ns, || lab.client.log());
+}
+
+#[test]
 fn tun_client_outside_the_allowed_groups_is_prohibited() {
     if skip_unless_root("tun_client_outside_the_allowed_groups_is_prohibited") {
         return;
