@@ -17,11 +17,11 @@
 //! [`TunPort::open`] creates the device with `tun-rs` (name, MTU, no
 //! packet-information header), turns its link-local address off (so the
 //! kernel sends no router solicitations or MLD reports into the tunnel),
-//! brings it up and adds the addresses and routes over rtnetlink. Nothing needs undoing by hand: the device is not
-//! persistent, so when its file descriptor closes — the port dropped after
-//! a clean shutdown, a panic, or the kernel closing the files of a process
-//! killed by SIGKILL — the kernel deletes the device and, with it, its
-//! addresses and routes.
+//! brings it up and adds the addresses and routes over rtnetlink. Nothing
+//! needs undoing by hand: the device is not persistent, so when its file
+//! descriptor closes — the port dropped after a clean shutdown, a panic,
+//! or the kernel closing the files of a process killed by SIGKILL — the
+//! kernel deletes the device and, with it, its addresses and routes.
 //!
 //! [`TunPort`] is an [`InnerPort`]: one `read` per outbound packet into
 //! the tunnel's buffer (cancel safe: readiness, then a non-blocking read),
