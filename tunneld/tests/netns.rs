@@ -249,6 +249,20 @@ fn tun_ping_reaches_the_application_and_back() {
     assert!(ok, "ping {USER}:\n{out}\n{}", lab.logs());
 
     let status = lab.server_status();
+    assert_eq!(status["interface"]["mode"], "tun", "{status}");
+    assert_eq!(status["interface"]["tun_device"], SERVER_DEVICE, "{status}");
+    assert_eq!(
+        lab.client_status()["interface"]["tun_device"],
+        CLIENT_DEVICE
+    );
+    let socket = lab.server_files.path("tunneld.sock");
+    let human = netns_tests::run_ok(BIN, &["status", "--socket", socket.to_str().unwrap()]);
+    assert!(
+        human.contains(&format!(
+            "  role: server, mode: tun\n  device: {SERVER_DEVICE}\n"
+        )),
+        "{human}"
+    );
     let peers = status["peers"].as_array().unwrap();
     assert_eq!(peers.len(), 1, "{status}");
     assert_eq!(peers[0]["lease_prefix"], format!("{USER}/128").as_str());
