@@ -24,7 +24,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use netns_tests::{
@@ -414,6 +414,15 @@ fn tun_device_goes_away_when_the_daemon_is_killed() {
     // The kernel closed the device's file descriptor: no cleanup code ran,
     // and still nothing is left.
     assert_device_gone(&lab.client_ns, CLIENT_DEVICE, || lab.client.log());
+
+    // The guards leave nothing behind either: namespaces, files.
+    let namespaces =
+        [lab.client_ns.name(), lab.server_ns.name()].map(|n| Path::new("/run/netns").join(n));
+    let dir = lab.server_files.path("");
+    drop(lab);
+    for path in namespaces.iter().chain([&dir]) {
+        assert!(!path.exists(), "{} left behind", path.display());
+    }
 }
 
 #[test]
