@@ -30,11 +30,18 @@
 use std::fmt;
 use std::io;
 use std::net::Ipv6Addr;
+use std::time::Duration;
 
+use futures_util::StreamExt as _;
 use ipnet::Ipv6Net;
 use overlay_proto::node::Node;
+use rtnetlink::packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
+};
 use rtnetlink::packet_route::link::{AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute};
-use rtnetlink::packet_route::route::RouteProtocol;
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteType,
+};
 use rtnetlink::RouteMessageBuilder;
 use tracing::{debug, info, warn};
 
@@ -216,6 +223,11 @@ pub enum Step {
         /// The address.
         address: Ipv6Addr,
     },
+    /// Reading the addresses back.
+    ReadAddresses {
+        /// The interface name.
+        name: String,
+    },
     /// Adding a route.
     Route {
         /// The interface name.
@@ -233,6 +245,7 @@ impl fmt::Display for Step {
             Step::LinkLocal { name } => write!(f, "turning off {name}'s link-local address"),
             Step::Up { name } => write!(f, "bringing {name} up"),
             Step::Address { name, address } => write!(f, "assigning {address}/128 to {name}"),
+            Step::ReadAddresses { name } => write!(f, "reading the addresses of {name}"),
             Step::Route { name, route } => write!(f, "routing {route} to {name}"),
         }
     }
@@ -322,19 +335,24 @@ async fn configure(
         .await
         .map_err(|e| TunError::new(Step::Up { name: name() }, netlink_io(e)))?;
     for &address in &plan.addresses {
-        netlink
-            .address()
-            .add(index, address.into(), 128)
-            .execute()
-            .await
-            .map_err(|e| {
-                let step = Step::Address {
-                    name: name(),
-                    address,
-                };
-                TunError::new(step, netlink_io(e))
-            })?;
+        // No duplicate address detection: nothing else is on the link, and
+        // a tentative address can be neither a source nor a destination
+        // (the kernel's DAD worker runs late on a busy host).
+        let mut request = netlink.address().add(index, address.into(), 128);
+        let message = request.message_mut();
+        message.header.flags |= AddressHeaderFlags::Nodad;
+        message
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        request.execute().await.map_err(|e| {
+            let step = Step::Address {
+                name: name(),
+                address,
+            };
+            TunError::new(step, netlink_io(e))
+        })?;
     }
+    wait_usable(netlink, index, plan).await?;
     for &route in &plan.routes {
         let message = RouteMessageBuilder::<Ipv6Addr>::new()
             .destination_prefix(route.addr(), route.prefix_len())
@@ -350,6 +368,108 @@ async fn configure(
         })?;
     }
     Ok(())
+}
+
+/// How long [`wait_usable`] waits for the kernel to finish with the
+/// addresses.
+const USABLE_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How often [`wait_usable`] looks.
+const USABLE_POLL: Duration = Duration::from_millis(10);
+
+/// Wait until the kernel has finished with every address of `plan`: none
+/// is tentative (a tentative address is no source) and each has its local
+/// route (without it, packets to the address are refused as not ours).
+/// Even with `nodad` the kernel's address worker does the second part
+/// later, late on a busy host; the daemon must not say it runs before. Past
+/// [`USABLE_DEADLINE`] a warning is logged and the daemon runs on.
+async fn wait_usable(
+    netlink: &rtnetlink::Handle,
+    index: u32,
+    plan: &DevicePlan,
+) -> Result<(), TunError> {
+    let started = tokio::time::Instant::now();
+    let read_error = |e| {
+        let step = Step::ReadAddresses {
+            name: plan.name.clone(),
+        };
+        TunError::new(step, netlink_io(e))
+    };
+    loop {
+        let mut usable = Vec::with_capacity(plan.addresses.len());
+        let mut addresses = netlink
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        while let Some(message) = addresses.next().await {
+            if let Some(address) = usable_address(&message.map_err(read_error)?) {
+                usable.push(address);
+            }
+        }
+        let mut local = Vec::with_capacity(plan.addresses.len());
+        let mut routes = netlink
+            .route()
+            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+            .execute();
+        while let Some(message) = routes.next().await {
+            if let Some(address) = local_route(&message.map_err(read_error)?, index) {
+                local.push(address);
+            }
+        }
+        let pending: Vec<Ipv6Addr> = plan
+            .addresses
+            .iter()
+            .filter(|a| !usable.contains(a) || !local.contains(a))
+            .copied()
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if started.elapsed() >= USABLE_DEADLINE {
+            warn!(device = %plan.name, ?pending, "addresses not ready yet (tentative or without local route); programs may not use them yet");
+            return Ok(());
+        }
+        tokio::time::sleep(USABLE_POLL).await;
+    }
+}
+
+/// The address whose local route (`local ADDR dev DEVICE` in table
+/// `local`) `message` is, if it is one on device `index`.
+fn local_route(message: &RouteMessage, index: u32) -> Option<Ipv6Addr> {
+    if message.header.kind != RouteType::Local || message.header.destination_prefix_length != 128 {
+        return None;
+    }
+    let mut destination = None;
+    let mut on_device = false;
+    for attribute in &message.attributes {
+        match attribute {
+            RouteAttribute::Destination(RouteAddress::Inet6(a)) => destination = Some(*a),
+            RouteAttribute::Oif(oif) => on_device = *oif == index,
+            _ => {}
+        }
+    }
+    destination.filter(|_| on_device)
+}
+
+/// The IPv6 address `message` carries, unless it is tentative (or failed
+/// duplicate address detection).
+fn usable_address(message: &AddressMessage) -> Option<Ipv6Addr> {
+    let mut address = None;
+    let mut unusable = message
+        .header
+        .flags
+        .intersects(AddressHeaderFlags::Tentative | AddressHeaderFlags::Dadfailed);
+    for attribute in &message.attributes {
+        match attribute {
+            AddressAttribute::Address(std::net::IpAddr::V6(a)) => address = Some(*a),
+            AddressAttribute::Flags(flags) => {
+                unusable = flags.intersects(AddressFlags::Tentative | AddressFlags::Dadfailed);
+            }
+            _ => {}
+        }
+    }
+    address.filter(|_| !unusable)
 }
 
 /// An rtnetlink error as the `io::Error` the kernel sent.

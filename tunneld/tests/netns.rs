@@ -129,8 +129,40 @@ impl Lab {
         status(&self.client_files)
     }
 
+    /// Both daemons' logs and, while they run, their status (counters,
+    /// peers, SAs): the context of a failed assertion.
     fn logs(&self) -> String {
-        format!("{}\n{}", self.server.log(), self.client.log())
+        let status = |files: &NodeFiles| {
+            let socket = files.path("tunneld.sock");
+            let out = netns_tests::run(
+                BIN,
+                &[
+                    "status",
+                    "--json",
+                    "--socket",
+                    socket.to_str().unwrap_or(""),
+                ],
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let snmp = |ns: &Netns| {
+            let out = ns.command("cat").arg("/proc/net/snmp6").output();
+            let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+            let text = text.unwrap_or_default();
+            text.lines()
+                .filter(|l| !l.trim_end().ends_with(" 0") && !l.trim_end().ends_with("\t0"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        format!(
+            "{}\n{}\n--- server status ---\n{}\n--- client status ---\n{}\n--- server snmp6: {}\n--- client snmp6: {}",
+            self.server.log(),
+            self.client.log(),
+            status(&self.server_files),
+            status(&self.client_files),
+            snmp(&self.server_ns),
+            snmp(&self.client_ns),
+        )
     }
 }
 
@@ -211,6 +243,16 @@ fn assert_device(ns: &Netns, device: &str, addresses: &[&str]) {
         assert!(
             addrs.contains(&format!("inet6 {address}/128")),
             "{address} not in\n{addrs}"
+        );
+    }
+    // Usable at once: a tentative address is no source, and without its
+    // local route packets to it are refused as not ours.
+    assert!(!addrs.contains("tentative"), "{addrs}");
+    let local = ns.ip(&["-6", "route", "show", "table", "local", "dev", device]);
+    for address in addresses {
+        assert!(
+            local.contains(&format!("local {address} ")),
+            "{address} not in\n{local}"
         );
     }
     assert!(routes.contains("2002::/16"), "{routes}");
