@@ -282,8 +282,10 @@ impl TunPort {
         let index = device
             .if_index()
             .map_err(|e| TunError::new(Step::Create { name: name.clone() }, e))?;
-        let (connection, netlink, _) =
-            rtnetlink::new_connection().map_err(|e| TunError::new(Step::Netlink, e))?;
+        // Strict checking: the kernel filters route dumps by table and
+        // device (wait_usable), instead of sending every route it has.
+        let (connection, netlink, _) = rtnetlink::new_connection_with_strict_check()
+            .map_err(|e| TunError::new(Step::Netlink, e))?;
         let connection = tokio::spawn(connection);
         let configured = configure(&netlink, index, plan).await;
         // The handle was the connection's only user.
@@ -374,6 +376,9 @@ async fn configure(
 /// addresses.
 const USABLE_DEADLINE: Duration = Duration::from_secs(10);
 
+/// The kernel's `local` routing table.
+const LOCAL_TABLE: u32 = 255;
+
 /// How often [`wait_usable`] looks.
 const USABLE_POLL: Duration = Duration::from_millis(10);
 
@@ -408,10 +413,15 @@ async fn wait_usable(
             }
         }
         let mut local = Vec::with_capacity(plan.addresses.len());
-        let mut routes = netlink
-            .route()
-            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
-            .execute();
+        // A filter, with strict checking: table `local`, type local, this
+        // device, any protocol.
+        let mut local_table = RouteMessageBuilder::<Ipv6Addr>::new()
+            .table_id(LOCAL_TABLE)
+            .output_interface(index)
+            .build();
+        local_table.header.protocol = RouteProtocol::Unspec;
+        local_table.header.kind = RouteType::Local;
+        let mut routes = netlink.route().get(local_table).execute();
         while let Some(message) = routes.next().await {
             if let Some(address) = local_route(&message.map_err(read_error)?, index) {
                 local.push(address);
