@@ -151,6 +151,8 @@ pub struct Config {
     pub addrd: Option<Addrd>,
     /// `mode`.
     pub mode: Mode,
+    /// `tun-name`: the TUN device's name (tun mode).
+    pub tun_name: String,
     /// `mtu`: the overlay (inner) MTU.
     pub mtu: u16,
     /// `persistent-keepalive`, after the role's default.
@@ -212,10 +214,12 @@ pub struct Application {
     pub name: String,
     /// Permanent address, inside this node's lease prefix.
     pub address: Ipv6Addr,
-    /// TCP and UDP ports accepted on `address`.
+    /// TCP and UDP ports accepted on `address` (userspace mode; optional
+    /// and unused in tun mode, where the application binds its own).
     pub ports: Vec<u16>,
-    /// Local backend each flow is forwarded to.
-    pub backend: SocketAddr,
+    /// Local backend each flow is forwarded to (userspace mode, where it
+    /// is required; optional and unused in tun mode).
+    pub backend: Option<SocketAddr>,
     /// Groups allowed in; empty means anyone with a valid lease.
     pub allowed_groups: Vec<String>,
 }
@@ -288,6 +292,17 @@ pub enum Problem {
         /// The config's role.
         actual: Role,
     },
+    /// The key belongs to the other mode.
+    #[error("only valid with mode = \"{allowed}\" (this config has mode = \"{actual}\")")]
+    WrongMode {
+        /// The mode the key belongs to.
+        allowed: Mode,
+        /// The config's mode.
+        actual: Mode,
+    },
+    /// Not a name Linux accepts for a network interface.
+    #[error("{0:?} is not a valid interface name (1 to 15 bytes, no '/', ':', whitespace; not \".\" or \"..\")")]
+    BadInterfaceName(String),
     /// A number outside its range.
     #[error("{value} is out of range {min}..={max}")]
     OutOfRange {
@@ -483,6 +498,7 @@ struct RawConfig {
     psk_file: Option<PathBuf>,
     addrd: Option<RawAddrd>,
     mode: Option<Mode>,
+    tun_name: Option<String>,
     mtu: Option<u64>,
     persistent_keepalive: Option<u64>,
     #[serde(default)]
@@ -572,13 +588,21 @@ impl Checker<'_> {
             .enumerate()
             .map(|(i, p)| self.peer(i, p, persistent_keepalive))
             .collect::<Result<Vec<_>, _>>()?;
+        let mode = raw.mode.unwrap_or(Mode::Userspace);
+        let tun_name = match raw.tun_name {
+            None => crate::tun::DEFAULT_NAME.to_owned(),
+            Some(name) if is_valid_interface_name(&name) => name,
+            Some(name) => return Err(self.error("tun-name", Problem::BadInterfaceName(name))),
+        };
         if raw.socks_listen.is_some() {
             self.role_only("socks-listen", Role::Client, role)?;
+            self.mode_only("socks-listen", Mode::Userspace, mode)?;
         }
         let port_forwards = match raw.port_forwards {
             None => Vec::new(),
             Some(list) => {
                 self.role_only("port-forwards", Role::Client, role)?;
+                self.mode_only("port-forwards", Mode::Userspace, mode)?;
                 self.port_forwards(list)?
             }
         };
@@ -591,7 +615,7 @@ impl Checker<'_> {
             None => Vec::new(),
             Some(list) => {
                 self.role_only("applications", Role::Server, role)?;
-                self.applications(list)?
+                self.applications(list, mode)?
             }
         };
         Ok(Config {
@@ -603,7 +627,8 @@ impl Checker<'_> {
             lease_file,
             psk_file,
             addrd,
-            mode: raw.mode.unwrap_or(Mode::Userspace),
+            mode,
+            tun_name,
             mtu,
             persistent_keepalive,
             peers,
@@ -664,6 +689,14 @@ impl Checker<'_> {
             Ok(())
         } else {
             Err(self.error(key, Problem::WrongRole { allowed, actual }))
+        }
+    }
+
+    fn mode_only(&self, key: &str, allowed: Mode, actual: Mode) -> Result<(), ConfigError> {
+        if allowed == actual {
+            Ok(())
+        } else {
+            Err(self.error(key, Problem::WrongMode { allowed, actual }))
         }
     }
 
@@ -750,7 +783,11 @@ impl Checker<'_> {
         Ok(out)
     }
 
-    fn applications(&self, list: Vec<RawApplication>) -> Result<Vec<Application>, ConfigError> {
+    fn applications(
+        &self,
+        list: Vec<RawApplication>,
+        mode: Mode,
+    ) -> Result<Vec<Application>, ConfigError> {
         let mut out: Vec<Application> = Vec::with_capacity(list.len());
         for (i, raw) in list.into_iter().enumerate() {
             let key = |field: &str| format!("applications[{i}].{field}");
@@ -769,10 +806,16 @@ impl Checker<'_> {
                     Problem::Missing("the permanent IPv6 address"),
                 )
             })?;
-            let raw_ports = raw.ports.ok_or_else(|| {
-                self.error(key("ports"), Problem::Missing("a list of TCP/UDP ports"))
-            })?;
-            if raw_ports.is_empty() {
+            let raw_ports = match (raw.ports, mode) {
+                (Some(ports), _) => ports,
+                (None, Mode::Tun) => Vec::new(),
+                (None, Mode::Userspace) => {
+                    return Err(
+                        self.error(key("ports"), Problem::Missing("a list of TCP/UDP ports"))
+                    )
+                }
+            };
+            if raw_ports.is_empty() && mode == Mode::Userspace {
                 return Err(self.error(key("ports"), Problem::Empty));
             }
             let mut ports: Vec<u16> = Vec::with_capacity(raw_ports.len());
@@ -796,15 +839,19 @@ impl Checker<'_> {
                 }
                 ports.push(port);
             }
-            let backend = raw.backend.ok_or_else(|| {
-                self.error(
-                    key("backend"),
-                    Problem::Missing("the local backend's socket address"),
-                )
-            })?;
-            if backend.port() == 0 {
-                return Err(self.error(key("backend"), Problem::PortZero));
-            }
+            let backend = match (raw.backend, mode) {
+                (Some(backend), _) if backend.port() == 0 => {
+                    return Err(self.error(key("backend"), Problem::PortZero))
+                }
+                (Some(backend), _) => Some(backend),
+                (None, Mode::Tun) => None,
+                (None, Mode::Userspace) => {
+                    return Err(self.error(
+                        key("backend"),
+                        Problem::Missing("the local backend's socket address"),
+                    ))
+                }
+            };
             if let Some(j) = raw.allowed_groups.iter().position(|g| g.is_empty()) {
                 return Err(self.error(
                     format!("applications[{i}].allowed-groups[{j}]"),
@@ -830,6 +877,17 @@ fn is_valid_name(name: &str) -> bool {
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
     ok_chars && (1..=63).contains(&name.len()) && !name.starts_with(['-', '.'])
+}
+
+/// What Linux's `dev_valid_name` accepts: 1 to 15 bytes, no `/`, `:` or
+/// whitespace, not `.` or `..`.
+fn is_valid_interface_name(name: &str) -> bool {
+    (1..=crate::tun::MAX_NAME_LEN).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b.is_ascii_control())
 }
 
 #[cfg(test)]
@@ -859,6 +917,7 @@ mod tests {
         assert_eq!(c.listen, DEFAULT_LISTEN);
         assert_eq!(c.mtu, DEFAULT_MTU);
         assert_eq!(c.mode, Mode::Userspace);
+        assert_eq!(c.tun_name, "permanet0");
         assert_eq!(c.log_level, LogLevel::Info);
         assert_eq!(c.persistent_keepalive, Some(DEFAULT_CLIENT_KEEPALIVE));
         assert_eq!(c.private_key_file, Path::new("/etc/permanet/key"));
@@ -910,6 +969,7 @@ backend = "127.0.0.1:22"
         let c = parse(&text).unwrap();
         assert_eq!(c.listen, "[::]:4501".parse().unwrap());
         assert_eq!(c.mode, Mode::Tun);
+        assert_eq!(c.tun_name, crate::tun::DEFAULT_NAME);
         assert_eq!(c.mtu, 1280);
         assert_eq!(c.persistent_keepalive, None);
         assert_eq!(c.peers[0].persistent_keepalive, None);
@@ -1022,6 +1082,27 @@ to = "[2002:c000:201:1::10]:22"
                 "already used",
             ),
             (
+                client.clone() + "mode = \"tun\"\nsocks-listen = \"127.0.0.1:1080\"\n",
+                "socks-listen",
+                "only valid with mode = \"userspace\" (this config has mode = \"tun\")",
+            ),
+            (
+                client.clone()
+                    + "mode = \"tun\"\n[[port-forwards]]\nlisten = \"127.0.0.1:1\"\nto = \"[::1]:1\"\n",
+                "port-forwards",
+                "only valid with mode = \"userspace\"",
+            ),
+            (
+                client.clone() + "tun-name = \"a-name-too-long0\"\n",
+                "tun-name",
+                "not a valid interface name",
+            ),
+            (
+                client.clone() + "tun-name = \"perma/net\"\n",
+                "tun-name",
+                "not a valid interface name",
+            ),
+            (
                 client.clone() + "[[peers]]\nendpoint = \"192.0.2.1:4500\"\n",
                 "peers[0].lease-file",
                 "missing",
@@ -1079,6 +1160,26 @@ to = "[2002:c000:201:1::10]:22"
             );
             assert!(msg.contains(fragment), "{key}: {msg}");
         }
+    }
+
+    #[test]
+    fn tun_mode_applications_need_no_backend_or_ports() {
+        let text = base_server()
+            + "mode = \"tun\"\ntun-name = \"pn0\"\n[[applications]]\nname = \"wiki\"\naddress = \"::10\"\nallowed-groups = [\"staff\"]\n";
+        let c = parse(&text).unwrap();
+        assert_eq!(c.tun_name, "pn0");
+        assert_eq!(c.applications[0].backend, None);
+        assert!(c.applications[0].ports.is_empty());
+        // The same in userspace mode is missing its ports, then its backend.
+        let err = parse(&text.replace("\"tun\"", "\"userspace\"")).unwrap_err();
+        assert_eq!(err.key(), Some("applications[0].ports"), "{err}");
+        let err = parse(
+            &text
+                .replace("\"tun\"", "\"userspace\"")
+                .replace("allowed-groups", "ports = [80]\nallowed-groups"),
+        )
+        .unwrap_err();
+        assert_eq!(err.key(), Some("applications[0].backend"), "{err}");
     }
 
     #[test]

@@ -14,11 +14,12 @@
 //! inner-packet port — a smoltcp IPv6 stack with the client's SOCKS5 proxy
 //! and the server's application forwarding with PROXY v2 ([`userspace`]),
 //! its proxy resolving overlay names ([`names`]) — and the control socket
-//! `tunneld status` talks to ([`control`]). Around the running tunnel: the
-//! Prometheus endpoint ([`metrics`]), SIGHUP reloads applied between
-//! packets ([`reload`]) and where leases come from and when they are
-//! renewed ([`leases`]). TUN mode is not written yet
-//! (issue #3).
+//! `tunneld status` talks to ([`control`]); or, in TUN mode, the kernel's
+//! own stack on a TUN device that carries the permanent addresses and the
+//! overlay routes ([`tun`]). Around the running tunnel: the Prometheus
+//! endpoint ([`metrics`]), SIGHUP reloads applied between packets
+//! ([`reload`]) and where leases come from and when they are renewed
+//! ([`leases`]).
 #![forbid(unsafe_code)]
 
 pub mod access;
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod names;
 pub mod reload;
 pub mod startup;
+pub mod tun;
 pub mod userspace;
 
 #[cfg(test)]

@@ -4,9 +4,9 @@
 //! | code | meaning |
 //! |------|---------|
 //! | 0 | success |
-//! | 1 | error (bad config, unreadable key, no daemon running) |
+//! | 1 | error (bad config, unreadable key, TUN device not permitted, no daemon running) |
 //! | 2 | usage error (from clap) |
-//! | 3 | not implemented yet (`mode = "tun"`, an `[addrd]` table) |
+//! | 3 | not implemented yet (an `[addrd]` table) |
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::net::SocketAddrV6;
@@ -34,12 +34,13 @@ use tokio::sync::watch;
 use tunneld::access::AccessPolicy;
 use tunneld::config::{Config, LogLevel, Mode, Role};
 use tunneld::control::{self, ControlSocket, Report};
-use tunneld::dataplane::{ChannelPort, Tunnel, TunnelHandle, UpdateSource};
+use tunneld::dataplane::{ChannelPort, InnerPort, Stopped, Tunnel, TunnelHandle, UpdateSource};
 use tunneld::keylog::KeyLog;
 use tunneld::leases::{self, AddrdLeaseSource, FileLeaseSource, LeaseFiles, RenewalPolicy};
 use tunneld::metrics::{MetricsServer, MetricsSource};
 use tunneld::names::LeaseResolver;
 use tunneld::reload::{self, ReloadError, Running};
+use tunneld::tun::{DevicePlan, TunPort};
 use tunneld::userspace::{
     serve_application, serve_application_udp, serve_port_forward, serve_socks, StackConfig,
     StackHandle, UserspaceStack,
@@ -158,112 +159,178 @@ fn run(path: &Path, socket: &Path) -> anyhow::Result<Outcome> {
     if prepared.config.ipv4_policy.dangerous_allow_private {
         warn!("dangerous-allow-private-ipv4 is set: 6to4 addresses may map to private IPv4 addresses (labs only)");
     }
-    match prepared.config.mode {
-        Mode::Tun => {
-            eprintln!("tunneld: tun mode not implemented yet (issue #3); use mode = \"userspace\"");
-            Ok(Outcome::NotImplemented)
-        }
-        Mode::Userspace => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the tokio runtime")?;
-            runtime.block_on(serve(prepared, socket, log_level))
-        }
-    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(serve(prepared, socket, log_level))
 }
 
-/// Run the data plane and the control socket until SIGTERM or SIGINT;
-/// reload the config on SIGHUP.
+/// Run the mode, the data plane and the control socket until SIGTERM or
+/// SIGINT; reload the config on SIGHUP.
 async fn serve(
     prepared: startup::Prepared,
     socket: &Path,
     log_level: Option<LogLevelHandle>,
 ) -> anyhow::Result<Outcome> {
-    let mut running = Running::new(&prepared);
+    let running = Running::new(&prepared);
     let startup::Prepared { config, node, .. } = prepared;
-    let own_key = *node.public_key();
-    let own_lease = node.local_lease().clone();
-    let (lease_files, lease_files_rx) = watch::channel(LeaseFiles::of(&config, own_key));
-    let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
-    let mut hangup = signal(SignalKind::hangup()).context("installing a SIGHUP handler")?;
+    let signals = Signals {
+        terminate: signal(SignalKind::terminate()).context("installing a SIGTERM handler")?,
+        interrupt: signal(SignalKind::interrupt()).context("installing a SIGINT handler")?,
+        hangup: signal(SignalKind::hangup()).context("installing a SIGHUP handler")?,
+    };
     // The control socket first: it is what tells a second daemon on the
     // same socket to stop before it takes any other resource.
     let control = ControlSocket::bind(socket).await?;
-    let (port, channels) = ChannelPort::new(PORT_QUEUE);
-    let stack = start_userspace(&config, &node, channels).await?;
-    let (tunnel, handle) = Tunnel::bind(node, config.listen, port)
-        .await
-        .with_context(|| format!("binding UDP socket {}", config.listen))?;
-    let tunnel = tunnel.with_mtu(config.mtu);
-    let tunnel = match config.role {
-        Role::Server => {
-            tunnel.with_access_policy(AccessPolicy::from_applications(&config.applications))
+    let daemon = Daemon {
+        control,
+        signals,
+        running,
+        log_level,
+    };
+    match config.mode {
+        Mode::Userspace => {
+            let (port, channels) = ChannelPort::new(PORT_QUEUE);
+            let stack = start_userspace(&config, &node, channels).await?;
+            let result = daemon.serve_tunnel(node, port, Some(stack.clone())).await;
+            stack.shutdown();
+            result
         }
-        Role::Client => tunnel,
-    };
-    let tunnel = match &config.dangerous_esp_keylog {
-        Some(path) => tunnel.with_key_log(KeyLog::open(path)?),
-        None => tunnel,
-    };
-    let listen = tunnel
-        .local_addr()
-        .context("reading the UDP socket address")?;
-    let identity = Arc::new(
-        control::Identity::new(&config, tunnel.node(), listen).with_userspace(stack.clone()),
-    );
-    let metrics = match config.metrics_listen {
-        Some(addr) => Some(MetricsServer::bind(addr).await?),
-        None => None,
-    };
-    let mut tunnel = tokio::spawn(tunnel.run());
-    if let Some(metrics) = metrics {
-        let addr = metrics
-            .local_addr()
-            .context("reading the metrics socket address")?;
-        info!(%addr, "metrics endpoint listening on /metrics");
-        let source = MetricsSource::new(handle.clone(), Some(stack.clone()));
-        tokio::spawn(metrics.serve(source));
-    }
-    // Renewal: re-read the lease files before the lease runs out.
-    tokio::spawn(leases::maintain(
-        FileLeaseSource::new(lease_files_rx),
-        handle.clone(),
-        own_lease,
-        RenewalPolicy::default(),
-        OsRng.next_u64(),
-    ));
-    info!(%listen, socket = %control.path().display(), "data plane running, control socket listening");
-    let stopped_early = {
-        let serving = control.serve(handle.clone(), identity);
-        tokio::pin!(serving);
-        loop {
-            tokio::select! {
-                () = &mut serving => break None,
-                _ = terminate.recv() => { info!("SIGTERM: shutting down"); break None }
-                _ = interrupt.recv() => { info!("SIGINT: shutting down"); break None }
-                _ = hangup.recv() => {
-                    if reload_config(&mut running, &handle, log_level.as_ref()).await {
-                        lease_files.send_replace(LeaseFiles::of(&running.config, own_key));
-                    }
+        Mode::Tun => {
+            for (i, app) in config.applications.iter().enumerate() {
+                if app.backend.is_some() || !app.ports.is_empty() {
+                    warn!(application = %app.name, "applications[{i}]: backend and ports are not used in tun mode (the application listens on its permanent address itself)");
                 }
-                result = &mut tunnel => break Some(result),
             }
+            let plan = DevicePlan::new(&config, &node);
+            // Dropped with the tunnel: the kernel then deletes the device,
+            // its addresses and its routes.
+            let port = TunPort::open(&plan).await?;
+            daemon.serve_tunnel(node, port, None).await
         }
-    };
-    let result = match stopped_early {
-        Some(result) => result,
-        None => {
-            handle.shutdown();
-            tunnel.await
+    }
+}
+
+/// The signals the daemon answers.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+/// What a running daemon holds besides its data plane.
+struct Daemon {
+    control: ControlSocket,
+    signals: Signals,
+    /// The config running now (SIGHUP replaces it).
+    running: Running,
+    log_level: Option<LogLevelHandle>,
+}
+
+impl Daemon {
+    /// Run the data plane over `port` (with the userspace `stack` behind
+    /// it, if any), serve the control socket and the metrics endpoint,
+    /// renew leases and answer signals, until a stopping signal or until
+    /// the data plane stops by itself.
+    async fn serve_tunnel<P: InnerPort + 'static>(
+        self,
+        node: overlay_proto::node::Node,
+        port: P,
+        stack: Option<StackHandle>,
+    ) -> anyhow::Result<Outcome> {
+        let Daemon {
+            control,
+            signals:
+                Signals {
+                    mut terminate,
+                    mut interrupt,
+                    mut hangup,
+                },
+            mut running,
+            log_level,
+        } = self;
+        let config = running.config.clone();
+        let own_key = *node.public_key();
+        let own_lease = node.local_lease().clone();
+        let (lease_files, lease_files_rx) = watch::channel(LeaseFiles::of(&config, own_key));
+        let (tunnel, handle) = Tunnel::bind(node, config.listen, port)
+            .await
+            .with_context(|| format!("binding UDP socket {}", config.listen))?;
+        let tunnel = tunnel.with_mtu(config.mtu);
+        let tunnel = match config.role {
+            Role::Server => {
+                tunnel.with_access_policy(AccessPolicy::from_applications(&config.applications))
+            }
+            Role::Client => tunnel,
+        };
+        let tunnel = match &config.dangerous_esp_keylog {
+            Some(path) => tunnel.with_key_log(KeyLog::open(path)?),
+            None => tunnel,
+        };
+        let listen = tunnel
+            .local_addr()
+            .context("reading the UDP socket address")?;
+        let identity = control::Identity::new(&config, tunnel.node(), listen);
+        let identity = Arc::new(match &stack {
+            Some(stack) => identity.with_userspace(stack.clone()),
+            None => identity,
+        });
+        let metrics = match config.metrics_listen {
+            Some(addr) => Some(MetricsServer::bind(addr).await?),
+            None => None,
+        };
+        let mut tunnel = tokio::spawn(tunnel.run());
+        if let Some(metrics) = metrics {
+            let addr = metrics
+                .local_addr()
+                .context("reading the metrics socket address")?;
+            info!(%addr, "metrics endpoint listening on /metrics");
+            let source = MetricsSource::new(handle.clone(), stack.clone());
+            tokio::spawn(metrics.serve(source));
         }
-    };
-    drop(control);
-    stack.shutdown();
-    let (_node, stopped) = result.context("the data plane task failed")?;
-    info!(?stopped, "tunneld stopped");
-    Ok(Outcome::Success)
+        // Renewal: re-read the lease files before the lease runs out.
+        tokio::spawn(leases::maintain(
+            FileLeaseSource::new(lease_files_rx),
+            handle.clone(),
+            own_lease,
+            RenewalPolicy::default(),
+            OsRng.next_u64(),
+        ));
+        info!(%listen, socket = %control.path().display(), "data plane running, control socket listening");
+        let stopped_early = {
+            let serving = control.serve(handle.clone(), identity);
+            tokio::pin!(serving);
+            loop {
+                tokio::select! {
+                    () = &mut serving => break None,
+                    _ = terminate.recv() => { info!("SIGTERM: shutting down"); break None }
+                    _ = interrupt.recv() => { info!("SIGINT: shutting down"); break None }
+                    _ = hangup.recv() => {
+                        if reload_config(&mut running, &handle, log_level.as_ref()).await {
+                            lease_files.send_replace(LeaseFiles::of(&running.config, own_key));
+                        }
+                    }
+                    result = &mut tunnel => break Some(result),
+                }
+            }
+        };
+        let result = match stopped_early {
+            Some(result) => result,
+            None => {
+                handle.shutdown();
+                tunnel.await
+            }
+        };
+        drop(control);
+        let (_node, stopped) = result.context("the data plane task failed")?;
+        info!(?stopped, "tunneld stopped");
+        if stopped == Stopped::PortClosed {
+            // Nobody asked: the TUN device or the userspace stack went away.
+            anyhow::bail!("the data plane stopped: its {} side closed", config.mode);
+        }
+        Ok(Outcome::Success)
+    }
 }
 
 /// SIGHUP: re-read the config and apply what can change at runtime
@@ -368,14 +435,19 @@ async fn start_userspace(
         }
         Role::Server => {
             for app in &config.applications {
+                // The config requires a backend in userspace mode.
+                let Some(backend) = app.backend else {
+                    warn!(application = %app.name, "no backend: not served");
+                    continue;
+                };
                 for port in &app.ports {
                     let address = SocketAddrV6::new(app.address, *port, 0, 0);
-                    let served = serve_application(handle.clone(), address, app.backend);
+                    let served = serve_application(handle.clone(), address, backend);
                     tokio::spawn(log_exit("application", served));
-                    let served = serve_application_udp(handle.clone(), address, app.backend);
+                    let served = serve_application_udp(handle.clone(), address, backend);
                     tokio::spawn(log_exit("UDP application", served));
                 }
-                info!(application = %app.name, address = %app.address, ports = ?app.ports, backend = %app.backend, allowed_groups = ?app.allowed_groups, "serving");
+                info!(application = %app.name, address = %app.address, ports = ?app.ports, %backend, allowed_groups = ?app.allowed_groups, "serving");
             }
         }
     }

@@ -250,7 +250,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Result<(), ReloadError> {
                     && a.ports == b.ports
                     && a.backend == b.backend
             });
-    let checks: [(&str, bool); 15] = [
+    let checks: [(&str, bool); 16] = [
         ("role", old.role == new.role),
         ("listen", old.listen == new.listen),
         (
@@ -261,6 +261,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Result<(), ReloadError> {
         ("psk-file", old.psk_file == new.psk_file),
         ("addrd", old.addrd == new.addrd),
         ("mode", old.mode == new.mode),
+        ("tun-name", old.tun_name == new.tun_name),
         ("mtu", old.mtu == new.mtu),
         ("socks-listen", old.socks_listen == new.socks_listen),
         ("port-forwards", old.port_forwards == new.port_forwards),

@@ -290,6 +290,7 @@ fn restart_only_keys_are_named() {
             "metrics-listen",
         ),
         ("mtu = 1380\nmode = \"tun\"\n", "mode"),
+        ("mtu = 1380\ntun-name = \"pn1\"\n", "tun-name"),
         (
             "mtu = 1380\noverlay-zone = \"corp.example\"\n",
             "overlay-zone",
