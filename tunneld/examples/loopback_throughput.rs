@@ -60,7 +60,7 @@ fn main() {
     let server = std::thread::spawn(move || {
         runtime().block_on(async move {
             let socket = UdpSocket::from_std(server_socket).unwrap();
-            let (tunnel, handle) = Tunnel::new(server_node, socket, server_port);
+            let (tunnel, handle) = Tunnel::new(server_node, socket, server_port).unwrap();
             let task = tokio::spawn(tunnel.run());
             let mut inbound = server_io.inbound;
             let _outbound = server_io.outbound;
@@ -87,7 +87,7 @@ fn main() {
     let client = std::thread::spawn(move || {
         runtime().block_on(async move {
             let socket = UdpSocket::from_std(client_socket).unwrap();
-            let (tunnel, handle) = Tunnel::new(client_node, socket, client_port);
+            let (tunnel, handle) = Tunnel::new(client_node, socket, client_port).unwrap();
             let task = tokio::spawn(tunnel.run());
             let outbound = client_io.outbound;
             let _inbound = client_io.inbound;

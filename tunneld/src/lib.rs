@@ -25,6 +25,7 @@ pub mod icmp;
 pub mod keylog;
 pub mod keys;
 pub mod startup;
+pub mod udp;
 pub mod userspace;
 
 #[cfg(test)]
