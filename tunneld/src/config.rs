@@ -149,6 +149,8 @@ pub struct Config {
     pub addrd: Option<Addrd>,
     /// `mode`.
     pub mode: Mode,
+    /// `tun-name`: the TUN device's name (tun mode).
+    pub tun_name: String,
     /// `mtu`: the overlay (inner) MTU.
     pub mtu: u16,
     /// `persistent-keepalive`, after the role's default.
@@ -283,6 +285,17 @@ pub enum Problem {
         /// The config's role.
         actual: Role,
     },
+    /// The key belongs to the other mode.
+    #[error("only valid with mode = \"{allowed}\" (this config has mode = \"{actual}\")")]
+    WrongMode {
+        /// The mode the key belongs to.
+        allowed: Mode,
+        /// The config's mode.
+        actual: Mode,
+    },
+    /// Not a name Linux accepts for a network interface.
+    #[error("{0:?} is not a valid interface name (1 to 15 bytes, no '/', ':', whitespace; not \".\" or \"..\")")]
+    BadInterfaceName(String),
     /// A number outside its range.
     #[error("{value} is out of range {min}..={max}")]
     OutOfRange {
@@ -475,6 +488,7 @@ struct RawConfig {
     psk_file: Option<PathBuf>,
     addrd: Option<RawAddrd>,
     mode: Option<Mode>,
+    tun_name: Option<String>,
     mtu: Option<u64>,
     persistent_keepalive: Option<u64>,
     #[serde(default)]
@@ -563,13 +577,21 @@ impl Checker<'_> {
             .enumerate()
             .map(|(i, p)| self.peer(i, p, persistent_keepalive))
             .collect::<Result<Vec<_>, _>>()?;
+        let mode = raw.mode.unwrap_or(Mode::Userspace);
+        let tun_name = match raw.tun_name {
+            None => crate::tun::DEFAULT_NAME.to_owned(),
+            Some(name) if is_valid_interface_name(&name) => name,
+            Some(name) => return Err(self.error("tun-name", Problem::BadInterfaceName(name))),
+        };
         if raw.socks_listen.is_some() {
             self.role_only("socks-listen", Role::Client, role)?;
+            self.mode_only("socks-listen", Mode::Userspace, mode)?;
         }
         let port_forwards = match raw.port_forwards {
             None => Vec::new(),
             Some(list) => {
                 self.role_only("port-forwards", Role::Client, role)?;
+                self.mode_only("port-forwards", Mode::Userspace, mode)?;
                 self.port_forwards(list)?
             }
         };
@@ -589,7 +611,8 @@ impl Checker<'_> {
             lease_file,
             psk_file,
             addrd,
-            mode: raw.mode.unwrap_or(Mode::Userspace),
+            mode,
+            tun_name,
             mtu,
             persistent_keepalive,
             peers,
@@ -649,6 +672,14 @@ impl Checker<'_> {
             Ok(())
         } else {
             Err(self.error(key, Problem::WrongRole { allowed, actual }))
+        }
+    }
+
+    fn mode_only(&self, key: &str, allowed: Mode, actual: Mode) -> Result<(), ConfigError> {
+        if allowed == actual {
+            Ok(())
+        } else {
+            Err(self.error(key, Problem::WrongMode { allowed, actual }))
         }
     }
 
@@ -817,6 +848,17 @@ fn is_valid_name(name: &str) -> bool {
     ok_chars && (1..=63).contains(&name.len()) && !name.starts_with(['-', '.'])
 }
 
+/// What Linux's `dev_valid_name` accepts: 1 to 15 bytes, no `/`, `:` or
+/// whitespace, not `.` or `..`.
+fn is_valid_interface_name(name: &str) -> bool {
+    (1..=crate::tun::MAX_NAME_LEN).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && !name
+            .bytes()
+            .any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace() || b.is_ascii_control())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -844,6 +886,7 @@ mod tests {
         assert_eq!(c.listen, DEFAULT_LISTEN);
         assert_eq!(c.mtu, DEFAULT_MTU);
         assert_eq!(c.mode, Mode::Userspace);
+        assert_eq!(c.tun_name, "permanet0");
         assert_eq!(c.log_level, LogLevel::Info);
         assert_eq!(c.persistent_keepalive, Some(DEFAULT_CLIENT_KEEPALIVE));
         assert_eq!(c.private_key_file, Path::new("/etc/permanet/key"));
@@ -895,6 +938,7 @@ backend = "127.0.0.1:22"
         let c = parse(&text).unwrap();
         assert_eq!(c.listen, "[::]:4501".parse().unwrap());
         assert_eq!(c.mode, Mode::Tun);
+        assert_eq!(c.tun_name, crate::tun::DEFAULT_NAME);
         assert_eq!(c.mtu, 1280);
         assert_eq!(c.persistent_keepalive, None);
         assert_eq!(c.peers[0].persistent_keepalive, None);
@@ -997,6 +1041,27 @@ to = "[2002:c000:201:1::10]:22"
                     + "[[port-forwards]]\nlisten = \"127.0.0.1:1\"\nto = \"[::1]:2\"\n[[port-forwards]]\nlisten = \"127.0.0.1:1\"\nto = \"[::1]:3\"\n",
                 "port-forwards[1].listen",
                 "already used",
+            ),
+            (
+                client.clone() + "mode = \"tun\"\nsocks-listen = \"127.0.0.1:1080\"\n",
+                "socks-listen",
+                "only valid with mode = \"userspace\" (this config has mode = \"tun\")",
+            ),
+            (
+                client.clone()
+                    + "mode = \"tun\"\n[[port-forwards]]\nlisten = \"127.0.0.1:1\"\nto = \"[::1]:1\"\n",
+                "port-forwards",
+                "only valid with mode = \"userspace\"",
+            ),
+            (
+                client.clone() + "tun-name = \"a-name-too-long0\"\n",
+                "tun-name",
+                "not a valid interface name",
+            ),
+            (
+                client.clone() + "tun-name = \"perma/net\"\n",
+                "tun-name",
+                "not a valid interface name",
             ),
             (
                 client.clone() + "[[peers]]\nendpoint = \"192.0.2.1:4500\"\n",

@@ -13,8 +13,9 @@
 //! ([`icmp`]) —, the userspace mode that plugs into its
 //! inner-packet port — a smoltcp IPv6 stack with the client's SOCKS5 proxy
 //! and the server's application forwarding with PROXY v2 ([`userspace`]) —
-//! and the control socket `tunneld status` talks to ([`control`]). TUN mode
-//! is not written yet (issue #3).
+//! and the control socket `tunneld status` talks to ([`control`]); or, in
+//! TUN mode, the kernel's own stack on a TUN device that carries the
+//! permanent addresses and the overlay routes ([`tun`]).
 #![forbid(unsafe_code)]
 
 pub mod access;
@@ -25,6 +26,7 @@ pub mod icmp;
 pub mod keylog;
 pub mod keys;
 pub mod startup;
+pub mod tun;
 pub mod udp;
 pub mod userspace;
 

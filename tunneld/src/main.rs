@@ -4,9 +4,8 @@
 //! | code | meaning |
 //! |------|---------|
 //! | 0 | success |
-//! | 1 | error (bad config, unreadable key, no daemon running) |
+//! | 1 | error (bad config, unreadable key, TUN device not permitted, no daemon running) |
 //! | 2 | usage error (from clap) |
-//! | 3 | not implemented yet (`mode = "tun"`) |
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::net::SocketAddrV6;
@@ -29,8 +28,9 @@ use tokio::net::TcpListener;
 use tunneld::access::AccessPolicy;
 use tunneld::config::{Config, LogLevel, Mode, Role};
 use tunneld::control::{self, ControlSocket, Report};
-use tunneld::dataplane::{ChannelPort, Tunnel};
+use tunneld::dataplane::{ChannelPort, InnerPort, Tunnel};
 use tunneld::keylog::KeyLog;
+use tunneld::tun::{DevicePlan, TunPort};
 use tunneld::userspace::{
     serve_application, serve_application_udp, serve_socks, StackConfig, StackHandle, UserspaceStack,
 };
@@ -93,8 +93,6 @@ enum Outcome {
     Success,
     /// Done, but the answer is "no" (e.g. no daemon running); already printed.
     Failure,
-    /// The feature is not written yet; already printed.
-    NotImplemented,
 }
 
 fn main() -> ExitCode {
@@ -109,7 +107,6 @@ fn main() -> ExitCode {
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Failure) => ExitCode::from(1),
-        Ok(Outcome::NotImplemented) => ExitCode::from(3),
         Err(e) => {
             eprintln!("tunneld: {e:#}");
             ExitCode::from(1)
@@ -138,31 +135,64 @@ fn run(path: &Path, socket: &Path) -> anyhow::Result<Outcome> {
     if prepared.config.ipv4_policy.dangerous_allow_private {
         warn!("dangerous-allow-private-ipv4 is set: 6to4 addresses may map to private IPv4 addresses (labs only)");
     }
-    match prepared.config.mode {
-        Mode::Tun => {
-            eprintln!("tunneld: tun mode not implemented yet (issue #3); use mode = \"userspace\"");
-            Ok(Outcome::NotImplemented)
-        }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(serve(prepared, socket))
+}
+
+/// Run the mode, the data plane and the control socket until SIGTERM or
+/// SIGINT.
+async fn serve(prepared: startup::Prepared, socket: &Path) -> anyhow::Result<Outcome> {
+    let startup::Prepared { config, node, .. } = prepared;
+    let signals = Signals {
+        terminate: signal(SignalKind::terminate()).context("installing a SIGTERM handler")?,
+        interrupt: signal(SignalKind::interrupt()).context("installing a SIGINT handler")?,
+    };
+    // The control socket first: it is what tells a second daemon on the
+    // same socket to stop before it takes any other resource.
+    let control = ControlSocket::bind(socket).await?;
+    match config.mode {
         Mode::Userspace => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("starting the tokio runtime")?;
-            runtime.block_on(serve(prepared, socket))
+            let (port, channels) = ChannelPort::new(PORT_QUEUE);
+            let stack = start_userspace(&config, &node, channels).await?;
+            let result = serve_tunnel(&config, node, port, control, signals).await;
+            stack.shutdown();
+            result
+        }
+        Mode::Tun => {
+            if config.role == Role::Server && !config.applications.is_empty() {
+                info!("tun mode: applications listen on their permanent addresses themselves; applications[].backend and ports are not used");
+            }
+            let plan = DevicePlan::new(&config, &node);
+            // Dropped with the tunnel: the kernel then deletes the device,
+            // its addresses and its routes.
+            let port = TunPort::open(&plan).await?;
+            serve_tunnel(&config, node, port, control, signals).await
         }
     }
 }
 
-/// Run the data plane and the control socket until SIGTERM or SIGINT.
-async fn serve(prepared: startup::Prepared, socket: &Path) -> anyhow::Result<Outcome> {
-    let startup::Prepared { config, node, .. } = prepared;
-    let mut terminate = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
-    // The control socket first: it is what tells a second daemon on the
-    // same socket to stop before it takes any other resource.
-    let control = ControlSocket::bind(socket).await?;
-    let (port, channels) = ChannelPort::new(PORT_QUEUE);
-    let stack = start_userspace(&config, &node, channels).await?;
+/// The signals that stop the daemon.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+/// Run the data plane over `port` and serve the control socket until a
+/// signal, or until the data plane stops by itself.
+async fn serve_tunnel<P: InnerPort + 'static>(
+    config: &Config,
+    node: overlay_proto::node::Node,
+    port: P,
+    control: ControlSocket,
+    signals: Signals,
+) -> anyhow::Result<Outcome> {
+    let Signals {
+        mut terminate,
+        mut interrupt,
+    } = signals;
     let (tunnel, handle) = Tunnel::bind(node, config.listen, port)
         .await
         .with_context(|| format!("binding UDP socket {}", config.listen))?;
@@ -179,7 +209,7 @@ async fn serve(prepared: startup::Prepared, socket: &Path) -> anyhow::Result<Out
     let listen = tunnel
         .local_addr()
         .context("reading the UDP socket address")?;
-    let identity = Arc::new(control::Identity::new(&config, tunnel.node(), listen));
+    let identity = Arc::new(control::Identity::new(config, tunnel.node(), listen));
     let mut tunnel = tokio::spawn(tunnel.run());
     info!(%listen, socket = %control.path().display(), "data plane running, control socket listening");
     let stopped_early = tokio::select! {
@@ -196,7 +226,6 @@ async fn serve(prepared: startup::Prepared, socket: &Path) -> anyhow::Result<Out
         }
     };
     drop(control);
-    stack.shutdown();
     let (_node, stopped) = result.context("the data plane task failed")?;
     info!(?stopped, "tunneld stopped");
     Ok(Outcome::Success)
