@@ -96,19 +96,43 @@ iperf() {
         awk '/receiver/ { for (i = 1; i <= NF; i++) if ($i == "Mbits/sec") print $(i - 1) }'
 }
 
-# Measure one path: forward, then reverse. Sets FWD and REV (Mbit/s).
+# User + system CPU seconds the processes $@ have used so far (all their
+# threads), from /proc/PID/stat fields 14 and 15.
+cpu_seconds() {
+    local pid ticks=0
+    for pid in "$@"; do
+        ticks=$((ticks + $(sed 's/.*) //' "/proc/$pid/stat" | awk '{ print $12 + $13 }')))
+    done
+    awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'
+}
+
+# Measure one path: forward, then reverse. Sets FWD and REV (Mbit/s) and,
+# given the PIDs of the path's daemons, CPU_FWD and CPU_REV: the daemons'
+# CPU seconds per GB carried.
 measure() {
-    local server=$1 pid
+    local server=$1 pid before after
+    shift
     in_b iperf3 -s -B "$server" >"$WORK/iperf3-server.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     wait_for in_b sh -c "ss -Hltn 'sport = :5201' | grep -q ."
+    before=$(cpu_seconds "$@")
     FWD=$(iperf "$server")
-    REV=$(iperf "$server" -R)
     FWD=${FWD:-0}
+    after=$(cpu_seconds "$@")
+    CPU_FWD=$(per_gb "$before" "$after" "$FWD")
+    REV=$(iperf "$server" -R)
     REV=${REV:-0}
+    before=$(cpu_seconds "$@")
+    CPU_REV=$(per_gb "$after" "$before" "$REV")
     kill "$pid"
     wait "$pid" 2>/dev/null || true
+}
+
+# CPU seconds per GB: CPU seconds from $1 to $2 over a run at $3 Mbit/s.
+per_gb() {
+    awk -v a="$1" -v b="$2" -v r="$3" -v t="$SECONDS_PER_RUN" \
+        'BEGIN { gb = r * t / 8000; if (gb > 0) printf "%.2f", (b - a) / gb; else print "n/a" }'
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a > 0 && b > 0) printf "%.2f", a / b; else print "n/a" }'; }
@@ -125,6 +149,7 @@ in_a ip link set va up
 in_b ip link set vb up
 wait_for in_a ping -c1 -W1 10.77.0.2
 
+echo "load average before the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), Linux $(uname -r)"
 echo "each run: one TCP flow, ${SECONDS_PER_RUN} s; inner MTU ${MTU} for both tunnels"
 
@@ -144,11 +169,13 @@ wg_conf() { # own key file, peer public key, peer endpoint, peer inner address
 }
 wg_conf "$WORK/a.key" "$B_PUB" 10.77.0.2 fd00:77:b::2 >"$WORK/wga.conf"
 wg_conf "$WORK/b.key" "$A_PUB" 10.77.0.1 fd00:77:b::1 >"$WORK/wgb.conf"
+BT_PIDS=()
 for side in a b; do
     WG_LOG_FILE="$WORK/boringtun-$side.log" \
         ip netns exec "ptb-$side-$$" "$BORINGTUN" --foreground --disable-drop-privileges "wg$side" \
         >"$WORK/boringtun-$side.out" 2>&1 &
     PIDS+=("$!")
+    BT_PIDS+=("$!")
 done
 wait_for in_a ip link show wga
 wait_for in_b ip link show wgb
@@ -161,29 +188,34 @@ in_b ip link set wgb mtu "$MTU" up
 in_a ip addr add fd00:77:b::1/64 dev wga nodad
 in_b ip addr add fd00:77:b::2/64 dev wgb nodad
 wait_for in_a ping -6 -c1 -W1 fd00:77:b::2
-measure fd00:77:b::2
+measure fd00:77:b::2 "${BT_PIDS[@]}"
 BT_FWD=$FWD BT_REV=$REV
-echo "boringtun: forward ${BT_FWD} Mbit/s, reverse ${BT_REV} Mbit/s"
-in_a ip link del wga 2>/dev/null || true
-in_b ip link del wgb 2>/dev/null || true
+echo "boringtun: forward ${BT_FWD} Mbit/s, reverse ${BT_REV} Mbit/s;" \
+    "both daemons' CPU per GB carried: ${CPU_FWD} s forward, ${CPU_REV} s reverse"
+kill "${BT_PIDS[@]}"
+wait "${BT_PIDS[@]}" 2>/dev/null || true
 
 # --- (c) tunneld ----------------------------------------------------------------
 "$BENCH_IDENTITIES" "$WORK/tunneld" 10.77.0.2 10.77.0.1 "$MTU" >"$WORK/addresses"
 read -r TD_SERVER TD_CLIENT <"$WORK/addresses"
+TD_PIDS=()
 tunneld_start() { # namespace, node directory
     ip netns exec "$1" "$TUNNELD" run --config "$2/tunneld.toml" --socket "$2/tunneld.sock" \
         2>"$2/stderr.log" &
     PIDS+=("$!")
+    TD_PIDS+=("$!")
     wait_for grep -q "data plane running" "$2/stderr.log"
 }
 tunneld_start "$NS_B" "$WORK/tunneld/server"
 tunneld_start "$NS_A" "$WORK/tunneld/client"
 wait_for in_a ping -6 -c1 -W1 "$TD_SERVER"
-measure "$TD_SERVER"
+measure "$TD_SERVER" "${TD_PIDS[@]}"
 TD_FWD=$FWD TD_REV=$REV
-echo "tunneld:   forward ${TD_FWD} Mbit/s, reverse ${TD_REV} Mbit/s ($TD_CLIENT -> $TD_SERVER)"
+echo "tunneld:   forward ${TD_FWD} Mbit/s, reverse ${TD_REV} Mbit/s;" \
+    "both daemons' CPU per GB carried: ${CPU_FWD} s forward, ${CPU_REV} s reverse"
 sed -n 's/.*UDP socket ready for batched I\/O/  tunneld UDP socket:/p' "$WORK/tunneld/server/stderr.log"
 
+echo "load average after the runs: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 echo "ratios (forward, reverse):"
 echo "  boringtun / veth:  $(ratio "$BT_FWD" "$VETH_FWD"), $(ratio "$BT_REV" "$VETH_REV")"
