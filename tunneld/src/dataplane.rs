@@ -30,7 +30,8 @@
 //! the userspace stack that serves port forwards and SOCKS5. It reads
 //! inner packets into the tunnel's buffer (waiting for the first, then
 //! taking what is ready) and takes decrypted packets by reference, so a TUN
-//! device implements it with one `read` and one `write` per packet. [`ChannelPort`] implements it over two
+//! device implements it with one `read` and one `write` per packet.
+//! [`ChannelPort`] implements it over two
 //! `tokio::sync::mpsc` channels, for the userspace stack and for tests.
 
 use std::future::Future;
@@ -532,7 +533,7 @@ impl<P: InnerPort> Tunnel<P> {
                         } => {
                             self.counters.icmp_sent += 1;
                             let len = datagram.len();
-                            self.transmits.commit(len, destination);
+                            self.queued(len, destination);
                         }
                         Outgoing::Queued => self.counters.icmp_sent += 1,
                         Outgoing::Dropped(reason) => {
@@ -574,7 +575,7 @@ impl<P: InnerPort> Tunnel<P> {
                 datagram,
             } => {
                 let len = datagram.len();
-                self.transmits.commit(len, destination);
+                self.queued(len, destination);
             }
             Outgoing::Queued => {}
             Outgoing::Dropped(reason) => trace!(peer = peer.0, %reason, "inner packet dropped"),
@@ -637,6 +638,15 @@ impl<P: InnerPort> Tunnel<P> {
         let sent = self.socket.send(&mut self.transmits).await;
         self.counters.datagrams_sent += sent.datagrams;
         self.counters.send_errors += sent.failed;
+    }
+
+    /// Queue the datagram of `len` bytes just sealed into the send queue's
+    /// free space. [`Tunnel::make_room`] made room for it, so this cannot
+    /// fail; if it did, the datagram would be counted as a send error.
+    fn queued(&mut self, len: usize, destination: SocketAddr) {
+        if !self.transmits.commit(len, destination) {
+            self.counters.send_errors += 1;
+        }
     }
 
     /// Make room in the send queue for a datagram of `len` bytes, sending
