@@ -204,7 +204,10 @@ tunneld_start() { # namespace, node directory
         2>"$2/stderr.log" &
     PIDS+=("$!")
     TD_PIDS+=("$!")
-    wait_for grep -q "data plane running" "$2/stderr.log"
+    wait_for grep -q "data plane running" "$2/stderr.log" || {
+        cat "$2/stderr.log" >&2
+        return 1
+    }
 }
 tunneld_start "$NS_B" "$WORK/tunneld/server"
 tunneld_start "$NS_A" "$WORK/tunneld/client"
