@@ -277,6 +277,12 @@ impl Process {
         let pid = i32::try_from(child.id()).unwrap_or_else(|_| panic!("PID out of range"));
         kill(Pid::from_raw(pid), signal)
             .unwrap_or_else(|e| panic!("{signal} to {}: {e}", self.name));
+        self.wait_exit(&format!("after {signal}"))
+    }
+
+    /// Wait (up to [`DEADLINE`]) for the process to exit by itself; `why`
+    /// names what should have made it exit, for the panic message.
+    pub fn wait_exit(&mut self, why: &str) -> ExitStatus {
         let end = Instant::now() + DEADLINE;
         loop {
             if let Some(status) = self.try_wait() {
@@ -285,7 +291,7 @@ impl Process {
             }
             assert!(
                 Instant::now() < end,
-                "timed out waiting for {} to exit after {signal}\n{}",
+                "timed out waiting for {} to exit {why}\n{}",
                 self.name,
                 self.log()
             );

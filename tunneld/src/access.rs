@@ -109,7 +109,7 @@ mod tests {
             name: name.into(),
             address: address.parse().unwrap(),
             ports: vec![80],
-            backend: "127.0.0.1:8080".parse().unwrap(),
+            backend: Some("127.0.0.1:8080".parse().unwrap()),
             allowed_groups: groups.iter().map(|g| g.to_string()).collect(),
         }
     }

@@ -209,10 +209,12 @@ pub struct Application {
     pub name: String,
     /// Permanent address, inside this node's lease prefix.
     pub address: Ipv6Addr,
-    /// TCP and UDP ports accepted on `address`.
+    /// TCP and UDP ports accepted on `address` (userspace mode; optional
+    /// and unused in tun mode, where the application binds its own).
     pub ports: Vec<u16>,
-    /// Local backend each flow is forwarded to.
-    pub backend: SocketAddr,
+    /// Local backend each flow is forwarded to (userspace mode, where it
+    /// is required; optional and unused in tun mode).
+    pub backend: Option<SocketAddr>,
     /// Groups allowed in; empty means anyone with a valid lease.
     pub allowed_groups: Vec<String>,
 }
@@ -599,7 +601,7 @@ impl Checker<'_> {
             None => Vec::new(),
             Some(list) => {
                 self.role_only("applications", Role::Server, role)?;
-                self.applications(list)?
+                self.applications(list, mode)?
             }
         };
         Ok(Config {
@@ -766,7 +768,11 @@ impl Checker<'_> {
         Ok(out)
     }
 
-    fn applications(&self, list: Vec<RawApplication>) -> Result<Vec<Application>, ConfigError> {
+    fn applications(
+        &self,
+        list: Vec<RawApplication>,
+        mode: Mode,
+    ) -> Result<Vec<Application>, ConfigError> {
         let mut out: Vec<Application> = Vec::with_capacity(list.len());
         for (i, raw) in list.into_iter().enumerate() {
             let key = |field: &str| format!("applications[{i}].{field}");
@@ -785,10 +791,16 @@ impl Checker<'_> {
                     Problem::Missing("the permanent IPv6 address"),
                 )
             })?;
-            let raw_ports = raw.ports.ok_or_else(|| {
-                self.error(key("ports"), Problem::Missing("a list of TCP/UDP ports"))
-            })?;
-            if raw_ports.is_empty() {
+            let raw_ports = match (raw.ports, mode) {
+                (Some(ports), _) => ports,
+                (None, Mode::Tun) => Vec::new(),
+                (None, Mode::Userspace) => {
+                    return Err(
+                        self.error(key("ports"), Problem::Missing("a list of TCP/UDP ports"))
+                    )
+                }
+            };
+            if raw_ports.is_empty() && mode == Mode::Userspace {
                 return Err(self.error(key("ports"), Problem::Empty));
             }
             let mut ports: Vec<u16> = Vec::with_capacity(raw_ports.len());
@@ -812,15 +824,19 @@ impl Checker<'_> {
                 }
                 ports.push(port);
             }
-            let backend = raw.backend.ok_or_else(|| {
-                self.error(
-                    key("backend"),
-                    Problem::Missing("the local backend's socket address"),
-                )
-            })?;
-            if backend.port() == 0 {
-                return Err(self.error(key("backend"), Problem::PortZero));
-            }
+            let backend = match (raw.backend, mode) {
+                (Some(backend), _) if backend.port() == 0 => {
+                    return Err(self.error(key("backend"), Problem::PortZero))
+                }
+                (Some(backend), _) => Some(backend),
+                (None, Mode::Tun) => None,
+                (None, Mode::Userspace) => {
+                    return Err(self.error(
+                        key("backend"),
+                        Problem::Missing("the local backend's socket address"),
+                    ))
+                }
+            };
             if let Some(j) = raw.allowed_groups.iter().position(|g| g.is_empty()) {
                 return Err(self.error(
                     format!("applications[{i}].allowed-groups[{j}]"),
@@ -1121,6 +1137,26 @@ to = "[2002:c000:201:1::10]:22"
             );
             assert!(msg.contains(fragment), "{key}: {msg}");
         }
+    }
+
+    #[test]
+    fn tun_mode_applications_need_no_backend_or_ports() {
+        let text = base_server()
+            + "mode = \"tun\"\ntun-name = \"pn0\"\n[[applications]]\nname = \"wiki\"\naddress = \"::10\"\nallowed-groups = [\"staff\"]\n";
+        let c = parse(&text).unwrap();
+        assert_eq!(c.tun_name, "pn0");
+        assert_eq!(c.applications[0].backend, None);
+        assert!(c.applications[0].ports.is_empty());
+        // The same in userspace mode is missing its ports, then its backend.
+        let err = parse(&text.replace("\"tun\"", "\"userspace\"")).unwrap_err();
+        assert_eq!(err.key(), Some("applications[0].ports"), "{err}");
+        let err = parse(
+            &text
+                .replace("\"tun\"", "\"userspace\"")
+                .replace("allowed-groups", "ports = [80]\nallowed-groups"),
+        )
+        .unwrap_err();
+        assert_eq!(err.key(), Some("applications[0].backend"), "{err}");
     }
 
     #[test]

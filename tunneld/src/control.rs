@@ -59,6 +59,8 @@ impl Identity {
                 listen_port: listen.port(),
                 role: config.role.as_str().to_owned(),
                 mode: config.mode.as_str().to_owned(),
+                tun_device: (config.mode == crate::config::Mode::Tun)
+                    .then(|| config.tun_name.clone()),
             },
         }
     }
@@ -165,6 +167,9 @@ pub struct Interface {
     pub role: String,
     /// `userspace` or `tun`.
     pub mode: String,
+    /// The TUN device's name (tun mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tun_device: Option<String>,
 }
 
 /// One security association in a [`PeerReport`].
@@ -249,6 +254,9 @@ impl Report {
         let _ = writeln!(s, "  listening port: {}", i.listen_port);
         let _ = writeln!(s, "  addresses: {}", i.addresses.join(", "));
         let _ = writeln!(s, "  role: {}, mode: {}", i.role, i.mode);
+        if let Some(device) = &i.tun_device {
+            let _ = writeln!(s, "  device: {device}");
+        }
         for p in &self.peers {
             let _ = writeln!(s, "\npeer: {}", p.public_key);
             if let Some(name) = &p.name {
@@ -485,6 +493,7 @@ mod tests {
                 listen_port: 4500,
                 role: "client".to_owned(),
                 mode: "userspace".to_owned(),
+                tun_device: None,
             },
             peers: vec![peer(Some("srv"), Some(988)), peer(None, None)],
             counters: BTreeMap::new(),

@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tunneld::access::AccessPolicy;
 use tunneld::config::{Config, LogLevel, Mode, Role};
 use tunneld::control::{self, ControlSocket, Report};
-use tunneld::dataplane::{ChannelPort, InnerPort, Tunnel};
+use tunneld::dataplane::{ChannelPort, InnerPort, Stopped, Tunnel};
 use tunneld::keylog::KeyLog;
 use tunneld::tun::{DevicePlan, TunPort};
 use tunneld::userspace::{
@@ -162,8 +162,10 @@ async fn serve(prepared: startup::Prepared, socket: &Path) -> anyhow::Result<Out
             result
         }
         Mode::Tun => {
-            if config.role == Role::Server && !config.applications.is_empty() {
-                info!("tun mode: applications listen on their permanent addresses themselves; applications[].backend and ports are not used");
+            for (i, app) in config.applications.iter().enumerate() {
+                if app.backend.is_some() || !app.ports.is_empty() {
+                    warn!(application = %app.name, "applications[{i}]: backend and ports are not used in tun mode (the application listens on its permanent address itself)");
+                }
             }
             let plan = DevicePlan::new(&config, &node);
             // Dropped with the tunnel: the kernel then deletes the device,
@@ -228,6 +230,10 @@ async fn serve_tunnel<P: InnerPort + 'static>(
     drop(control);
     let (_node, stopped) = result.context("the data plane task failed")?;
     info!(?stopped, "tunneld stopped");
+    if stopped == Stopped::PortClosed {
+        // Nobody asked: the TUN device or the userspace stack went away.
+        anyhow::bail!("the data plane stopped: its {} side closed", config.mode);
+    }
     Ok(Outcome::Success)
 }
 
@@ -267,14 +273,19 @@ async fn start_userspace(
         }
         Role::Server => {
             for app in &config.applications {
+                // The config requires a backend in userspace mode.
+                let Some(backend) = app.backend else {
+                    warn!(application = %app.name, "no backend: not served");
+                    continue;
+                };
                 for port in &app.ports {
                     let address = SocketAddrV6::new(app.address, *port, 0, 0);
-                    let served = serve_application(handle.clone(), address, app.backend);
+                    let served = serve_application(handle.clone(), address, backend);
                     tokio::spawn(log_exit("application", served));
-                    let served = serve_application_udp(handle.clone(), address, app.backend);
+                    let served = serve_application_udp(handle.clone(), address, backend);
                     tokio::spawn(log_exit("UDP application", served));
                 }
-                info!(application = %app.name, address = %app.address, ports = ?app.ports, backend = %app.backend, allowed_groups = ?app.allowed_groups, "serving");
+                info!(application = %app.name, address = %app.address, ports = ?app.ports, %backend, allowed_groups = ?app.allowed_groups, "serving");
             }
         }
     }

@@ -15,12 +15,13 @@
 //!   the data plane (`no_route`).
 //!
 //! [`TunPort::open`] creates the device with `tun-rs` (name, MTU, no
-//! packet-information header), brings it up and adds the addresses and
-//! routes over rtnetlink. Nothing needs undoing by hand: the device is not
-//! persistent, so when its file descriptor closes — the port dropped after
-//! a clean shutdown, a panic, or the kernel closing the files of a process
-//! killed by SIGKILL — the kernel deletes the device and, with it, its
-//! addresses and routes.
+//! packet-information header), turns its link-local address off (so the
+//! kernel sends no router solicitations or MLD reports into the tunnel),
+//! brings it up and adds the addresses and routes over rtnetlink. Nothing
+//! needs undoing by hand: the device is not persistent, so when its file
+//! descriptor closes — the port dropped after a clean shutdown, a panic,
+//! or the kernel closing the files of a process killed by SIGKILL — the
+//! kernel deletes the device and, with it, its addresses and routes.
 //!
 //! [`TunPort`] is an [`InnerPort`]: one `read` per outbound packet into
 //! the tunnel's buffer (cancel safe: readiness, then a non-blocking read),
@@ -32,6 +33,7 @@ use std::net::Ipv6Addr;
 
 use ipnet::Ipv6Net;
 use overlay_proto::node::Node;
+use rtnetlink::packet_route::link::{AfSpecInet6, AfSpecUnspec, In6AddrGenMode, LinkAttribute};
 use rtnetlink::packet_route::route::RouteProtocol;
 use rtnetlink::RouteMessageBuilder;
 use tracing::{debug, info, warn};
@@ -197,6 +199,11 @@ pub enum Step {
     },
     /// Opening the rtnetlink socket.
     Netlink,
+    /// Turning the device's link-local address off (`addr_gen_mode none`).
+    LinkLocal {
+        /// The interface name.
+        name: String,
+    },
     /// Bringing the device up.
     Up {
         /// The interface name.
@@ -223,6 +230,7 @@ impl fmt::Display for Step {
         match self {
             Step::Create { name } => write!(f, "creating TUN device {name}"),
             Step::Netlink => f.write_str("opening a netlink socket"),
+            Step::LinkLocal { name } => write!(f, "turning off {name}'s link-local address"),
             Step::Up { name } => write!(f, "bringing {name} up"),
             Step::Address { name, address } => write!(f, "assigning {address}/128 to {name}"),
             Step::Route { name, route } => write!(f, "routing {route} to {name}"),
@@ -254,6 +262,8 @@ impl TunPort {
             .name(&plan.name)
             .mtu(plan.mtu)
             .packet_information(false)
+            // Up only after `configure` turned the link-local address off.
+            .enable(false)
             .build_async()
             .map_err(|e| TunError::new(Step::Create { name: name.clone() }, e))?;
         let index = device
@@ -283,13 +293,27 @@ impl TunPort {
     }
 }
 
-/// Up, addresses, routes, in that order (a route needs the device up).
+/// No link-local address, up, addresses, routes, in that order (a route
+/// needs the device up; the link-local address would be made on up).
 async fn configure(
     netlink: &rtnetlink::Handle,
     index: u32,
     plan: &DevicePlan,
 ) -> Result<(), TunError> {
     let name = || plan.name.clone();
+    // `addr_gen_mode none`: no fe80:: address, so the kernel sends no
+    // router solicitations or MLD reports into the tunnel, where no peer
+    // routes them (nothing in the overlay is on-link).
+    let no_link_local = AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(In6AddrGenMode::None)]);
+    let link = rtnetlink::LinkUnspec::new_with_index(index)
+        .append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![no_link_local]))
+        .build();
+    netlink
+        .link()
+        .set(link)
+        .execute()
+        .await
+        .map_err(|e| TunError::new(Step::LinkLocal { name: name() }, netlink_io(e)))?;
     let link = rtnetlink::LinkUnspec::new_with_index(index).up().build();
     netlink
         .link()

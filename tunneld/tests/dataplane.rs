@@ -395,7 +395,7 @@ fn policy() -> AccessPolicy {
         name: name.into(),
         address,
         ports: vec![80],
-        backend: "127.0.0.1:8080".parse().unwrap(),
+        backend: Some("127.0.0.1:8080".parse().unwrap()),
         allowed_groups: groups.iter().map(|g| g.to_string()).collect(),
     };
     AccessPolicy::from_applications(&[

@@ -4,7 +4,7 @@
 //! ```text
 //!   netns pn<pid>-<tag>-c                       netns pn<pid>-<tag>-s
 //!  ┌──────────────────────────┐                ┌──────────────────────────────┐
-//!  │ permanet0                │                │ permanet0                    │
+//!  │ permanet0                │                │ pn-server (tun-name)         │
 //!  │  2002:a00:1:1::1234/128  │                │  2002:a00:1:2::1/128  system │
 //!  │  2002::/16 → permanet0   │                │  2002:a00:1:2::80/128 app    │
 //!  │ tunneld (client, alice)  │                │  2002::/16 → permanet0       │
@@ -24,7 +24,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use netns_tests::{
@@ -45,7 +45,10 @@ const APP: &str = "2002:a00:1:2::80";
 const APP_PORT: u16 = 7000;
 /// The client's permanent address (user subnet 1 of the same /48).
 const USER: &str = "2002:a00:1:1::1234";
-const DEVICE: &str = "permanet0";
+/// The client's device: the default name (its config has no `tun-name`).
+const CLIENT_DEVICE: &str = "permanet0";
+/// The server's device, named by `tun-name`.
+const SERVER_DEVICE: &str = "pn-server";
 const MTU: u16 = 1380;
 
 /// One server and one client daemon, running. Field order is drop order:
@@ -57,7 +60,7 @@ struct Lab {
     server_ns: Netns,
     client_ns: Netns,
     server_files: NodeFiles,
-    _client_files: NodeFiles,
+    client_files: NodeFiles,
 }
 
 impl Lab {
@@ -76,9 +79,10 @@ impl Lab {
         let server_files = NodeFiles::new([0x61; 32], EntityKind::System, SVN, "server", &[]);
         let server_config = server_files.config(&format!(
             "role = \"server\"\nlisten = \"{SERVER_V4}:4500\"\nmode = \"tun\"\nmtu = {MTU}\n\
+             tun-name = \"{SERVER_DEVICE}\"\n\
              dangerous-allow-private-ipv4 = true\n\n\
-             [[applications]]\nname = \"echo\"\naddress = \"{APP}\"\nports = [{APP_PORT}]\n\
-             backend = \"127.0.0.1:9\"\nallowed-groups = [\"staff\"]\n"
+             [[applications]]\nname = \"echo\"\naddress = \"{APP}\"\n\
+             allowed-groups = [\"staff\"]\n"
         ));
         let client_files = NodeFiles::new(
             [0x62; 32],
@@ -111,23 +115,33 @@ impl Lab {
             server_ns,
             client_ns,
             server_files,
-            _client_files: client_files,
+            client_files,
         }
     }
 
     /// `tunneld status --json` of the server.
     fn server_status(&self) -> serde_json::Value {
-        let socket = self.server_files.path("tunneld.sock");
-        let out = netns_tests::run_ok(
-            BIN,
-            &["status", "--json", "--socket", socket.to_str().unwrap()],
-        );
-        serde_json::from_str(&out).unwrap()
+        status(&self.server_files)
+    }
+
+    /// `tunneld status --json` of the client.
+    fn client_status(&self) -> serde_json::Value {
+        status(&self.client_files)
     }
 
     fn logs(&self) -> String {
         format!("{}\n{}", self.server.log(), self.client.log())
     }
+}
+
+/// `tunneld status --json` of the daemon whose files are `files`.
+fn status(files: &NodeFiles) -> serde_json::Value {
+    let socket = files.path("tunneld.sock");
+    let out = netns_tests::run_ok(
+        BIN,
+        &["status", "--json", "--socket", socket.to_str().unwrap()],
+    );
+    serde_json::from_str(&out).unwrap()
 }
 
 /// `tunneld run` inside `ns`, its control socket and log in the node's
@@ -172,13 +186,13 @@ fn ping(ns: &Netns, destination: &str, count: u32) -> (bool, String) {
 
 /// What the device in `ns` carries: (link, addresses, routes), as `ip`
 /// prints them; `None` once the device is gone.
-fn device_state(ns: &Netns) -> Option<(String, String, String)> {
-    let link = ns.try_ip(&["link", "show", "dev", DEVICE]);
+fn device_state(ns: &Netns, device: &str) -> Option<(String, String, String)> {
+    let link = ns.try_ip(&["link", "show", "dev", device]);
     if !link.status.success() {
         return None;
     }
-    let addresses = ns.ip(&["-6", "addr", "show", "dev", DEVICE]);
-    let routes = ns.ip(&["-6", "route", "show", "dev", DEVICE]);
+    let addresses = ns.ip(&["-6", "addr", "show", "dev", device]);
+    let routes = ns.ip(&["-6", "route", "show", "dev", device]);
     Some((
         String::from_utf8_lossy(&link.stdout).into_owned(),
         addresses,
@@ -186,11 +200,11 @@ fn device_state(ns: &Netns) -> Option<(String, String, String)> {
     ))
 }
 
-/// The device in `ns` is up with `addresses` (each /128), MTU [`MTU`] and
+/// `device` in `ns` is up with `addresses` (each /128), MTU [`MTU`] and
 /// the route of `2002::/16`.
-fn assert_device(ns: &Netns, addresses: &[&str]) {
+fn assert_device(ns: &Netns, device: &str, addresses: &[&str]) {
     let (link, addrs, routes) =
-        device_state(ns).unwrap_or_else(|| panic!("no {DEVICE} in {}", ns.name()));
+        device_state(ns, device).unwrap_or_else(|| panic!("no {device} in {}", ns.name()));
     assert!(link.contains(&format!("mtu {MTU}")), "{link}");
     assert!(link.contains(",UP"), "{link}");
     for address in addresses {
@@ -202,19 +216,19 @@ fn assert_device(ns: &Netns, addresses: &[&str]) {
     assert!(routes.contains("2002::/16"), "{routes}");
 }
 
-/// Nothing of the device is left in `ns`: no link, no overlay address, no
+/// Nothing of `device` is left in `ns`: no link, no overlay address, no
 /// route through it.
-fn assert_device_gone(ns: &Netns, context: impl Fn() -> String) {
+fn assert_device_gone(ns: &Netns, device: &str, context: impl Fn() -> String) {
     wait_until(
-        &format!("{DEVICE} to disappear from {}", ns.name()),
+        &format!("{device} to disappear from {}", ns.name()),
         DEADLINE,
-        || device_state(ns).is_none(),
+        || device_state(ns, device).is_none(),
         &context,
     );
     let addrs = ns.ip(&["-6", "addr", "show"]);
     assert!(!addrs.contains("2002:"), "{addrs}");
     let routes = ns.ip(&["-6", "route", "show", "table", "all"]);
-    assert!(!routes.contains(DEVICE), "{routes}");
+    assert!(!routes.contains(device), "{routes}");
     assert!(!routes.contains("2002:"), "{routes}");
 }
 
@@ -224,8 +238,8 @@ fn tun_ping_reaches_the_application_and_back() {
         return;
     }
     let lab = Lab::start("ping", &["staff"]);
-    assert_device(&lab.client_ns, &[USER]);
-    assert_device(&lab.server_ns, &[SYSTEM, APP]);
+    assert_device(&lab.client_ns, CLIENT_DEVICE, &[USER]);
+    assert_device(&lab.server_ns, SERVER_DEVICE, &[SYSTEM, APP]);
     for destination in [APP, SYSTEM] {
         let (ok, out) = ping(&lab.client_ns, destination, 3);
         assert!(ok, "ping {destination}:\n{out}\n{}", lab.logs());
@@ -235,11 +249,44 @@ fn tun_ping_reaches_the_application_and_back() {
     assert!(ok, "ping {USER}:\n{out}\n{}", lab.logs());
 
     let status = lab.server_status();
+    assert_eq!(status["interface"]["mode"], "tun", "{status}");
+    assert_eq!(status["interface"]["tun_device"], SERVER_DEVICE, "{status}");
+    assert_eq!(
+        lab.client_status()["interface"]["tun_device"],
+        CLIENT_DEVICE
+    );
+    let socket = lab.server_files.path("tunneld.sock");
+    let human = netns_tests::run_ok(BIN, &["status", "--socket", socket.to_str().unwrap()]);
+    assert!(
+        human.contains(&format!(
+            "  role: server, mode: tun\n  device: {SERVER_DEVICE}\n"
+        )),
+        "{human}"
+    );
     let peers = status["peers"].as_array().unwrap();
     assert_eq!(peers.len(), 1, "{status}");
     assert_eq!(peers[0]["lease_prefix"], format!("{USER}/128").as_str());
     assert!(peers[0]["rx_bytes"].as_u64().unwrap() > 0, "{status}");
     assert_eq!(status["dataplane"]["prohibited"], 0, "{status}");
+    // Only overlay traffic entered the tunnels: no link-local chatter from
+    // the kernel (router solicitations, MLD reports) counted as unroutable.
+    for status in [status, lab.client_status()] {
+        for counter in [
+            "no_route",
+            "malformed_inner",
+            "deliver_errors",
+            "send_errors",
+        ] {
+            assert_eq!(status["dataplane"][counter], 0, "{counter}: {status}");
+        }
+    }
+    for (ns, device) in [
+        (&lab.client_ns, CLIENT_DEVICE),
+        (&lab.server_ns, SERVER_DEVICE),
+    ] {
+        let addrs = ns.ip(&["-6", "addr", "show", "dev", device]);
+        assert!(!addrs.contains("fe80:"), "{addrs}");
+    }
 }
 
 /// A deterministic byte stream (xorshift64*).
@@ -330,8 +377,8 @@ fn tun_device_addresses_and_routes_go_away_on_sigterm_and_sigint() {
         return;
     }
     let mut lab = Lab::start("stop", &["staff"]);
-    assert_device(&lab.server_ns, &[SYSTEM, APP]);
-    assert_device(&lab.client_ns, &[USER]);
+    assert_device(&lab.server_ns, SERVER_DEVICE, &[SYSTEM, APP]);
+    assert_device(&lab.client_ns, CLIENT_DEVICE, &[USER]);
 
     let status = lab.server.stop(Signal::SIGTERM);
     assert_eq!(status.code(), Some(0), "{}", lab.server.log());
@@ -340,9 +387,9 @@ fn tun_device_addresses_and_routes_go_away_on_sigterm_and_sigint() {
         "{}",
         lab.server.log()
     );
-    assert_device_gone(&lab.server_ns, || lab.server.log());
+    assert_device_gone(&lab.server_ns, SERVER_DEVICE, || lab.server.log());
     // The client's device is untouched by the server's exit.
-    assert_device(&lab.client_ns, &[USER]);
+    assert_device(&lab.client_ns, CLIENT_DEVICE, &[USER]);
 
     let status = lab.client.stop(Signal::SIGINT);
     assert_eq!(status.code(), Some(0), "{}", lab.client.log());
@@ -351,7 +398,7 @@ fn tun_device_addresses_and_routes_go_away_on_sigterm_and_sigint() {
         "{}",
         lab.client.log()
     );
-    assert_device_gone(&lab.client_ns, || lab.client.log());
+    assert_device_gone(&lab.client_ns, CLIENT_DEVICE, || lab.client.log());
 }
 
 #[test]
@@ -361,12 +408,38 @@ fn tun_device_goes_away_when_the_daemon_is_killed() {
         return;
     }
     let mut lab = Lab::start("kill", &["staff"]);
-    assert_device(&lab.client_ns, &[USER]);
+    assert_device(&lab.client_ns, CLIENT_DEVICE, &[USER]);
     let status = lab.client.stop(Signal::SIGKILL);
     assert_eq!(status.signal(), Some(libc::SIGKILL));
     // The kernel closed the device's file descriptor: no cleanup code ran,
     // and still nothing is left.
-    assert_device_gone(&lab.client_ns, || lab.client.log());
+    assert_device_gone(&lab.client_ns, CLIENT_DEVICE, || lab.client.log());
+
+    // The guards leave nothing behind either: namespaces, files.
+    let namespaces =
+        [lab.client_ns.name(), lab.server_ns.name()].map(|n| Path::new("/run/netns").join(n));
+    let dir = lab.server_files.path("");
+    drop(lab);
+    for path in namespaces.iter().chain([&dir]) {
+        assert!(!path.exists(), "{} left behind", path.display());
+    }
+}
+
+#[test]
+fn tun_daemon_exits_with_an_error_when_its_device_is_deleted() {
+    if skip_unless_root("tun_daemon_exits_with_an_error_when_its_device_is_deleted") {
+        return;
+    }
+    let mut lab = Lab::start("del", &["staff"]);
+    lab.client_ns.ip(&["link", "delete", "dev", CLIENT_DEVICE]);
+    let status = lab.client.wait_exit("after its device was deleted");
+    let log = lab.client.log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("tunneld: the data plane stopped: its tun side closed"),
+        "{log}"
+    );
+    assert_device_gone(&lab.client_ns, CLIENT_DEVICE, || lab.client.log());
 }
 
 #[test]
@@ -429,6 +502,6 @@ fn tun_mode_without_cap_net_admin_fails_clearly() {
         ),
         "{err}"
     );
-    assert!(device_state(&ns).is_none());
+    assert!(device_state(&ns, CLIENT_DEVICE).is_none());
     assert!(!files.path("tunneld.sock").exists(), "{err}");
 }

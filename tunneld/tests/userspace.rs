@@ -350,7 +350,7 @@ async fn socks_connect_from_a_non_member_fails() {
         name: "staff-app".into(),
         address: *app_addr().ip(),
         ports: vec![APP_PORT],
-        backend: "127.0.0.1:9".parse().unwrap(),
+        backend: Some("127.0.0.1:9".parse().unwrap()),
         allowed_groups: vec!["staff".into()],
     };
     let (client, server, socks) = setup_with(
