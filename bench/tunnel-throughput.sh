@@ -112,7 +112,9 @@ cpu_seconds() {
 measure() {
     local server=$1 pid before after
     shift
-    in_b iperf3 -s -B "$server" >"$WORK/iperf3-server.log" 2>&1 &
+    # Not through in_b: a backgrounded function is a subshell, and $! would
+    # be its PID, not iperf3's (ip netns exec execs the command).
+    ip netns exec "$NS_B" iperf3 -s -B "$server" >"$WORK/iperf3-server.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
     wait_for in_b sh -c "ss -Hltn 'sport = :5201' | grep -q ."
