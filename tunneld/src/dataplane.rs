@@ -3,33 +3,39 @@
 //! A [`Tunnel`] drives the sans-IO protocol core the way
 //! `overlay_proto::sim` does, with a real socket and the real clock. One
 //! task runs [`Tunnel::run`], a `tokio::select!` loop over four inputs:
-//! - UDP datagrams: [`Node::handle_datagram`]; decrypted inner packets go
+//! - UDP datagrams, a batch per wakeup ([`crate::udp`]):
+//!   [`Node::handle_datagram`]; decrypted inner packets go
 //!   out through the port if the [`AccessPolicy`] allows them (server role:
 //!   the peer's lease groups against the destination application's
 //!   allowed groups), else they are counted and answered, rate-limited,
 //!   with an ICMPv6 "administratively prohibited" through the tunnel;
-//! - inner IPv6 packets from the port: the destination address picks the
-//!   peer ([`Node::route`], cryptokey routing), [`Node::encapsulate`] seals
-//!   the packet and the datagram is sent; a packet no peer routes, or
-//!   longer than the tunnel MTU ([`Tunnel::with_mtu`]), is answered,
-//!   rate-limited, with an ICMPv6 "no route" or Packet Too Big into the
-//!   port;
+//! - inner IPv6 packets from the port, the first one awaited and up to
+//!   [`INNER_BATCH`] more taken while ready ([`InnerPort::try_recv`]): the
+//!   destination address picks the peer ([`Node::route`], cryptokey
+//!   routing), [`Node::encapsulate`] seals the packet into the send queue;
+//!   a packet no peer routes, or longer than the tunnel MTU
+//!   ([`Tunnel::with_mtu`]), is answered, rate-limited, with an ICMPv6
+//!   "no route" or Packet Too Big into the port;
 //! - the node's timer ([`Node::poll_timeout`], [`Node::handle_timeout`]);
 //! - control: status requests, shutdown and runtime changes (SIGHUP
 //!   reloads, lease renewals: [`crate::reload`]) from a [`TunnelHandle`].
 //!
-//! After every input the loop sends what [`Node::poll_transmit`] holds and
-//! logs what [`Node::poll_event`] reports; with a [`KeyLog`] attached
+//! After every input the loop queues what [`Node::poll_transmit`] holds,
+//! sends the whole queue in as few system calls as it can (UDP GSO,
+//! waiting for the socket rather than dropping) and logs what
+//! [`Node::poll_event`] reports; with a [`KeyLog`] attached
 //! ([`Tunnel::with_key_log`]) it also writes the keys of every new SA there
 //! (the tracing log only ever names SPIs). The per-packet path reuses one
-//! receive buffer, one inner buffer and one send buffer, takes no lock and
-//! allocates nothing (control messages allocate, in the core).
+//! receive batch, one inner buffer and one send queue, all allocated when
+//! the tunnel is built, takes no lock and allocates nothing (control
+//! messages allocate, in the core).
 //!
 //! The *port* ([`InnerPort`]) is the seam to the mode: a TUN device, or
 //! the userspace stack that serves port forwards and SOCKS5. It reads
-//! inner packets into the tunnel's buffer and takes decrypted packets by
-//! reference, so a TUN device implements it with one `read` and one
-//! `write` per packet. [`ChannelPort`] implements it over two
+//! inner packets into the tunnel's buffer (waiting for the first, then
+//! taking what is ready) and takes decrypted packets by reference, so a TUN
+//! device implements it with one `read` and one `write` per packet.
+//! [`ChannelPort`] implements it over two
 //! `tokio::sync::mpsc` channels, for the userspace stack and for tests.
 
 use std::future::Future;
@@ -52,9 +58,30 @@ use crate::icmp::{self, IcmpLimiter};
 use crate::keylog::KeyLog;
 use crate::reload::{self, Applied, ChangeSet, ReloadError, ReloadStatus};
 use crate::startup;
+use crate::udp::{BatchSocket, RecvBatch, TransmitQueue};
 
-/// Largest UDP payload a datagram can carry.
-const MAX_DATAGRAM: usize = 65_535;
+/// Inner packets the loop takes from the port per wakeup, beyond the one
+/// it waited for, before it sends what they became.
+pub const INNER_BATCH: usize = 64;
+
+/// Decrypted packets the loop delivers to the port before it lets the
+/// mode's tasks run.
+const DELIVER_BATCH: usize = 64;
+
+/// Datagrams the send queue holds before it is flushed early.
+const SEND_BATCH: usize = 128;
+
+/// Bytes of the send queue: [`SEND_BATCH`] full-size datagrams of an
+/// Ethernet path, and never less than one of the largest.
+const SEND_QUEUE_BYTES: usize = {
+    let batch = SEND_BATCH * 1_500;
+    let largest = esp::encapsulated_len(MAX_INNER_PACKET);
+    if batch > largest {
+        batch
+    } else {
+        largest
+    }
+};
 
 /// Length of the fixed IPv6 header.
 const IPV6_HEADER_LEN: usize = 40;
@@ -73,6 +100,16 @@ pub trait InnerPort: Send {
     /// when the mode has closed the port: the tunnel then stops.
     fn recv<'a>(&'a mut self, buf: &'a mut [u8])
         -> impl Future<Output = Option<usize>> + Send + 'a;
+
+    /// The next inner packet if one is ready now, like
+    /// [`InnerPort::recv`] without the wait: `None` when none is ready
+    /// (or the port is closed, which the next `recv` reports). The tunnel
+    /// calls it after `recv` to take a batch per wakeup. The default
+    /// never has one ready, so every packet costs one wakeup.
+    fn try_recv(&mut self, buf: &mut [u8]) -> Option<usize> {
+        let _ = buf;
+        None
+    }
 
     /// Hand a decrypted inner packet to the mode without waiting. An error
     /// (queue full, device gone) drops the packet; the tunnel counts it.
@@ -116,12 +153,18 @@ impl InnerPort for ChannelPort {
     async fn recv(&mut self, buf: &mut [u8]) -> Option<usize> {
         loop {
             let packet = self.from_mode.recv().await?;
-            // Larger than any IPv6 packet without jumbograms: skip it.
-            if let Some(slot) = buf.get_mut(..packet.len()) {
-                slot.copy_from_slice(&packet);
-                return Some(packet.len());
+            if let Some(len) = copy_inner(&packet, buf) {
+                return Some(len);
             }
-            debug!(len = packet.len(), "inner packet too large for the tunnel");
+        }
+    }
+
+    fn try_recv(&mut self, buf: &mut [u8]) -> Option<usize> {
+        loop {
+            let packet = self.from_mode.try_recv().ok()?;
+            if let Some(len) = copy_inner(&packet, buf) {
+                return Some(len);
+            }
         }
     }
 
@@ -130,6 +173,21 @@ impl InnerPort for ChannelPort {
             mpsc::error::TrySendError::Full(_) => io::ErrorKind::WouldBlock.into(),
             mpsc::error::TrySendError::Closed(_) => io::ErrorKind::BrokenPipe.into(),
         })
+    }
+}
+
+/// Copy a packet from the mode into the tunnel's inner buffer; `None`
+/// (logged) for one larger than any IPv6 packet without jumbograms.
+fn copy_inner(packet: &[u8], buf: &mut [u8]) -> Option<usize> {
+    match buf.get_mut(..packet.len()) {
+        Some(slot) => {
+            slot.copy_from_slice(packet);
+            Some(packet.len())
+        }
+        None => {
+            debug!(len = packet.len(), "inner packet too large for the tunnel");
+            None
+        }
     }
 }
 
@@ -162,9 +220,9 @@ pub struct DataplaneCounters {
     /// ICMPv6 rate limit, or an ICMPv6 error, a non-first fragment, or
     /// from a multicast source (RFC 4443 §2.4), or the port had no room.
     pub icmp_suppressed: u64,
-    /// `recv_from` failures.
+    /// Receive failures (each a batch that was not read).
     pub recv_errors: u64,
-    /// `send_to` failures (datagram dropped).
+    /// Datagrams the socket refused with an error (dropped).
     pub send_errors: u64,
     /// SAs whose keys could not be written to the key log.
     pub keylog_errors: u64,
@@ -371,7 +429,7 @@ impl TunnelHandle {
 #[derive(Debug)]
 pub struct Tunnel<P> {
     node: Node,
-    socket: UdpSocket,
+    socket: BatchSocket,
     port: P,
     shutdown: watch::Receiver<bool>,
     status: mpsc::Receiver<oneshot::Sender<Status>>,
@@ -389,16 +447,19 @@ pub struct Tunnel<P> {
     /// Where the keys of new SAs go (`dangerous-esp-keylog`).
     key_log: Option<KeyLog>,
     /// Received datagrams, decrypted in place.
-    datagram: Vec<u8>,
+    received: RecvBatch,
     /// Inner packets read from the port.
     inner: Vec<u8>,
-    /// Encapsulated datagrams.
-    sealed: Vec<u8>,
+    /// Datagrams to send, sealed in place, sent when the loop has handled
+    /// its batch of input.
+    transmits: TransmitQueue,
 }
 
 impl<P: InnerPort> Tunnel<P> {
     /// A tunnel over a bound socket, and the handle that controls it.
-    pub fn new(node: Node, socket: UdpSocket, port: P) -> (Self, TunnelHandle) {
+    /// Fails if the socket refuses the options batched I/O needs.
+    pub fn new(node: Node, socket: UdpSocket, port: P) -> io::Result<(Self, TunnelHandle)> {
+        let socket = BatchSocket::new(socket)?;
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (status_tx, status) = mpsc::channel(STATUS_QUEUE);
         let (updates_tx, updates) = mpsc::channel(STATUS_QUEUE);
@@ -416,23 +477,23 @@ impl<P: InnerPort> Tunnel<P> {
             icmp: vec![0; icmp::MIN_MTU],
             mtu: None,
             key_log: None,
-            datagram: vec![0; MAX_DATAGRAM],
+            received: RecvBatch::new(),
             inner: vec![0; MAX_INNER_PACKET],
-            sealed: vec![0; esp::encapsulated_len(MAX_INNER_PACKET)],
+            transmits: TransmitQueue::new(SEND_BATCH, SEND_QUEUE_BYTES),
         };
         let handle = TunnelHandle {
             shutdown: shutdown_tx,
             status: status_tx,
             updates: updates_tx,
         };
-        (tunnel, handle)
+        Ok((tunnel, handle))
     }
 
     /// [`Tunnel::new`] with a socket bound to `listen` (the config's
     /// `listen`).
     pub async fn bind(node: Node, listen: SocketAddr, port: P) -> io::Result<(Self, TunnelHandle)> {
         let socket = UdpSocket::bind(listen).await?;
-        Ok(Tunnel::new(node, socket, port))
+        Tunnel::new(node, socket, port)
     }
 
     /// The tunnel with `policy` checked on every decrypted packet (server
@@ -480,6 +541,7 @@ impl<P: InnerPort> Tunnel<P> {
         // Packets the node may have queued before the loop started (peers
         // with persistent keepalive, handshakes started by the caller).
         self.drain().await;
+        self.flush().await;
         let stopped = loop {
             let deadline = self.node.poll_timeout();
             if deadline != armed {
@@ -504,15 +566,23 @@ impl<P: InnerPort> Tunnel<P> {
                     Some(update) => self.on_update(update),
                     None => updates_open = false,
                 },
-                received = self.socket.recv_from(&mut self.datagram) => match received {
-                    Ok((len, src)) => self.on_datagram(len, src).await,
+                readable = self.socket.readable() => match readable {
+                    Ok(()) => self.on_readable().await,
                     Err(error) => {
                         self.counters.recv_errors += 1;
-                        debug!(%error, "UDP receive failed");
+                        debug!(%error, "UDP socket failed");
                     }
                 },
                 len = self.port.recv(&mut self.inner) => match len {
-                    Some(len) => self.on_inner(len).await,
+                    Some(len) => {
+                        self.on_inner(len).await;
+                        for _ in 0..INNER_BATCH {
+                            let Some(len) = self.port.try_recv(&mut self.inner) else {
+                                break;
+                            };
+                            self.on_inner(len).await;
+                        }
+                    }
                     None => break Stopped::PortClosed,
                 },
                 () = &mut timer, if armed.is_some() => {
@@ -521,6 +591,7 @@ impl<P: InnerPort> Tunnel<P> {
                 }
             }
             self.drain().await;
+            self.flush().await;
         };
         info!(?stopped, "data plane stopped");
         (self.node, stopped)
@@ -577,11 +648,34 @@ impl<P: InnerPort> Tunnel<P> {
         let _ = reply.send(result);
     }
 
-    async fn on_datagram(&mut self, len: usize, src: SocketAddr) {
+    /// Receive one batch of datagrams and handle each.
+    async fn on_readable(&mut self) {
+        // Taken out of `self` (no allocation) so each datagram can be
+        // handled with `&mut self`.
+        let mut received = std::mem::take(&mut self.received);
+        match self.socket.try_recv(&mut received) {
+            Ok(_) => {
+                for (n, (src, datagram)) in received.datagrams().enumerate() {
+                    self.on_datagram(datagram, src).await;
+                    // One receive may bring thousands of datagrams (GRO):
+                    // let the mode's tasks on this runtime take what was
+                    // delivered before its queue overflows.
+                    if (n + 1) % DELIVER_BATCH == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(error) => {
+                self.counters.recv_errors += 1;
+                debug!(%error, "UDP receive failed");
+            }
+        }
+        self.received = received;
+    }
+
+    async fn on_datagram(&mut self, datagram: &mut [u8], src: SocketAddr) {
         self.counters.datagrams_received += 1;
-        let Some(datagram) = self.datagram.get_mut(..len) else {
-            return;
-        };
         let now = startup::now();
         match self.node.handle_datagram(now, src, datagram) {
             Received::Packet { peer, packet } => {
@@ -612,16 +706,21 @@ impl<P: InnerPort> Tunnel<P> {
                             return;
                         }
                     };
+                    self.make_room(esp::encapsulated_len(len)).await;
                     let Some(error) = self.icmp.get(..len) else {
                         return;
                     };
-                    match self.node.encapsulate(now, peer, error, &mut self.sealed) {
+                    match self
+                        .node
+                        .encapsulate(now, peer, error, self.transmits.free_space())
+                    {
                         Outgoing::Send {
                             destination,
                             datagram,
                         } => {
                             self.counters.icmp_sent += 1;
-                            send(&self.socket, &mut self.counters, datagram, destination).await;
+                            let len = datagram.len();
+                            self.queued(len, destination);
                         }
                         Outgoing::Queued => self.counters.icmp_sent += 1,
                         Outgoing::Dropped(reason) => {
@@ -641,6 +740,7 @@ impl<P: InnerPort> Tunnel<P> {
     }
 
     async fn on_inner(&mut self, len: usize) {
+        self.make_room(esp::encapsulated_len(len)).await;
         let Some(packet) = self.inner.get(..len) else {
             return;
         };
@@ -662,12 +762,15 @@ impl<P: InnerPort> Tunnel<P> {
         }
         match self
             .node
-            .encapsulate(startup::now(), peer, packet, &mut self.sealed)
+            .encapsulate(startup::now(), peer, packet, self.transmits.free_space())
         {
             Outgoing::Send {
                 destination,
                 datagram,
-            } => send(&self.socket, &mut self.counters, datagram, destination).await,
+            } => {
+                let len = datagram.len();
+                self.queued(len, destination);
+            }
             Outgoing::Queued => {}
             Outgoing::Dropped(reason) => trace!(peer = peer.0, %reason, "inner packet dropped"),
         }
@@ -711,16 +814,18 @@ impl<P: InnerPort> Tunnel<P> {
         }
     }
 
-    /// Send what the node queued and log its events.
+    /// Queue what the node wants sent and log its events.
     async fn drain(&mut self) {
         while let Some(transmit) = self.node.poll_transmit() {
-            send(
-                &self.socket,
-                &mut self.counters,
-                &transmit.contents,
-                transmit.destination,
-            )
-            .await;
+            self.make_room(transmit.contents.len()).await;
+            if !self
+                .transmits
+                .push(&transmit.contents, transmit.destination)
+            {
+                // Larger than the whole queue: the node never builds one.
+                self.counters.send_errors += 1;
+                debug!(len = transmit.contents.len(), "datagram too large to send");
+            }
         }
         while let Some(event) = self.node.poll_event() {
             log_event(&event);
@@ -756,17 +861,31 @@ impl<P: InnerPort> Tunnel<P> {
     }
 }
 
-async fn send(
-    socket: &UdpSocket,
-    counters: &mut DataplaneCounters,
-    datagram: &[u8],
-    destination: SocketAddr,
-) {
-    match socket.send_to(datagram, destination).await {
-        Ok(_) => counters.datagrams_sent += 1,
-        Err(error) => {
-            counters.send_errors += 1;
-            debug!(%error, %destination, "UDP send failed");
+impl<P: InnerPort> Tunnel<P> {
+    /// Send every queued datagram; the queue is empty afterwards.
+    async fn flush(&mut self) {
+        if self.transmits.is_empty() {
+            return;
+        }
+        let sent = self.socket.send(&mut self.transmits).await;
+        self.counters.datagrams_sent += sent.datagrams;
+        self.counters.send_errors += sent.failed;
+    }
+
+    /// Queue the datagram of `len` bytes just sealed into the send queue's
+    /// free space. [`Tunnel::make_room`] made room for it, so this cannot
+    /// fail; if it did, the datagram would be counted as a send error.
+    fn queued(&mut self, len: usize, destination: SocketAddr) {
+        if !self.transmits.commit(len, destination) {
+            self.counters.send_errors += 1;
+        }
+    }
+
+    /// Make room in the send queue for a datagram of `len` bytes, sending
+    /// what it holds if it is full.
+    async fn make_room(&mut self, len: usize) {
+        if !self.transmits.has_room(len) {
+            self.flush().await;
         }
     }
 }

@@ -8,7 +8,8 @@
 //! ([`config`]), key files ([`keys`]), the debugging ESP key log
 //! ([`keylog`]), turning both into a ready
 //! [`overlay_proto::node::Node`] ([`startup`]) and the UDP data plane that
-//! drives it ([`dataplane`]) — with the server's access control by lease
+//! drives it ([`dataplane`], its socket batched with GSO and GRO in
+//! [`udp`]) — with the server's access control by lease
 //! groups ([`access`]) and the ICMPv6 errors that answer refused packets
 //! ([`icmp`]) —, the userspace mode that plugs into its
 //! inner-packet port — a smoltcp IPv6 stack with the client's SOCKS5 proxy
@@ -35,6 +36,7 @@ pub mod names;
 pub mod reload;
 pub mod startup;
 pub mod tun;
+pub mod udp;
 pub mod userspace;
 
 #[cfg(test)]

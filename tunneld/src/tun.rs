@@ -507,6 +507,19 @@ impl InnerPort for TunPort {
         }
     }
 
+    fn try_recv(&mut self, buf: &mut [u8]) -> Option<usize> {
+        loop {
+            match self.device.try_recv(buf) {
+                Ok(0) => return None,
+                Ok(len) => return Some(len),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // Nothing ready (WouldBlock); any other error is reported
+                // by the `recv` that follows.
+                Err(_) => return None,
+            }
+        }
+    }
+
     fn deliver(&mut self, packet: &[u8]) -> io::Result<()> {
         self.device.try_send(packet).map(drop)
     }

@@ -55,7 +55,7 @@ struct Side {
 
 fn spawn(node: Node, socket: UdpSocket, config: StackConfig, policy: AccessPolicy) -> Side {
     let (port, channels) = ChannelPort::new(1024);
-    let (tunnel, tunnel_handle) = Tunnel::new(node, socket, port);
+    let (tunnel, tunnel_handle) = Tunnel::new(node, socket, port).unwrap();
     let tunnel = tunnel.with_access_policy(policy);
     tokio::spawn(tunnel.run());
     let (stack, stack_handle) = UserspaceStack::new(config, channels);
