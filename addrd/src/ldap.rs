@@ -11,7 +11,9 @@
 //!   request: an empty-password simple bind is an anonymous bind, which
 //!   servers allowing `bind_anon_dn` report as a success. The user is then
 //!   searched with the name escaped (`(&(objectClass=inetOrgPerson)(uid=…))`
-//!   under `ou=people`; exactly one match), and the password checked by a
+//!   under `ou=people`; exactly one match, whose `uid` is the name up to
+//!   case — the server would also ignore surrounding spaces), and the
+//!   password checked by a
 //!   simple bind as the found DN on a separate, short-lived connection. An
 //!   unknown user takes the same path: the bind is made to a DN that does
 //!   not exist, so both cost one search and one bind. The disabled flag is
@@ -320,6 +322,7 @@ impl LdapDirectory {
         let mut found = self
             .search(&self.inner.people, &filter, &ENTITY_ATTRS, 2)
             .await?;
+        found.retain(|e| names_match(e, "uid", user));
         if found.len() > 1 {
             tracing::warn!(uid = %user, "several users match one uid; refusing the login");
             return Ok(None);
@@ -446,6 +449,7 @@ impl Directory for LdapDirectory {
         };
         let filter = format!("(&{class}({name_attr}={}))", ldap_escape(name));
         let mut found = self.search(base, &filter, &ENTITY_ATTRS, 2).await?;
+        found.retain(|e| names_match(e, name_attr, name));
         if found.len() > 1 {
             return Err(DirectoryError::BadEntry {
                 dn: base.to_string(),
@@ -613,6 +617,17 @@ impl LdapDirectory {
             .map(str::to_string)
             .ok_or_else(|| entry.bad("no permanetHolder".into()))
     }
+}
+
+/// Whether `entry` has `name` as a value of `attr`, up to case. The
+/// server's matching rule (caseIgnoreMatch) also ignores leading, trailing
+/// and repeated spaces, so `" alice"` would find alice: such near misses
+/// are not the same name and are treated as unknown.
+fn names_match(entry: &RawEntry, attr: &str, name: &str) -> bool {
+    entry
+        .values(attr)
+        .iter()
+        .any(|v| v == name || v.to_lowercase() == name.to_lowercase())
 }
 
 /// A group's `cn` (its RDN value when it has several).
