@@ -306,12 +306,27 @@ impl LdapDirectory {
                     entries.push(entry);
                 }
                 let result = stream.finish().await;
-                match result.rc {
-                    0 | 32 => Ok(entries),
-                    _ => Err(LdapError::from(result)),
-                }
+                Ok((entries, result))
             })
             .await?;
+        let (entries, result) = entries;
+        match result.rc {
+            0 | 32 => {}
+            4 => {
+                return Err(DirectoryError::Operation(format!(
+                    "listing {base}: the server's size limit cut it short after {} entries; \
+                     lift it for the service account (OpenLDAP: olcLimits \
+                     size=unlimited, or size.prtotal=unlimited)",
+                    entries.len()
+                )))
+            }
+            rc => {
+                return Err(DirectoryError::Operation(format!(
+                    "listing {base} {filter}: rc {rc} {}",
+                    result.text
+                )))
+            }
+        }
         entries.into_iter().map(RawEntry::decode).collect()
     }
 

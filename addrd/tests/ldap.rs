@@ -688,3 +688,107 @@ async fn starttls_and_ldaps_with_a_ca_file() {
         }
     }
 }
+
+/// More entities than slapd's size limit (500), which the harness lifts
+/// for the service account's *paged* searches only (`size.prtotal`, as
+/// configs/ldap/README.md says): the listing pages through them all, and
+/// a plain search would have been cut short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_pages_past_the_size_limit() {
+    let Some(slapd) = start("listing_pages_past_the_size_limit", Options::default()) else {
+        return;
+    };
+    let mut admin = admin(&slapd).await;
+    let extra = 700;
+    for i in 0..extra {
+        let uid = format!("user{i:04}");
+        let rc = admin
+            .add(
+                &format!("uid={uid},ou=people,{BASE_DN}"),
+                vec![
+                    (
+                        "objectClass",
+                        HashSet::from(["inetOrgPerson", "permanetEntity"]),
+                    ),
+                    ("uid", HashSet::from([uid.as_str()])),
+                    ("cn", HashSet::from([uid.as_str()])),
+                    ("sn", HashSet::from([uid.as_str()])),
+                ],
+            )
+            .await
+            .map(|r| r.rc);
+        assert_eq!(rc.ok(), Some(0), "{uid}");
+    }
+    let (mut svc, rc) = raw_bind(
+        &slapd.url(),
+        SERVICE_DN,
+        netns_tests::slapd::SERVICE_PASSWORD,
+    )
+    .await;
+    assert_eq!(rc, 0);
+    let plain = svc
+        .search(
+            &format!("ou=people,{BASE_DN}"),
+            Scope::Subtree,
+            "(uid=*)",
+            vec!["uid"],
+        )
+        .await
+        .map(|r| r.1.rc);
+    assert_eq!(
+        plain.ok(),
+        Some(4),
+        "a plain search must hit the size limit"
+    );
+    let dir = directory(&slapd);
+    let all = dir.entities().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(all.len(), 8 + extra);
+}
+
+/// A server that accepts the connection and never answers: every
+/// operation ends with a timeout error at the configured bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_server_times_out() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            open.push(socket);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let pw_file = dir.path().join("pw");
+    std::fs::write(&pw_file, "secret").unwrap_or_else(|e| panic!("{e}"));
+    let mut perms = std::fs::metadata(&pw_file)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o600);
+    std::fs::set_permissions(&pw_file, perms).unwrap_or_else(|e| panic!("{e}"));
+    let mut c = LdapConfig::new(
+        format!("ldap://127.0.0.1:{port}"),
+        BASE_DN,
+        SERVICE_DN,
+        &pw_file,
+    );
+    c.timeout = Duration::from_millis(300);
+    let ldap = LdapDirectory::new(c).unwrap_or_else(|e| panic!("{e}"));
+    let started = Instant::now();
+    match ldap.lookup(EntityKind::User, "alice").await {
+        Err(DirectoryError::Timeout(t)) => assert_eq!(t, Duration::from_millis(300)),
+        other => panic!("{other:?}"),
+    }
+    match ldap.authenticate("alice", &pw("alice-lab-password")).await {
+        Err(AuthError::Unavailable(DirectoryError::Timeout(_) | DirectoryError::Connection(_))) => {
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    held.abort();
+}

@@ -310,6 +310,7 @@ impl Slapd {
              olcRootPW: {ADMIN_PASSWORD}\nolcDbMaxSize: 1073741824\n\
              olcDbIndex: objectClass eq\nolcDbIndex: uid eq\nolcDbIndex: cn eq\n\
              olcDbIndex: member eq\nolcDbIndex: permanetAddress eq\n\
+             olcLimits: dn.exact=\"{svc}\" size.prtotal=unlimited\n\
              olcAccess: {{0}}to attrs=userPassword by anonymous auth by self =xw by * none\n\
              olcAccess: {{1}}to dn.base=\"ou=addresses,{BASE_DN}\" attrs=children \
              by dn.exact=\"{svc}\" =rsca by * none\n\
