@@ -768,6 +768,15 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_has_no_password() {
+        let (_d, pw) = password_file(0o600, "hunter2-service-secret");
+        let dir = LdapDirectory::new(config("ldap://x", &pw)).unwrap_or_else(|e| panic!("{e}"));
+        let shown = format!("{dir:?}");
+        assert!(shown.contains("cn=addrd"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
     fn password_file_rules() {
         let (_d, pw) = password_file(0o640, "secret");
         assert!(matches!(

@@ -83,7 +83,6 @@ pub fn directory_error(e: LdapError) -> DirectoryError {
 
 /// The service connection: bound as the service account, shared by every
 /// operation (ldap3 multiplexes requests on it), reopened on demand.
-#[derive(Debug)]
 pub struct ServiceConnection {
     connector: Connector,
     bind_dn: String,
@@ -91,6 +90,18 @@ pub struct ServiceConnection {
     backoff_min: Duration,
     backoff_max: Duration,
     state: Mutex<State>,
+}
+
+impl std::fmt::Debug for ServiceConnection {
+    /// Everything but the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceConnection")
+            .field("connector", &self.connector)
+            .field("bind_dn", &self.bind_dn)
+            .field("backoff_min", &self.backoff_min)
+            .field("backoff_max", &self.backoff_max)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
