@@ -792,3 +792,54 @@ async fn silent_server_times_out() {
     );
     held.abort();
 }
+
+/// An unknown user costs what a wrong password costs: one search, then a
+/// bind (to a DN that does not exist) on a connection of its own. Checked
+/// in slapd's operation log rather than with a stopwatch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_user_takes_the_wrong_password_path() {
+    let options = Options {
+        stats_log: true,
+        ..Options::default()
+    };
+    let Some(slapd) = start("unknown_user_takes_the_wrong_password_path", options) else {
+        return;
+    };
+    let dir = directory(&slapd);
+    // Open the service connection first, so only the logins are counted.
+    assert!(dir.lookup(EntityKind::User, "bob").await.is_ok());
+    let ops = |log: &str| {
+        let binds = log.matches(" BIND dn=").count();
+        let searches = log.matches(" SRCH base=").count();
+        (binds, searches)
+    };
+    let before = ops(&slapd.log());
+    assert_eq!(
+        refusal(dir.authenticate("alice", &pw("wrong")).await),
+        RefusalReason::WrongPassword
+    );
+    let wrong = ops(&slapd.log());
+    assert_eq!(
+        refusal(dir.authenticate("mallory", &pw("wrong")).await),
+        RefusalReason::UnknownUser
+    );
+    let unknown = ops(&slapd.log());
+    let cost = |a: (usize, usize), b: (usize, usize)| (b.0 - a.0, b.1 - a.1);
+    assert_eq!(
+        cost(before, wrong),
+        (1, 1),
+        "wrong password: one bind, one search"
+    );
+    assert_eq!(
+        cost(wrong, unknown),
+        (1, 1),
+        "unknown user: one bind, one search"
+    );
+    assert!(slapd
+        .log()
+        .contains("BIND dn=\"uid=permanet-absent-user,ou=people,dc=example,dc=org\""));
+    // An empty password and a malformed name cost nothing at all.
+    let _ = dir.authenticate("alice", &pw("")).await;
+    let _ = dir.authenticate("al\0ice", &pw("x")).await;
+    assert_eq!(ops(&slapd.log()), unknown);
+}

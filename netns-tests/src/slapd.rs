@@ -61,6 +61,9 @@ pub struct Options {
     /// `localhost`, offer StartTLS on the `ldap://` port and listen on an
     /// `ldaps://` port too.
     pub tls: bool,
+    /// Log every connection and operation (`-d stats`) to the log
+    /// [`Slapd::log`] returns, for tests that check what a client asked.
+    pub stats_log: bool,
 }
 
 /// Why the test slapd could not be run.
@@ -94,6 +97,7 @@ pub struct Slapd {
     port: u16,
     ldaps_port: Option<u16>,
     tls: bool,
+    stats_log: bool,
 }
 
 impl Slapd {
@@ -131,6 +135,7 @@ impl Slapd {
             port: 0,
             ldaps_port: None,
             tls: options.tls,
+            stats_log: options.stats_log,
         };
         slapd.configure(options)?;
         // A free port is found by binding port 0 and letting go of it; if
@@ -185,9 +190,15 @@ impl Slapd {
         matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(None)))
     }
 
-    /// The last part of slapd's log (its stderr), for failure messages.
+    /// slapd's log (its stderr): errors, and with
+    /// [`Options::stats_log`] every operation.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.path("slapd.log")).unwrap_or_default()
+    }
+
+    /// The last part of slapd's log, for failure messages.
     pub fn log_tail(&self) -> String {
-        let log = fs::read_to_string(self.path("slapd.log")).unwrap_or_default();
+        let log = self.log();
         let start = log.len().saturating_sub(4000);
         log.get(start..).unwrap_or(&log).to_string()
     }
@@ -374,15 +385,15 @@ impl Slapd {
         let log2 = log
             .try_clone()
             .map_err(|e| SlapdError::Io("slapd.log".into(), e))?;
-        // `-d 0`: stay in the foreground (a child we can wait for and kill
-        // by PID), logging errors to stderr.
+        // `-d`: stay in the foreground (a child we can wait for and kill
+        // by PID), logging to stderr: errors only, or every operation.
         let child = Command::new(SLAPD)
             .arg("-h")
             .arg(&urls)
             .arg("-F")
             .arg(self.path("config"))
             .arg("-d")
-            .arg("0")
+            .arg(if self.stats_log { "stats" } else { "0" })
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)
