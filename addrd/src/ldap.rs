@@ -40,6 +40,7 @@ use std::io::Read as _;
 use std::net::Ipv6Addr;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -236,9 +237,14 @@ impl LdapDirectory {
         T: Send,
     {
         let service = &self.inner.service;
+        // The connection in use, so a timeout can drop it: a connection
+        // that stopped answering (a half-open TCP connection after a
+        // network failure) would otherwise time out every operation.
+        let in_use = AtomicU64::new(0);
         let attempt = async {
             loop {
                 let lease = service.get().await?;
+                in_use.store(lease.generation, Ordering::Relaxed);
                 match op(lease.ldap).await {
                     Ok(v) => return Ok(v),
                     Err(e) if is_connection_error(&e) => {
@@ -254,7 +260,13 @@ impl LdapDirectory {
         };
         match tokio::time::timeout(self.inner.timeout, attempt).await {
             Ok(result) => result,
-            Err(_) => Err(DirectoryError::Timeout(self.inner.timeout)),
+            Err(_) => {
+                let generation = in_use.load(Ordering::Relaxed);
+                if generation != 0 {
+                    service.broken(generation).await;
+                }
+                Err(DirectoryError::Timeout(self.inner.timeout))
+            }
         }
     }
 

@@ -843,3 +843,80 @@ async fn unknown_user_takes_the_wrong_password_path() {
     let _ = dir.authenticate("al\0ice", &pw("x")).await;
     assert_eq!(ops(&slapd.log()), unknown);
 }
+
+/// A TCP relay to slapd whose existing connections can be frozen (kept
+/// open, nothing forwarded: a half-open connection after a network
+/// failure) while new ones still go through.
+struct FreezingRelay {
+    port: u16,
+    freeze: std::sync::Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FreezingRelay {
+    async fn start(target: u16) -> FreezingRelay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let freeze = std::sync::Arc::new(tokio::sync::Notify::new());
+        let frozen = freeze.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let frozen = frozen.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = frozen.notified() => {
+                            // Hold both ends open, forward nothing.
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                });
+            }
+        });
+        FreezingRelay { port, freeze, task }
+    }
+}
+
+impl Drop for FreezingRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// After a timeout the connection that stopped answering is dropped, and
+/// the next operation opens a new one instead of timing out again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_stops_answering_is_replaced() {
+    let Some(slapd) = start(
+        "a_connection_that_stops_answering_is_replaced",
+        Options::default(),
+    ) else {
+        return;
+    };
+    let port = slapd
+        .url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(0);
+    let relay = FreezingRelay::start(port).await;
+    let mut c = config(&slapd);
+    c.url = format!("ldap://127.0.0.1:{}", relay.port);
+    c.timeout = Duration::from_millis(500);
+    let dir = LdapDirectory::new(c).unwrap_or_else(|e| panic!("{e}"));
+    assert!(dir.lookup(EntityKind::User, "alice").await.is_ok());
+    relay.freeze.notify_waiters();
+    match dir.lookup(EntityKind::User, "alice").await {
+        Err(DirectoryError::Timeout(_)) => {}
+        other => panic!("frozen connection: {other:?}"),
+    }
+    let alice = dir.lookup(EntityKind::User, "alice").await;
+    assert!(matches!(alice, Ok(Some(_))), "after the timeout: {alice:?}");
+}
