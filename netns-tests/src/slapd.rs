@@ -548,6 +548,41 @@ mod tests {
         }
     }
 
+    /// A test that panics with a slapd running leaves no process and no
+    /// directory behind.
+    #[test]
+    fn cleans_up_when_the_test_panics() {
+        let seen = std::sync::Mutex::new(None);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let Some(mut slapd) =
+                Slapd::start_or_skip("cleans_up_when_the_test_panics", Options::default())
+            else {
+                return;
+            };
+            let pid = slapd.child.as_ref().map(Child::id);
+            assert!(slapd.is_running());
+            if let Ok(mut seen) = seen.lock() {
+                *seen = Some((pid, slapd.dir().to_path_buf()));
+            }
+            panic!("test failure with slapd running");
+        }));
+        let Some((pid, dir)) = seen.lock().ok().and_then(|mut s| s.take()) else {
+            return; // skipped
+        };
+        assert!(outcome.is_err());
+        assert!(!dir.exists(), "temporary directory left behind");
+        if let Some(pid) = pid {
+            assert!(gone(pid), "slapd {pid} still running");
+        }
+    }
+
+    /// Whether process `pid` has exited (and been reaped).
+    fn gone(pid: u32) -> bool {
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || fs::read_to_string(format!("/proc/{pid}/status"))
+                .is_ok_and(|s| s.contains("State:\tZ"))
+    }
+
     /// The harness starts, answers, stops, restarts and cleans up.
     #[test]
     fn starts_restarts_and_cleans_up() {
@@ -571,12 +606,7 @@ mod tests {
         drop(slapd);
         assert!(!dir.exists(), "temporary directory left behind");
         if let Some(pid) = pid {
-            assert!(
-                !Path::new(&format!("/proc/{pid}")).exists()
-                    || fs::read_to_string(format!("/proc/{pid}/status"))
-                        .is_ok_and(|s| s.contains("State:\tZ")),
-                "slapd {pid} still running after drop"
-            );
+            assert!(gone(pid), "slapd {pid} still running after drop");
         }
     }
 }
