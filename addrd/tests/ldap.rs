@@ -920,3 +920,55 @@ async fn a_connection_that_stops_answering_is_replaced() {
     let alice = dir.lookup(EntityKind::User, "alice").await;
     assert!(matches!(alice, Ok(Some(_))), "after the timeout: {alice:?}");
 }
+
+/// Two entries with one uid: nobody logs in under it (the password
+/// matches one of them, but which one is meant is unknown), and a lookup
+/// names the problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ambiguous_uid_is_refused() {
+    let Some(slapd) = start("an_ambiguous_uid_is_refused", Options::default()) else {
+        return;
+    };
+    let mut admin = admin(&slapd).await;
+    let extra = format!("ou=extra,ou=people,{BASE_DN}");
+    let rc = admin
+        .add(
+            &extra,
+            vec![
+                ("objectClass", HashSet::from(["organizationalUnit"])),
+                ("ou", HashSet::from(["extra"])),
+            ],
+        )
+        .await
+        .map(|r| r.rc);
+    assert_eq!(rc.ok(), Some(0));
+    let dir = directory(&slapd);
+    assert!(dir
+        .authenticate("alice", &pw("alice-lab-password"))
+        .await
+        .is_ok());
+    let rc = admin
+        .add(
+            &format!("uid=alice,{extra}"),
+            vec![
+                ("objectClass", HashSet::from(["inetOrgPerson"])),
+                ("uid", HashSet::from(["alice"])),
+                ("cn", HashSet::from(["Other Alice"])),
+                ("sn", HashSet::from(["Alice"])),
+                ("userPassword", HashSet::from(["alice-lab-password"])),
+            ],
+        )
+        .await
+        .map(|r| r.rc);
+    assert_eq!(rc.ok(), Some(0));
+    assert_eq!(
+        refusal(dir.authenticate("alice", &pw("alice-lab-password")).await),
+        RefusalReason::UnknownUser
+    );
+    match dir.lookup(EntityKind::User, "alice").await {
+        Err(DirectoryError::BadEntry { problem, .. }) => {
+            assert!(problem.contains("several"), "{problem}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
