@@ -270,7 +270,8 @@ impl LdapDirectory {
         }
     }
 
-    /// Search `base` (subtree) with `filter`, all entries decoded.
+    /// Search `base` (subtree) with `filter` for at most `sizelimit`
+    /// entries (a small number), all entries decoded.
     async fn search(
         &self,
         base: &str,
@@ -287,7 +288,8 @@ impl LdapDirectory {
                 Ok((result.0, result.1.rc, result.1.text))
             })
             .await?;
-        // 4: sizeLimitExceeded, with the entries up to the limit.
+        // 4: sizeLimitExceeded, with the entries up to the limit asked
+        // for (callers ask for 2 to tell one match from several).
         if rc != 0 && rc != 4 && rc != 32 {
             return Err(DirectoryError::Operation(format!(
                 "search {base} {filter}: rc {rc} {text}"
@@ -393,7 +395,9 @@ impl LdapDirectory {
             "(&(objectClass=groupOfNames)(member={}))",
             ldap_escape(entry.dn.as_str())
         );
-        let groups = self.search(&self.inner.groups, &filter, &["cn"], 0).await?;
+        let groups = self
+            .search_all(&self.inner.groups, &filter, &["cn"])
+            .await?;
         Ok(groups.iter().filter_map(group_name).collect())
     }
 
