@@ -15,8 +15,10 @@ step() { printf '\n==> %s\n' "$*"; }
 
 if [ "$(id -u)" = 0 ] && [ -z "${PERMANET_NO_APT:-}" ]; then
     # iproute2: namespaces, veth, addresses; iputils-ping: ping -6 through
-    # the TUN-mode tunnels (tunneld/tests/netns.rs).
-    packages=(iproute2 iputils-ping)
+    # the TUN-mode tunnels (tunneld/tests/netns.rs); slapd and ldap-utils:
+    # the LDAP backend's tests run a private slapd (netns-tests/src/slapd.rs)
+    # on a random localhost port.
+    packages=(iproute2 iputils-ping slapd ldap-utils)
     missing=()
     for p in "${packages[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -44,11 +46,11 @@ trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
 # One closing line for the whole run (cargo prints one per test binary).
-# Skipped: ignored tests, and the namespace tests that returned early
-# without root (libtest counts them as passed; each prints one
-# "skipped: needs root" line).
+# A test that skips itself at run time (no root, slapd missing) returns and
+# counts as passed in cargo's line; it also prints one line containing
+# `permanet-test-skipped:` (netns_tests::skip), which moves it to skipped.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) {
         if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
-     /^skipped: needs root/ { k++ }
+     /permanet-test-skipped:/ { k++ }
      END { printf "tests: %d passed, %d failed, %d skipped\n", p - k, f, s + k }' "$log"
 exit "$status"

@@ -8,7 +8,8 @@
 //! and serves the overlay's DNS zone. See DESIGN §2–§3, §6–§7, §9.
 //!
 //! Layers: [`directory`] is the contract between the daemon and its
-//! directory backends.
+//! directory backends; [`ldap`] is the LDAP backend.
 #![forbid(unsafe_code)]
 
 pub mod directory;
+pub mod ldap;

@@ -9,10 +9,10 @@
 //! tag, so parallel tests and parallel runs do not collide.
 //!
 //! The tests need root (`CAP_SYS_ADMIN` for namespaces, `CAP_NET_ADMIN`
-//! for the devices); [`skip_unless_root`] prints one
-//! `skipped: needs root (network namespaces)` line per test otherwise, on
-//! the real stderr so that `cargo test`'s capture does not hide it
-//! (`scripts/test-all.sh` counts those lines as skipped). The daemons
+//! for the devices); [`skip_unless_root`] reports each test as skipped
+//! otherwise ([`skip`]). [`slapd`] is a private OpenLDAP server with the
+//! permanet schema and the example organisation, for addrd's tests and the
+//! end-to-end ones. The daemons
 //! themselves are binaries of other packages: each test passes the path
 //! Cargo gives it (`env!("CARGO_BIN_EXE_tunneld")`).
 //!
@@ -33,6 +33,8 @@ use overlay_proto::handshake::{PublicKey, StaticKeypair};
 use overlay_proto::lease::{EntityKind, Lease, LeaseAuthority};
 use overlay_proto::time::UnixTime;
 
+pub mod slapd;
+
 /// How long a daemon may take to start, to stop, or a condition to hold.
 /// Generous: CI runs the suite on two shared cores.
 pub const DEADLINE: Duration = Duration::from_secs(60);
@@ -45,17 +47,26 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// `true` (skip the test) when not root, after printing
-/// `skipped: needs root (network namespaces): TEST` on stderr.
+/// `true` (skip the test) when not root, after reporting it skipped
+/// because it needs root (network namespaces).
 pub fn skip_unless_root(test: &str) -> bool {
     if is_root() {
         return false;
     }
-    // Straight to the stderr handle: libtest captures `eprintln!`, and a
-    // skip nobody sees looks like a pass.
-    let line = format!("\nskipped: needs root (network namespaces): {test}\n");
-    let _ = std::io::stderr().write_all(line.as_bytes());
+    skip(test, "needs root (network namespaces)");
     true
+}
+
+/// Report a test as skipped and why. The line goes straight to the
+/// process's stderr, past the test harness's output capture (a skip nobody
+/// sees looks like a pass), so that `scripts/test-all.sh` counts it: the
+/// test itself then returns and counts as passed in cargo's own summary,
+/// and the script moves it from passed to skipped (it counts lines
+/// containing `permanet-test-skipped:`).
+pub fn skip(test: &str, reason: &str) {
+    // One write of one line: not interleaved with other tests' lines.
+    let line = format!("\npermanet-test-skipped: {test}: {reason}\n");
+    let _ = std::io::stderr().write_all(line.as_bytes());
 }
 
 /// Poll `condition` every few milliseconds until it holds; panic naming

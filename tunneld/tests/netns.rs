@@ -16,7 +16,7 @@
 //! The server's system virtual network sits in the 6to4 prefix of its own
 //! (lab-private, hence `dangerous-allow-private-ipv4`) IPv4 address; the
 //! client's user address is in the same 6to4 /48. Needs root; each test
-//! prints `skipped: needs root (network namespaces)` and passes otherwise.
+//! reports itself skipped (netns_tests::skip) and passes otherwise.
 //! Every namespace, process and file is removed by a guard, also when a
 //! test fails.
 
