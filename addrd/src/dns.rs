@@ -3,7 +3,7 @@
 //! entity's permanent address) and for the matching `ip6.arpa` names (PTR
 //! back to that name), over UDP and TCP.
 //!
-//! - [`zone`] builds an immutable [`Zone`] from a directory snapshot
+//! - [`Zone::build`] builds an immutable [`Zone`] from a directory snapshot
 //!   (`Vec<Entity>`; entities without an address are not published,
 //!   names that are not DNS labels are skipped, logged and counted).
 //! - [`ZoneHandle`] holds the zone being served and replaces it

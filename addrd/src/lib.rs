@@ -11,5 +11,6 @@
 //! directory backends.
 #![forbid(unsafe_code)]
 
+pub mod bindings;
 pub mod directory;
 pub mod dns;
