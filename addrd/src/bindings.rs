@@ -33,7 +33,9 @@
 //! processed late — handed between tasks, queued behind a newer one — can
 //! never move a binding back to an old endpoint. Bindings are soft state
 //! (DESIGN §14): a restarted addrd starts with an empty cache and a new
-//! observer, and clients re-register by talking.
+//! observer, and clients re-register by talking. Keep one observer per
+//! cache; one made later for the same cache comes from
+//! [`BindingObserver::continuing`].
 //!
 //! # Lifetime and expiry
 //!
@@ -120,9 +122,19 @@ pub struct BindingObserver {
 }
 
 impl BindingObserver {
-    /// An observer whose first observation has sequence 1.
+    /// An observer whose first observation has sequence 1: for a new,
+    /// empty cache.
     pub fn new() -> BindingObserver {
         BindingObserver::default()
+    }
+
+    /// An observer numbering above every sequence `cache` has seen: for
+    /// a cache that outlives its observer (a node replaced at runtime),
+    /// so the new observations are not all refused as stale.
+    pub fn continuing(cache: &BindingCache) -> BindingObserver {
+        BindingObserver {
+            next_sequence: cache.highest_sequence,
+        }
     }
 
     /// The endpoint an event of `node` proves, if it proves one:
@@ -303,6 +315,8 @@ pub struct BindingCache {
     bindings: BTreeMap<Ipv6Addr, Binding>,
     /// (expiry, address) of every binding: the expiry order.
     expiries: BTreeSet<(Instant, Ipv6Addr)>,
+    /// The highest sequence ever accepted.
+    highest_sequence: u64,
     counters: BindingCounters,
 }
 
@@ -313,6 +327,7 @@ impl BindingCache {
             config,
             bindings: BTreeMap::new(),
             expiries: BTreeSet::new(),
+            highest_sequence: 0,
             counters: BindingCounters::default(),
         }
     }
@@ -337,6 +352,7 @@ impl BindingCache {
             return Err(BindingError::LeaseEnded { address });
         };
         let expires = now.instant + self.config.lifetime.min(lease_left);
+        let highest = self.highest_sequence.max(seen.sequence);
 
         if let Some(binding) = self.bindings.get_mut(&address) {
             if seen.sequence <= binding.sequence {
@@ -359,6 +375,7 @@ impl BindingCache {
             };
             self.expiries.remove(&(binding.expires, address));
             self.expiries.insert((expires, address));
+            self.highest_sequence = highest;
             binding.sequence = seen.sequence;
             binding.updated = now.instant;
             binding.expires = expires;
@@ -379,6 +396,7 @@ impl BindingCache {
             });
         }
         self.counters.created += 1;
+        self.highest_sequence = highest;
         self.expiries.insert((expires, address));
         self.bindings.insert(
             address,
@@ -687,6 +705,20 @@ mod tests {
         );
         assert_eq!(cache.len(), 1);
         assert_eq!(cache.counters().removed, 1);
+    }
+
+    #[test]
+    fn a_continuing_observer_numbers_above_the_cache() {
+        let clock = Clock::new();
+        let mut cache = cache(10);
+        cache
+            .update(clock.0, seen(ALICE, "192.0.2.1:4500", 41))
+            .unwrap();
+        cache
+            .update(clock.0, seen("fd00::1", "192.0.2.1:4500", 7))
+            .unwrap();
+        assert_eq!(BindingObserver::continuing(&cache).next_sequence, 41);
+        assert_eq!(BindingObserver::new().next_sequence, 0);
     }
 
     #[test]

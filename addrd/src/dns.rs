@@ -33,7 +33,7 @@ mod zone;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Header, MessageType, OpCode, ResponseCode};
@@ -69,6 +69,9 @@ pub struct ZoneHandle {
 #[derive(Debug)]
 struct Shared {
     config: ZoneConfig,
+    /// Held while a zone is rebuilt, so two rebuilds cannot both take
+    /// the same serial or install in the wrong order.
+    rebuilding: Mutex<()>,
     current: RwLock<Arc<Zone>>,
     counters: DnsCounters,
 }
@@ -88,6 +91,7 @@ impl ZoneHandle {
         let handle = ZoneHandle {
             shared: Arc::new(Shared {
                 config,
+                rebuilding: Mutex::new(()),
                 current: RwLock::new(Arc::new(zone)),
                 counters,
             }),
@@ -96,8 +100,15 @@ impl ZoneHandle {
     }
 
     /// Rebuild the zone from a new snapshot and serve it from the next
-    /// query on. The serial goes up by one (RFC 1982 arithmetic).
+    /// query on. The serial goes up by one (RFC 1982 arithmetic). Queries
+    /// are answered from the old zone while the new one is built;
+    /// concurrent calls are serialised (the last call's snapshot wins).
     pub fn replace(&self, entities: &[Entity]) -> BuildReport {
+        let _rebuilding = self
+            .shared
+            .rebuilding
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let serial = self.serial().wrapping_add(1);
         // The config was validated by `new`, so building cannot fail; if
         // it somehow did, the old zone keeps being served.

@@ -408,8 +408,11 @@ impl Zone {
             return;
         };
         let mut parent = owner.base_name();
-        while parent != authority.origin && authority.origin.zone_of(&parent) {
-            authority.empty_non_terminals.insert(parent.clone());
+        // Stop at the first name already known: its ancestors are too.
+        while parent != authority.origin
+            && authority.origin.zone_of(&parent)
+            && authority.empty_non_terminals.insert(parent.clone())
+        {
             parent = parent.base_name();
         }
         authority.records.entry(owner).or_default().push(record);
@@ -652,6 +655,30 @@ mod tests {
         assert!(matches!(
             zone.resolve(&lower("alice.apps.permanet.internal."), RecordType::AAAA),
             Answer::Records(_)
+        ));
+    }
+
+    #[test]
+    fn ten_thousand_entities() {
+        let entities: Vec<Entity> = (0..10_000u32)
+            .map(|i| {
+                let address = format!("fd00:1:2:1::{:x}:{:x}", i >> 16, i & 0xffff);
+                entity(EntityKind::User, &format!("user{i}"), Some(&address))
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let (zone, report) = Zone::build(&config(), &entities, 1).unwrap();
+        let elapsed = started.elapsed();
+        eprintln!("built 10,000 entities in {elapsed:?}");
+        assert_eq!(report.published, 10_000);
+        assert!(matches!(
+            zone.resolve(&lower("user9999.users.permanet.internal."), RecordType::AAAA),
+            Answer::Records(r) if r[0].data() == &RData::AAAA(AAAA("fd00:1:2:1::0:270f".parse().unwrap()))
+        ));
+        let ptr = reverse_name("fd00:1:2:1::0:270f".parse().unwrap(), 32);
+        assert!(matches!(
+            zone.resolve(&LowerName::new(&ptr), RecordType::PTR),
+            Answer::Records(r) if r.len() == 1
         ));
     }
 }
