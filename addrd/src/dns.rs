@@ -5,7 +5,9 @@
 //!
 //! - [`Zone::build`] builds an immutable [`Zone`] from a directory snapshot
 //!   (`Vec<Entity>`; entities without an address are not published,
-//!   names that are not DNS labels are skipped, logged and counted).
+//!   names that are not DNS labels are skipped, logged and counted;
+//!   disabled entities stay published: the address is theirs for ever,
+//!   and whether anyone may reach it is the leases' business).
 //! - [`ZoneHandle`] holds the zone being served and replaces it
 //!   atomically: the daemon rebuilds it after allocations and reloads
 //!   ([`ZoneHandle::replace`]); the next query sees the new zone, a query
