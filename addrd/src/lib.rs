@@ -8,8 +8,11 @@
 //! and serves the overlay's DNS zone. See DESIGN §2–§3, §6–§7, §9.
 //!
 //! Layers: [`directory`] is the contract between the daemon and its
-//! directory backends; [`ldap`] is the LDAP backend.
+//! directory backends; [`ldap`] is the LDAP backend; [`dns`] serves the
+//! overlay zone; [`bindings`] is the home agent's binding cache.
 #![forbid(unsafe_code)]
 
+pub mod bindings;
 pub mod directory;
+pub mod dns;
 pub mod ldap;
