@@ -12,3 +12,5 @@
 #![forbid(unsafe_code)]
 
 pub mod directory;
+pub mod ldif;
+pub mod password;
