@@ -12,5 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod directory;
+pub mod embedded;
 pub mod ldif;
 pub mod password;
+pub mod store;

@@ -201,6 +201,18 @@ impl PasswordHash {
         }
     }
 
+    /// What a verification costs, as a comparable key: the scheme with its
+    /// parameters (Argon2) or salt length (SHA), never the salt or digest.
+    pub fn cost_class(&self) -> String {
+        match &self.kind {
+            HashKind::Sha { salt, .. } => format!("{} salt={}", self.scheme(), salt.len()),
+            HashKind::Argon2(phc) => {
+                let params: Vec<&str> = phc.split('$').take(4).collect();
+                format!("{{ARGON2}}{}", params.join("$"))
+            }
+        }
+    }
+
     /// A hash of a random password that costs as much to verify as this
     /// one (same scheme, parameters and salt length): what an unknown user's
     /// login is checked against, so it takes as long as a wrong password.
