@@ -11,6 +11,7 @@
 //! directory backends.
 #![forbid(unsafe_code)]
 
+pub mod alloc;
 pub mod directory;
 pub mod embedded;
 pub mod ldif;
