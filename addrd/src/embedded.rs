@@ -34,7 +34,7 @@ use crate::directory::{
     AuthError, Directory, DirectoryError, Entity, Password, RefusalReason, Reservation,
 };
 use crate::ldif::{self, LdifError};
-use crate::password::PasswordHash;
+use crate::password::{PasswordError, PasswordHash};
 use crate::store::{AddressStore, StoreError};
 
 use load::DirectoryData;
@@ -88,6 +88,9 @@ pub struct LoadReport {
     pub groups: usize,
     /// Entries skipped, each a [`DirectoryError::BadEntry`] naming its DN.
     pub skipped: Vec<DirectoryError>,
+    /// Users loaded whose `userPassword` cannot be verified (by DN): they
+    /// cannot log in until it is replaced by an `{ARGON2}` or `{SSHA}` hash.
+    pub unusable_passwords: Vec<(String, PasswordError)>,
 }
 
 /// The embedded directory could not be loaded.
@@ -194,6 +197,9 @@ impl EmbeddedDirectory {
         for error in &report.skipped {
             tracing::error!(%error, "directory entry skipped");
         }
+        for (dn, error) in &report.unusable_passwords {
+            tracing::warn!(%dn, %error, "user cannot log in: userPassword not usable");
+        }
         self.inner
             .counters
             .skipped_entries
@@ -234,15 +240,30 @@ fn load_file(path: &Path, store: &AddressStore) -> Result<Loaded, EmbeddedError>
         source,
     })?;
     let (mut data, mut skipped) = load::build(&entries);
+    data.dummy = load::dummy_for(&data);
     reserve_declared(store, &mut data, &mut skipped)?;
-    let report = LoadReport {
+    let report = report(&data, skipped);
+    Ok((data, report))
+}
+
+/// Check an LDIF file's text without loading it: parse, and apply the
+/// directory vocabulary (what `addrd check-config` reports). Addresses are
+/// not reserved.
+pub fn check_ldif(bytes: &[u8]) -> Result<LoadReport, LdifError> {
+    let entries = ldif::parse(bytes)?;
+    let (data, skipped) = load::build(&entries);
+    Ok(report(&data, skipped))
+}
+
+fn report(data: &DirectoryData, skipped: Vec<DirectoryError>) -> LoadReport {
+    LoadReport {
         users: data.users.len(),
         applications: data.applications.len(),
         systems: data.systems.len(),
         groups: data.groups,
         skipped,
-    };
-    Ok((data, report))
+        unusable_passwords: data.unusable_passwords.clone(),
+    }
 }
 
 /// Reserve (and record) the addresses the LDIF names, so the allocator
@@ -271,7 +292,12 @@ fn reserve_declared(
         .filter_map(|e| e.address.map(|a| (e.kind, e.name.clone(), e.dn.clone(), a)));
     for (kind, name, dn, address) in declared.collect::<Vec<_>>() {
         match store.reserve(address, &dn)? {
-            Reservation::Created | Reservation::Ours => store.record(&dn, address)?,
+            // Read first: a reload then writes nothing for what it knows.
+            Reservation::Created | Reservation::Ours => {
+                if store.recorded(&dn)? != Some(address) {
+                    store.record(&dn, address)?;
+                }
+            }
             Reservation::Taken { holder } => {
                 skipped.push(DirectoryError::BadEntry {
                     dn: dn.clone(),

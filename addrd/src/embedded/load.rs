@@ -13,7 +13,7 @@ use overlay_proto::lease::{EntityKind, MAX_GROUP_LEN, MAX_NAME_LEN};
 
 use crate::directory::{DirectoryError, Entity};
 use crate::ldif::{normalize_dn, LdifEntry};
-use crate::password::PasswordHash;
+use crate::password::{PasswordError, PasswordHash};
 
 /// The directory as loaded from one LDIF file.
 #[derive(Debug, Default)]
@@ -28,7 +28,11 @@ pub(super) struct DirectoryData {
     pub(super) groups: usize,
     /// `permanetReservation` entries: address → holder DN.
     pub(super) reservations: Vec<(Ipv6Addr, String)>,
-    /// What unknown users' logins are verified against.
+    /// Users whose `userPassword` cannot be verified (an unsupported
+    /// scheme, a malformed hash): they exist but cannot log in.
+    pub(super) unusable_passwords: Vec<(String, PasswordError)>,
+    /// What unknown users' logins are verified against ([`dummy_for`]; not
+    /// set by [`build`]).
     pub(super) dummy: Option<PasswordHash>,
 }
 
@@ -148,10 +152,16 @@ pub(super) fn build(entries: &[LdifEntry]) -> (DirectoryData, Vec<DirectoryError
     };
     for (entry, class) in classified {
         let result = match class {
-            Class::User => user(entry, &member_groups, &group_names).map(|user| {
-                insert_unique(&mut data.users, user.entity.name.clone(), user, |u| {
-                    &u.entity.dn
-                })
+            Class::User => user(entry, &member_groups, &group_names).map(|(user, problem)| {
+                let dn = user.entity.dn.clone();
+                let inserted =
+                    insert_unique(&mut data.users, user.entity.name.clone(), user, |u| {
+                        &u.entity.dn
+                    });
+                if let (Ok(()), Some(problem)) = (&inserted, problem) {
+                    data.unusable_passwords.push((dn, problem));
+                }
+                inserted
             }),
             Class::Application => application(entry)
                 .map(|app| insert_unique(&mut data.applications, app.name.clone(), app, |e| &e.dn)),
@@ -169,7 +179,6 @@ pub(super) fn build(entries: &[LdifEntry]) -> (DirectoryData, Vec<DirectoryError
             Ok(Err(problem)) | Err(problem) => bad(entry, problem),
         }
     }
-    data.dummy = dummy_for(&data);
     (data, skipped)
 }
 
@@ -192,7 +201,7 @@ fn insert_unique<T>(
 /// costs for most users. (A directory that mixes schemes cannot hide
 /// which scheme a user's hash uses; moving everyone to `{ARGON2}` closes
 /// that gap.)
-fn dummy_for(data: &DirectoryData) -> Option<PasswordHash> {
+pub(super) fn dummy_for(data: &DirectoryData) -> Option<PasswordHash> {
     let mut classes: HashMap<String, (usize, &PasswordHash)> = HashMap::new();
     for user in data.users.values() {
         if let Some(hash) = &user.password {
@@ -282,8 +291,9 @@ fn user(
     entry: &LdifEntry,
     member_groups: &HashMap<String, BTreeSet<String>>,
     group_names: &HashMap<String, String>,
-) -> Result<User, String> {
+) -> Result<(User, Option<PasswordError>), String> {
     let name = short_name(entry, "uid")?;
+    let mut problem = None;
     let disabled = match entry
         .single_text("permanetDisabled")
         .map_err(|e| e.to_string())?
@@ -300,12 +310,12 @@ fn user(
         .as_slice()
     {
         [] => None,
+        // The user exists (DNS, netmaps) even when the hash is unusable,
+        // but cannot log in; the load report says why.
         [one] => match PasswordHash::parse(one) {
             Ok(hash) => Some(hash),
-            // The user exists (DNS, netmaps) but cannot log in; the
-            // administrator learns why from the load report.
             Err(e) => {
-                tracing::warn!(dn = %entry.dn, error = %e, "user cannot log in");
+                problem = Some(e);
                 None
             }
         },
@@ -326,7 +336,7 @@ fn user(
             None => return Err(format!("memberOf {group_dn:?} names no group")),
         }
     }
-    Ok(User {
+    let user = User {
         entity: Entity {
             dn: entry.dn.clone(),
             name,
@@ -339,7 +349,8 @@ fn user(
             public_ipv4: None,
         },
         password,
-    })
+    };
+    Ok((user, problem))
 }
 
 fn application(entry: &LdifEntry) -> Result<Entity, String> {

@@ -150,6 +150,13 @@ async fn loads_users_groups_applications_and_systems_by_the_vocabulary() {
         (5, 1, 1, 2)
     );
     assert!(f.report.skipped.is_empty(), "{:?}", f.report.skipped);
+    assert_eq!(
+        f.report.unusable_passwords,
+        [(
+            "uid=olga,ou=people,dc=example,dc=org".to_owned(),
+            PasswordError::UnsupportedScheme("{CRYPT}".to_owned())
+        )]
+    );
     let d = &f.directory;
     let carol = d.lookup(EntityKind::User, "carol").await.unwrap().unwrap();
     // member values are compared as DNs (case, spaces).
