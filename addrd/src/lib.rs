@@ -8,11 +8,19 @@
 //! and serves the overlay's DNS zone. See DESIGN §2–§3, §6–§7, §9.
 //!
 //! Layers: [`directory`] is the contract between the daemon and its
-//! directory backends; [`ldap`] is the LDAP backend; [`dns`] serves the
-//! overlay zone; [`bindings`] is the home agent's binding cache.
+//! directory backends: [`ldap`] over a real LDAP server, [`embedded`] over
+//! an LDIF file ([`ldif`], [`password`]) with addresses in a redb store
+//! ([`store`]). [`alloc`] assigns permanent addresses through either;
+//! [`dns`] serves the overlay zone; [`bindings`] is the home agent's
+//! binding cache.
 #![forbid(unsafe_code)]
 
+pub mod alloc;
 pub mod bindings;
 pub mod directory;
 pub mod dns;
+pub mod embedded;
 pub mod ldap;
+pub mod ldif;
+pub mod password;
+pub mod store;

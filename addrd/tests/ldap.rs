@@ -344,7 +344,7 @@ async fn applications_systems_and_the_whole_directory() {
         .unwrap_or_else(|| panic!("no app1"));
     assert_eq!(
         app1.public_ipv4,
-        Some("198.51.100.10".parse().unwrap_or_else(|e| panic!("{e}")))
+        Some("11.22.33.44".parse().unwrap_or_else(|e| panic!("{e}")))
     );
     // Kinds are kept apart: an application is not a user or a system.
     assert_eq!(dir.lookup(EntityKind::User, "wiki").await.ok(), Some(None));
