@@ -67,8 +67,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use overlay_proto::addr::SystemVirtualNetwork;
-use overlay_proto::lease::{EntityKind, SignedLease};
+use overlay_proto::lease::SignedLease;
 use overlay_proto::node::{Event, Node};
 use overlay_proto::session::{Peer, PeerId};
 use overlay_proto::time::Now;
@@ -185,11 +184,7 @@ impl BindingObserver {
 /// The address a lease's binding is kept under: a user's or application's
 /// /128, a system's `::1` of its system virtual network.
 pub fn lease_address(lease: &SignedLease) -> Ipv6Addr {
-    let lease = lease.lease();
-    match (lease.kind, SystemVirtualNetwork::from_prefix(lease.prefix)) {
-        (EntityKind::System, Ok(svn)) => svn.system_address(),
-        _ => lease.prefix.addr(),
-    }
+    lease.lease().address()
 }
 
 /// How the cache is bounded.
@@ -475,7 +470,7 @@ impl BindingCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use overlay_proto::lease::{Lease, LeaseAuthority};
+    use overlay_proto::lease::{EntityKind, Lease, LeaseAuthority};
     use overlay_proto::time::UnixTime;
 
     const T0: u64 = 1_800_000_000;

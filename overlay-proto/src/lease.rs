@@ -255,6 +255,19 @@ impl Lease {
         self.prefix.contains(source)
     }
 
+    /// The address the entity's name stands for (DNS, SOCKS5): a user's or
+    /// application's /128, a system's system address (`::1` of its system
+    /// virtual network).
+    pub fn address(&self) -> Ipv6Addr {
+        match (
+            self.kind,
+            crate::addr::SystemVirtualNetwork::from_prefix(self.prefix),
+        ) {
+            (EntityKind::System, Ok(svn)) => svn.system_address(),
+            _ => self.prefix.addr(),
+        }
+    }
+
     /// Whether the lease lists `group` (exact, case-sensitive match: the
     /// authority writes group names in one canonical form).
     pub fn is_member(&self, group: &str) -> bool {

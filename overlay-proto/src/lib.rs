@@ -23,6 +23,7 @@ pub mod esp;
 pub mod fuzzing;
 pub mod handshake;
 pub mod lease;
+pub mod names;
 pub mod node;
 pub mod ratelimit;
 pub mod replay;

@@ -903,7 +903,7 @@ enum InnerRefusal {
 /// (RFC 4443 §2.2): a user's or application's /128, or a system's `::1`
 /// of its system virtual network.
 fn node_address(node: &Node) -> Ipv6Addr {
-    crate::names::lease_address(node.local_lease().lease())
+    node.local_lease().lease().address()
 }
 
 /// The destination address of an IPv6 packet, if it is one.

@@ -27,17 +27,11 @@ use std::net::Ipv6Addr;
 use std::pin::Pin;
 use std::sync::RwLock;
 
-use overlay_proto::addr::SystemVirtualNetwork;
 use overlay_proto::lease::{EntityKind, Lease};
+use overlay_proto::names::NameError;
 use overlay_proto::node::Node;
 
-/// The zone when the config sets none.
-pub const DEFAULT_ZONE: &str = "permanet.internal";
-
-/// Longest DNS name (RFC 1035 §2.3.4, without the final dot).
-const MAX_NAME_LEN: usize = 253;
-/// Longest DNS label.
-const MAX_LABEL_LEN: usize = 63;
+pub use overlay_proto::names::{BadZone, OverlayZone, DEFAULT_ZONE};
 
 /// Why a name has no overlay address.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -65,106 +59,12 @@ pub trait OverlayResolver: Send + Sync + std::fmt::Debug {
     fn resolve<'a>(&'a self, name: &'a str) -> ResolveFuture<'a>;
 }
 
-/// The overlay's DNS zone: a lowercase DNS name without the final dot.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OverlayZone(String);
-
-/// A zone that is not a usable DNS name.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{0:?} is not a DNS zone (dot-separated labels of a-z, 0-9 and '-', \
-     each 1 to 63 long, not starting or ending with '-'; at most 200 in all)"
-)]
-pub struct BadZone(pub String);
-
-impl OverlayZone {
-    /// Longest zone accepted: leaves room for `NAME.systems.` in a
-    /// 253-byte name.
-    pub const MAX_LEN: usize = 200;
-
-    /// Check and normalise `zone` (lowercase, final dot dropped).
-    pub fn new(zone: &str) -> Result<OverlayZone, BadZone> {
-        let lower = zone.to_ascii_lowercase();
-        let name = lower.strip_suffix('.').unwrap_or(&lower);
-        let valid = !name.is_empty()
-            && name.len() <= OverlayZone::MAX_LEN
-            && name.split('.').all(valid_label);
-        if valid {
-            Ok(OverlayZone(name.to_owned()))
-        } else {
-            Err(BadZone(zone.to_owned()))
+impl From<NameError> for ResolveError {
+    fn from(error: NameError) -> ResolveError {
+        match error {
+            NameError::OutsideZone => ResolveError::OutsideZone,
+            _ => ResolveError::NotFound,
         }
-    }
-
-    /// The zone as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// Split `name` into the entity's short name and kind:
-    /// `alice.users.ZONE` is `("alice", User)`. Case-insensitive; one
-    /// final dot is allowed.
-    pub fn split(&self, name: &str) -> Result<(String, EntityKind), ResolveError> {
-        if name.len() > MAX_NAME_LEN + 1 {
-            return Err(ResolveError::OutsideZone);
-        }
-        let lower = name.to_ascii_lowercase();
-        let name = lower.strip_suffix('.').unwrap_or(&lower);
-        let inside = name
-            .strip_suffix(self.0.as_str())
-            .and_then(|rest| rest.strip_suffix('.'))
-            .ok_or(ResolveError::OutsideZone)?;
-        let (entity, kind) = inside.rsplit_once('.').ok_or(ResolveError::NotFound)?;
-        let kind = match kind {
-            "users" => EntityKind::User,
-            "apps" => EntityKind::Application,
-            "systems" => EntityKind::System,
-            _ => return Err(ResolveError::NotFound),
-        };
-        if entity.is_empty() || entity.contains('.') {
-            return Err(ResolveError::NotFound);
-        }
-        Ok((entity.to_owned(), kind))
-    }
-
-    /// The name of an entity in this zone.
-    pub fn name_of(&self, entity: &str, kind: EntityKind) -> String {
-        let kind = match kind {
-            EntityKind::User => "users",
-            EntityKind::Application => "apps",
-            EntityKind::System => "systems",
-        };
-        format!("{}.{kind}.{}", entity.to_ascii_lowercase(), self.0)
-    }
-}
-
-impl Default for OverlayZone {
-    fn default() -> OverlayZone {
-        OverlayZone(DEFAULT_ZONE.to_owned())
-    }
-}
-
-impl std::fmt::Display for OverlayZone {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-fn valid_label(label: &str) -> bool {
-    (1..=MAX_LABEL_LEN).contains(&label.len())
-        && label
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !label.starts_with('-')
-        && !label.ends_with('-')
-}
-
-/// The address a lease's name stands for: a user's or application's /128,
-/// a system's `::1` of its system virtual network.
-pub fn lease_address(lease: &Lease) -> Ipv6Addr {
-    match (lease.kind, SystemVirtualNetwork::from_prefix(lease.prefix)) {
-        (EntityKind::System, Ok(svn)) => svn.system_address(),
-        _ => lease.prefix.addr(),
     }
 }
 
@@ -208,12 +108,12 @@ impl LeaseResolver {
         self.names
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key, lease_address(lease));
+            .insert(key, lease.address());
     }
 
     /// The address of `name`, without waiting.
     pub fn lookup(&self, name: &str) -> Result<Ipv6Addr, ResolveError> {
-        let key = self.zone.split(name)?;
+        let key = self.zone.split(name).map_err(ResolveError::from)?;
         self.names
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -245,73 +145,6 @@ mod tests {
             dn: String::new(),
             groups: Vec::new(),
         }
-    }
-
-    #[test]
-    fn zones_are_checked_and_normalised() {
-        assert_eq!(OverlayZone::default().as_str(), "permanet.internal");
-        assert_eq!(
-            OverlayZone::new("Corp.Example.").unwrap().as_str(),
-            "corp.example"
-        );
-        assert_eq!(OverlayZone::new("x").unwrap().as_str(), "x");
-        let long = ["a"; 100].join(".");
-        assert_eq!(long.len(), 199);
-        assert!(OverlayZone::new(&long).is_ok());
-        for bad in [
-            "",
-            ".",
-            "a..b",
-            ".a",
-            "-a.b",
-            "a-.b",
-            "a_b",
-            "a b",
-            "ä.example",
-            &"a".repeat(64),
-            &format!("{long}.bb"),
-        ] {
-            assert_eq!(OverlayZone::new(bad), Err(BadZone(bad.into())), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn names_split_into_entity_and_kind() {
-        let zone = OverlayZone::new("corp.example").unwrap();
-        type Split<'a> = Result<(&'a str, EntityKind), ResolveError>;
-        let cases: &[(&str, Split<'_>)] = &[
-            ("alice.users.corp.example", Ok(("alice", EntityKind::User))),
-            (
-                "Wiki.Apps.Corp.Example.",
-                Ok(("wiki", EntityKind::Application)),
-            ),
-            ("db1.systems.corp.example", Ok(("db1", EntityKind::System))),
-            ("alice.hosts.corp.example", Err(ResolveError::NotFound)),
-            ("users.corp.example", Err(ResolveError::NotFound)),
-            (".users.corp.example", Err(ResolveError::NotFound)),
-            ("a.b.users.corp.example", Err(ResolveError::NotFound)),
-            ("corp.example", Err(ResolveError::OutsideZone)),
-            ("alice.users.xcorp.example", Err(ResolveError::OutsideZone)),
-            (
-                "alice.users.corp.example.org",
-                Err(ResolveError::OutsideZone),
-            ),
-            ("example.org", Err(ResolveError::OutsideZone)),
-            ("", Err(ResolveError::OutsideZone)),
-        ];
-        for (name, want) in cases {
-            let got = zone.split(name);
-            let want = want.clone().map(|(n, k)| (n.to_owned(), k));
-            assert_eq!(got, want, "{name:?}");
-        }
-        assert_eq!(
-            zone.name_of("Alice", EntityKind::User),
-            "alice.users.corp.example"
-        );
-        assert_eq!(
-            zone.split(&"a.".repeat(200)),
-            Err(ResolveError::OutsideZone)
-        );
     }
 
     #[test]

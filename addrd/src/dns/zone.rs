@@ -13,12 +13,10 @@ use hickory_proto::rr::rdata::{AAAA, NS, PTR, SOA};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
 use ipnet::Ipv6Net;
 use overlay_proto::lease::EntityKind;
+use overlay_proto::names::is_valid_label as valid_label;
+pub use overlay_proto::names::{BadZone, OverlayZone, DEFAULT_ZONE};
 
 use crate::directory::Entity;
-
-/// The zone when the config sets none (the same default as tunneld's
-/// `overlay-zone`).
-pub const DEFAULT_ZONE: &str = "permanet.internal";
 
 /// TTL of every record (AAAA, PTR, NS, SOA) and of negative answers (the
 /// SOA minimum), in seconds. Short, so a newly assigned address is seen
@@ -32,93 +30,10 @@ const SOA_REFRESH: i32 = 3600;
 const SOA_RETRY: i32 = 600;
 const SOA_EXPIRE: i32 = 86_400;
 
-/// Longest DNS label (RFC 1035 §2.3.4).
-const MAX_LABEL_LEN: usize = 63;
-
 /// Reverse zone given to an address outside every configured reverse
 /// prefix: its /48 (a deployment's overlay prefix, or a server's own 6to4
 /// prefix).
 const DERIVED_REVERSE_PREFIX_LEN: u8 = 48;
-
-/// The overlay's DNS zone: a lowercase DNS name without the final dot.
-/// Same rules and spelling as tunneld's `overlay-zone`
-/// (`tunneld::names::OverlayZone`), so both agree on every name.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OverlayZone(String);
-
-/// A zone that is not a usable DNS name.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "{0:?} is not a DNS zone (dot-separated labels of a-z, 0-9 and '-', \
-     each 1 to 63 long, not starting or ending with '-'; at most 200 in all)"
-)]
-pub struct BadZone(pub String);
-
-impl OverlayZone {
-    /// Longest zone accepted: leaves room for `NAME.systems.` in a
-    /// 253-byte name.
-    pub const MAX_LEN: usize = 200;
-
-    /// Check and normalise `zone` (lowercase, final dot dropped).
-    pub fn new(zone: &str) -> Result<OverlayZone, BadZone> {
-        let lower = zone.to_ascii_lowercase();
-        let name = lower.strip_suffix('.').unwrap_or(&lower);
-        let valid = !name.is_empty()
-            && name.len() <= OverlayZone::MAX_LEN
-            && name.split('.').all(valid_label);
-        if valid {
-            Ok(OverlayZone(name.to_owned()))
-        } else {
-            Err(BadZone(zone.to_owned()))
-        }
-    }
-
-    /// The zone as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// The DNS name of an entity in this zone: `alice.users.ZONE`,
-    /// `wiki.apps.ZONE`, `app1.systems.ZONE` (lowercase, no final dot).
-    pub fn name_of(&self, entity: &str, kind: EntityKind) -> String {
-        format!(
-            "{}.{}.{}",
-            entity.to_ascii_lowercase(),
-            kind_label(kind),
-            self.0
-        )
-    }
-}
-
-impl Default for OverlayZone {
-    fn default() -> OverlayZone {
-        OverlayZone(DEFAULT_ZONE.to_owned())
-    }
-}
-
-impl std::fmt::Display for OverlayZone {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// The label under the zone that holds each kind of entity.
-fn kind_label(kind: EntityKind) -> &'static str {
-    match kind {
-        EntityKind::User => "users",
-        EntityKind::Application => "apps",
-        EntityKind::System => "systems",
-    }
-}
-
-fn valid_label(label: &str) -> bool {
-    (1..=MAX_LABEL_LEN).contains(&label.len())
-        && label
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !label.starts_with('-')
-        && !label.ends_with('-')
-}
 
 /// What the zone is built with (the daemon's `[dns]` config).
 #[derive(Clone, Debug, PartialEq, Eq)]
