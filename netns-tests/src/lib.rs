@@ -391,8 +391,17 @@ impl NodeFiles {
     }
 }
 
+/// Seconds since the Unix epoch by the real clock (the one the daemons
+/// read).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_else(|e| panic!("clock before 1970: {e}"))
+}
+
 /// A lease signed by [`authority`], valid from a minute ago for an hour
-/// (the daemons read the real clock).
+/// (the daemons read the real clock), serial 1.
 pub fn lease(
     kind: EntityKind,
     prefix: &str,
@@ -400,25 +409,59 @@ pub fn lease(
     name: &str,
     groups: &[&str],
 ) -> Vec<u8> {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_else(|e| panic!("clock before 1970: {e}"));
-    let lease = Lease {
+    LeaseSpec {
         kind,
+        prefix,
+        key,
+        name,
+        groups,
         serial: 1,
-        not_before: UnixTime::from_secs(now - 60),
-        not_after: UnixTime::from_secs(now + 3600),
-        public_key: key.0,
-        prefix: prefix
-            .parse()
-            .unwrap_or_else(|e| panic!("lease prefix {prefix}: {e}")),
-        name: name.to_owned(),
-        dn: format!("cn={name},dc=example,dc=org"),
-        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
-    };
-    authority()
-        .sign(&lease)
-        .unwrap_or_else(|e| panic!("signing the lease of {name}: {e}"))
-        .into_bytes()
+        lifetime: 3600,
+    }
+    .sign()
+}
+
+/// What a test lease says, for tests that renew leases or let them run
+/// out ([`lease`] is the common case).
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseSpec<'a> {
+    /// The entity kind.
+    pub kind: EntityKind,
+    /// The leased prefix, e.g. `2002:b16:212c:2::/64`.
+    pub prefix: &'a str,
+    /// The holder's static public key.
+    pub key: PublicKey,
+    /// The holder's name (its DN is `cn=NAME,dc=example,dc=org`).
+    pub name: &'a str,
+    /// The holder's groups.
+    pub groups: &'a [&'a str],
+    /// The lease's serial.
+    pub serial: u64,
+    /// Seconds from now until the lease ends (it starts a minute ago).
+    pub lifetime: u64,
+}
+
+impl LeaseSpec<'_> {
+    /// The lease signed by [`authority`].
+    pub fn sign(&self) -> Vec<u8> {
+        let now = unix_now();
+        let lease = Lease {
+            kind: self.kind,
+            serial: self.serial,
+            not_before: UnixTime::from_secs(now - 60),
+            not_after: UnixTime::from_secs(now + self.lifetime),
+            public_key: self.key.0,
+            prefix: self
+                .prefix
+                .parse()
+                .unwrap_or_else(|e| panic!("lease prefix {}: {e}", self.prefix)),
+            name: self.name.to_owned(),
+            dn: format!("cn={},dc=example,dc=org", self.name),
+            groups: self.groups.iter().map(|g| (*g).to_owned()).collect(),
+        };
+        authority()
+            .sign(&lease)
+            .unwrap_or_else(|e| panic!("signing the lease of {}: {e}", self.name))
+            .into_bytes()
+    }
 }

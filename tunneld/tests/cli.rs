@@ -5,20 +5,25 @@
 
 use std::fs;
 use std::io::Write;
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::str::FromStr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use netns_tests::{is_root, unix_now};
 use overlay_proto::counters::DropReason;
-
 use overlay_proto::handshake::{PublicKey, StaticKeypair};
-use overlay_proto::lease::{EntityKind, Lease, LeaseAuthority};
-use overlay_proto::time::UnixTime;
+use overlay_proto::lease::EntityKind;
 
-const BIN: &str = env!("CARGO_BIN_EXE_tunneld");
+#[allow(dead_code)] // each test binary uses part of it
+mod common;
+
+use common::daemon::{
+    authority_key, free_port, socks_connect, Daemon, Setup, BIN, CLIENT_PREFIX, SERVER_PREFIX,
+    TIMEOUT,
+};
+
 const CLIENT_EXAMPLE: &str = include_str!("../../configs/tunneld-client.toml");
 const SERVER_EXAMPLE: &str = include_str!("../../configs/tunneld-server.toml");
 
@@ -38,85 +43,30 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8(bytes.to_vec()).unwrap()
 }
 
-/// A directory holding a config, its key and its leases, signed by a test
-/// authority, valid around the real current time (the binary reads the
-/// real clock).
-struct Setup {
-    dir: tempfile::TempDir,
-    authority: LeaseAuthority,
-    keypair: StaticKeypair,
+/// Writes `config` (with the test authority's key in place of the one it
+/// has) and `setup`'s lease for `kind` and `prefix` under the names the
+/// reference configs use.
+fn install(setup: &Setup, config: &str, kind: EntityKind, prefix: &str) -> PathBuf {
+    let authority = authority_key();
+    let config: String = config
+        .lines()
+        .map(|l| {
+            if l.starts_with("authority-key") {
+                format!("authority-key = \"{authority}\"\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    setup.write_own_lease(kind, prefix, 1, 3600);
+    setup.write("tunneld.toml", config.as_bytes(), 0o644)
 }
 
-impl Setup {
-    fn new() -> Self {
-        Setup::with_key([0x44; 32])
-    }
-
-    /// A setup whose node has the key from `seed` (same test authority).
-    fn with_key(seed: [u8; 32]) -> Self {
-        Setup {
-            dir: tempfile::tempdir().unwrap(),
-            authority: LeaseAuthority::from_seed([0x33; 32]),
-            keypair: StaticKeypair::from_private(seed),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn write(&self, name: &str, bytes: &[u8], mode: u32) -> PathBuf {
-        let path = self.path(name);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, bytes).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-        path
-    }
-
-    fn lease(&self, kind: EntityKind, prefix: &str, key: PublicKey, name: &str) -> Vec<u8> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let lease = Lease {
-            kind,
-            serial: 1,
-            not_before: UnixTime::from_secs(now - 60),
-            not_after: UnixTime::from_secs(now + 3600),
-            public_key: key.0,
-            prefix: prefix.parse().unwrap(),
-            name: name.to_owned(),
-            dn: format!("cn={name},dc=example,dc=org"),
-            groups: vec!["staff".to_owned()],
-        };
-        self.authority.sign(&lease).unwrap().into_bytes()
-    }
-
-    /// Writes `config` (with this setup's authority key in place of the
-    /// one it has) and this node's key and lease under the names the
-    /// reference configs use.
-    fn install(&self, config: &str, kind: EntityKind, prefix: &str) -> PathBuf {
-        let authority = PublicKey(self.authority.public_key().to_bytes()).to_string();
-        let config: String = config
-            .lines()
-            .map(|l| {
-                if l.starts_with("authority-key") {
-                    format!("authority-key = \"{authority}\"\n")
-                } else {
-                    format!("{l}\n")
-                }
-            })
-            .collect();
-        let key = PublicKey(*self.keypair.private_bytes()).to_string();
-        self.write("tunneld.key", key.as_bytes(), 0o600);
-        let lease = self.lease(kind, prefix, self.keypair.public(), "node");
-        self.write("tunneld.lease", &lease, 0o644);
-        self.write("tunneld.toml", config.as_bytes(), 0o644)
-    }
-
-    fn install_server(&self) -> PathBuf {
-        self.install(SERVER_EXAMPLE, EntityKind::System, "2002:b16:212c:2::/64")
-    }
+/// The reference server config, installed in a new setup.
+fn install_server() -> (Setup, PathBuf) {
+    let setup = Setup::new(0x44);
+    let path = install(&setup, SERVER_EXAMPLE, EntityKind::System, SERVER_PREFIX);
+    (setup, path)
 }
 
 #[test]
@@ -151,23 +101,16 @@ fn pubkey_refuses_garbage() {
 
 #[test]
 fn check_config_accepts_both_reference_configs() {
-    let server = Setup::new();
-    let path = server.install_server();
+    let (_server, path) = install_server();
     let out = tunneld(&["check-config", path.to_str().unwrap()], b"");
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(stdout.starts_with("ok: "), "{stdout}");
     assert!(stdout.contains("2 application(s)"), "{stdout}");
 
-    let client = Setup::new();
-    let path = client.install(
-        CLIENT_EXAMPLE,
-        EntityKind::User,
-        "2002:b16:212c:1::1234/128",
-    );
-    let peer = StaticKeypair::from_private([0x55; 32]).public();
-    let lease = client.lease(EntityKind::System, "2002:b16:212c:2::/64", peer, "srv");
-    client.write("peers/server.lease", &lease, 0o644);
+    let client = Setup::new(0x44);
+    let path = install(&client, CLIENT_EXAMPLE, EntityKind::User, CLIENT_PREFIX);
+    client.write_peer_lease("peers/server.lease", 0x55, SERVER_PREFIX);
     let out = tunneld(&["check-config", path.to_str().unwrap()], b"");
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -177,8 +120,7 @@ fn check_config_accepts_both_reference_configs() {
 
 #[test]
 fn world_readable_key_is_refused_naming_file_and_mode() {
-    let setup = Setup::new();
-    let path = setup.install_server();
+    let (setup, path) = install_server();
     let key = setup.path("tunneld.key");
     fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
     for args in [
@@ -199,8 +141,7 @@ fn world_readable_key_is_refused_naming_file_and_mode() {
 
 #[test]
 fn config_errors_name_file_key_and_problem() {
-    let setup = Setup::new();
-    let path = setup.install_server();
+    let (setup, path) = install_server();
     let good = fs::read_to_string(&path).unwrap();
     let cases = [
         (
@@ -237,8 +178,7 @@ fn config_errors_name_file_key_and_problem() {
 
 #[test]
 fn run_in_tun_mode_without_cap_net_admin_fails_naming_the_cause() {
-    let setup = Setup::new();
-    let path = setup.install_server();
+    let (setup, path) = install_server();
     let config = fs::read_to_string(&path).unwrap().replace(
         "mode = \"userspace\"",
         "mode = \"tun\"\ndangerous-esp-keylog = \"keys.log\"",
@@ -279,13 +219,6 @@ fn run_in_tun_mode_without_cap_net_admin_fails_naming_the_cause() {
     assert!(err.contains("2002:b16:212c:2::/64"), "{err}");
     assert!(err.contains("DANGER: dangerous-esp-keylog"), "{err}");
     assert!(!socket.exists());
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid(2) has no preconditions and cannot fail.
-    #[allow(unsafe_code)]
-    let euid = unsafe { libc::geteuid() };
-    euid == 0
 }
 
 #[test]
@@ -329,87 +262,9 @@ fn usage_errors_exit_2() {
     }
 }
 
-/// A `tunneld run` child process; killed (SIGKILL) if the test ends
-/// before it exited.
-struct Daemon {
-    child: Option<Child>,
-    stderr: PathBuf,
-}
-
-/// How long the daemon may take to start or to stop.
-const DAEMON_TIMEOUT: Duration = Duration::from_secs(30);
-
-impl Daemon {
-    /// Starts `tunneld run` and waits until `socket` accepts connections and
-    /// the daemon says its data plane (and with it the SOCKS5 listener or
-    /// the applications) is running.
-    fn start(config: &Path, socket: &Path, stderr: PathBuf) -> Self {
-        let child = Command::new(BIN)
-            .args(["run", "--config"])
-            .arg(config)
-            .arg("--socket")
-            .arg(socket)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let mut daemon = Daemon {
-            child: Some(child),
-            stderr,
-        };
-        daemon.wait_for(|d| {
-            let exited = d.child.as_mut().unwrap().try_wait().unwrap();
-            assert!(exited.is_none(), "daemon exited: {exited:?}\n{}", d.log());
-            std::os::unix::net::UnixStream::connect(socket).is_ok()
-                && d.log().contains("data plane running")
-        });
-        daemon
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Polls `ready` until it holds; panics after [`DAEMON_TIMEOUT`].
-    fn wait_for(&mut self, mut ready: impl FnMut(&mut Self) -> bool) {
-        let deadline = Instant::now() + DAEMON_TIMEOUT;
-        while !ready(self) {
-            assert!(Instant::now() < deadline, "timed out\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Sends SIGTERM and waits for the exit status.
-    fn terminate(&mut self) -> ExitStatus {
-        let pid = libc::pid_t::try_from(self.child.as_ref().unwrap().id()).unwrap();
-        // SAFETY: kill(2) has no memory-safety preconditions; `pid` is our
-        // child, not yet reaped, so it names no other process.
-        #[allow(unsafe_code)]
-        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(rc, 0);
-        let mut status = None;
-        self.wait_for(|d| {
-            status = d.child.as_mut().unwrap().try_wait().unwrap();
-            status.is_some()
-        });
-        self.child = None;
-        status.unwrap()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 #[test]
 fn run_serves_status_until_sigterm() {
-    let setup = Setup::new();
+    let setup = Setup::new(0x44);
     // The peer's endpoint: a loopback socket that never answers.
     let peer_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let endpoint = peer_socket.local_addr().unwrap();
@@ -417,13 +272,11 @@ fn run_serves_status_until_sigterm() {
         .replace("listen = \"0.0.0.0:4500\"", "listen = \"127.0.0.1:0\"")
         .replace("203.0.113.10:4500", &endpoint.to_string());
     assert!(config.contains("127.0.0.1:0"));
-    let path = setup.install(&config, EntityKind::User, "2002:b16:212c:1::1234/128");
-    let peer = StaticKeypair::from_private([0x55; 32]).public();
-    let lease = setup.lease(EntityKind::System, "2002:b16:212c:2::/64", peer, "srv");
-    setup.write("peers/server.lease", &lease, 0o644);
+    let path = install(&setup, &config, EntityKind::User, CLIENT_PREFIX);
+    let peer = setup.write_peer_lease("peers/server.lease", 0x55, SERVER_PREFIX);
     // The daemon creates the socket's directory.
     let socket = setup.path("run/tunneld.sock");
-    let mut daemon = Daemon::start(&path, &socket, setup.path("stderr.log"));
+    let mut daemon = Daemon::start(&path, &socket, &setup.path("stderr.log"));
 
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(socket.parent().unwrap()), 0o700);
@@ -491,10 +344,7 @@ fn run_serves_status_until_sigterm() {
         );
     }
     let now = json["now"].as_u64().unwrap();
-    let wall = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let wall = unix_now();
     assert!(now.abs_diff(wall) < 60, "{now} vs {wall}");
 
     let out = tunneld(&["status", "--socket", s], b"");
@@ -534,8 +384,7 @@ fn run_serves_status_until_sigterm() {
 
 #[test]
 fn run_replaces_a_stale_socket() {
-    let setup = Setup::new();
-    let path = setup.install_server();
+    let (setup, path) = install_server();
     let config = fs::read_to_string(&path)
         .unwrap()
         .replace("listen = \"0.0.0.0:4500\"", "listen = \"127.0.0.1:0\"");
@@ -544,7 +393,7 @@ fn run_replaces_a_stale_socket() {
     // Left behind by a daemon that was killed.
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     assert!(socket.exists());
-    let mut daemon = Daemon::start(&path, &socket, setup.path("stderr.log"));
+    let mut daemon = Daemon::start(&path, &socket, &setup.path("stderr.log"));
     let out = tunneld(
         &["status", "--json", "--socket", socket.to_str().unwrap()],
         b"",
@@ -555,15 +404,6 @@ fn run_replaces_a_stale_socket() {
     assert_eq!(json["peers"], serde_json::json!([]));
     assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
     assert!(!socket.exists());
-}
-
-/// A free loopback port (bound and released; the daemon binds it next).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
@@ -581,7 +421,7 @@ fn two_daemons_carry_a_socks5_connection_to_an_application_backend() {
         let mut headers = Vec::new();
         for _ in 0..2 {
             let (mut conn, _) = backend.accept().unwrap();
-            conn.set_read_timeout(Some(DAEMON_TIMEOUT)).unwrap();
+            conn.set_read_timeout(Some(TIMEOUT)).unwrap();
             let mut header = [0u8; 52];
             conn.read_exact(&mut header).unwrap();
             let mut buf = vec![0u8; 64 * 1024];
@@ -601,51 +441,37 @@ fn two_daemons_carry_a_socks5_connection_to_an_application_backend() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let server = Setup::with_key([0x61; 32]);
-    let server_config = format!(
-        "role = \"server\"\nlisten = \"{server_udp}\"\nprivate-key-file = \"tunneld.key\"\n\
-         authority-key = \"-\"\nlease-file = \"tunneld.lease\"\nmode = \"userspace\"\n\n\
-         [[applications]]\nname = \"echo\"\naddress = \"{APP}\"\nports = [8080]\n\
-         backend = \"{backend_addr}\"\n"
+    let server = Setup::new(0x61);
+    server.write_own_lease(EntityKind::System, SERVER_PREFIX, 1, 3600);
+    let server_config = server.config(
+        "server",
+        &server_udp.to_string(),
+        &format!(
+            "\n[[applications]]\nname = \"echo\"\naddress = \"{APP}\"\nports = [8080]\n\
+             backend = \"{backend_addr}\""
+        ),
+        &[],
     );
-    let server_path = server.install(&server_config, EntityKind::System, "2002:b16:212c:2::/64");
-    let mut server_daemon =
-        Daemon::start(&server_path, &server.path("s.sock"), server.path("s.log"));
+    let mut server_daemon = server.start(&server_config);
 
-    let client = Setup::with_key([0x62; 32]);
-    let socks_port = free_port();
-    let forward_port = free_port();
-    let client_config = format!(
-        "role = \"client\"\nlisten = \"127.0.0.1:0\"\nprivate-key-file = \"tunneld.key\"\n\
-         authority-key = \"-\"\nlease-file = \"tunneld.lease\"\nmode = \"userspace\"\n\
-         socks-listen = \"127.0.0.1:{socks_port}\"\noverlay-zone = \"corp.example\"\n\n\
-         [[peers]]\nlease-file = \"server.lease\"\nendpoint = \"{server_udp}\"\n\n\
-         [[port-forwards]]\nlisten = \"127.0.0.1:{forward_port}\"\nto = \"[{APP}]:8080\"\n"
-    );
-    let server_lease = server.lease(
-        EntityKind::System,
-        "2002:b16:212c:2::/64",
-        server.keypair.public(),
-        "node",
-    );
+    let client = Setup::new(0x62);
+    client.write_client_lease(1, 3600);
+    // The server's own lease, as addrd would list it in the netmap.
+    let server_lease = fs::read(server.path("tunneld.lease")).unwrap();
     client.write("server.lease", &server_lease, 0o644);
-    let client_path = client.install(&client_config, EntityKind::User, &format!("{USER}/128"));
-    let mut client_daemon =
-        Daemon::start(&client_path, &client.path("c.sock"), client.path("c.log"));
+    let socks_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let forward_port = free_port();
+    let client_config = client.client_config(
+        &format!(
+            "socks-listen = \"{socks_addr}\"\noverlay-zone = \"corp.example\"\n\n\
+             [[port-forwards]]\nlisten = \"127.0.0.1:{forward_port}\"\nto = \"[{APP}]:8080\"\n"
+        ),
+        &[("server.lease", server_udp)],
+    );
+    let mut client_daemon = client.start(&client_config);
 
     // SOCKS5: no-auth greeting, then CONNECT [APP]:8080.
-    let mut socks = TcpStream::connect(("127.0.0.1", socks_port)).unwrap();
-    socks.set_read_timeout(Some(DAEMON_TIMEOUT)).unwrap();
-    socks.write_all(&[5, 1, 0]).unwrap();
-    let mut reply = [0u8; 2];
-    socks.read_exact(&mut reply).unwrap();
-    assert_eq!(reply, [5, 0]);
-    let mut request = vec![5, 1, 0, 4];
-    request.extend_from_slice(&APP.parse::<Ipv6Addr>().unwrap().octets());
-    request.extend_from_slice(&8080u16.to_be_bytes());
-    socks.write_all(&request).unwrap();
-    let mut reply = [0u8; 22];
-    socks.read_exact(&mut reply).unwrap();
+    let (mut socks, reply) = socks_connect(socks_addr, APP, 8080);
     assert_eq!(
         &reply[..4],
         &[5, 0, 0, 4],
@@ -677,7 +503,7 @@ fn two_daemons_carry_a_socks5_connection_to_an_application_backend() {
     // The port forward carries a connection the same way, half-close
     // included.
     let mut forward = TcpStream::connect(("127.0.0.1", forward_port)).unwrap();
-    forward.set_read_timeout(Some(DAEMON_TIMEOUT)).unwrap();
+    forward.set_read_timeout(Some(TIMEOUT)).unwrap();
     forward.write_all(b"through the port forward").unwrap();
     forward.shutdown(std::net::Shutdown::Write).unwrap();
     let mut echoed = Vec::new();
@@ -693,17 +519,7 @@ fn two_daemons_carry_a_socks5_connection_to_an_application_backend() {
         ("node.systems.permanet.internal", 0x02),
         ("nobody.users.corp.example", 0x04),
     ] {
-        let mut socks = TcpStream::connect(("127.0.0.1", socks_port)).unwrap();
-        socks.set_read_timeout(Some(DAEMON_TIMEOUT)).unwrap();
-        socks.write_all(&[5, 1, 0]).unwrap();
-        let mut method = [0u8; 2];
-        socks.read_exact(&mut method).unwrap();
-        let mut request = vec![5, 1, 0, 3, name.len() as u8];
-        request.extend_from_slice(name.as_bytes());
-        request.extend_from_slice(&8080u16.to_be_bytes());
-        socks.write_all(&request).unwrap();
-        let mut reply = [0u8; 22];
-        socks.read_exact(&mut reply).unwrap();
+        let (_, reply) = socks_connect(socks_addr, name, 8080);
         assert_eq!(reply[1], code, "{name}: {reply:?}");
     }
 

@@ -9,9 +9,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
+#[allow(dead_code)] // each test binary uses part of it
 mod common;
 
-use common::{client_addr, server_addr, ClientSpec};
+use common::node::{self, client_addr, server_addr, ClientSpec};
 use overlay_proto::aead::AeadProvider;
 use overlay_proto::esp::{EspKeyMaterial, InboundSa, NEXT_HEADER_IPV6};
 
@@ -101,7 +102,7 @@ async fn pair_over(
         export_keys: client_key_log.is_some(),
         ..ClientSpec::default()
     };
-    let (client_node, server_node) = common::nodes(client_spec, server_endpoint);
+    let (client_node, server_node) = node::nodes(client_spec, server_endpoint);
     let server = spawn(server_node, server_socket, policy, None);
     let client = spawn(
         client_node,
@@ -518,7 +519,7 @@ async fn prohibited_errors_are_rate_limited() {
 async fn lone_client(mtu: u16) -> Side {
     let server_udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (client_node, _server) =
-        common::nodes(ClientSpec::default(), server_udp.local_addr().unwrap());
+        node::nodes(ClientSpec::default(), server_udp.local_addr().unwrap());
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let (port, io) = ChannelPort::new(1024);
     let (tunnel, handle) = Tunnel::new(client_node, socket, port).unwrap();

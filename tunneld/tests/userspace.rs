@@ -10,9 +10,10 @@ use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
 use std::time::Duration;
 
+#[allow(dead_code)] // each test binary uses part of it
 mod common;
 
-use common::{client_addr, server_addr, ClientSpec, CLIENT_PREFIX, SERVER_PREFIX};
+use common::node::{self, client_addr, server_addr, ClientSpec, CLIENT_PREFIX, SERVER_PREFIX};
 use overlay_proto::counters::DropReason;
 use overlay_proto::lease::{EntityKind, Lease};
 use overlay_proto::node::Node;
@@ -82,7 +83,7 @@ async fn setup_with(policy: AccessPolicy, client_timers: Timers) -> (Side, Side,
         timers: client_timers,
         ..ClientSpec::default()
     };
-    let (client_node, server_node) = common::nodes(client_spec, server_udp);
+    let (client_node, server_node) = node::nodes(client_spec, server_udp);
     let server = spawn(
         server_node,
         server_socket,
