@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -20,8 +20,8 @@ use overlay_proto::lease::EntityKind;
 mod common;
 
 use common::daemon::{
-    authority_key, free_port, socks_connect, Daemon, Setup, BIN, CLIENT_PREFIX, SERVER_PREFIX,
-    TIMEOUT,
+    authority_key, free_tcp_addr, free_udp_addr, socks_connect, Daemon, Setup, BIN, CLIENT_PREFIX,
+    SERVER_PREFIX, TIMEOUT,
 };
 
 const CLIENT_EXAMPLE: &str = include_str!("../../configs/tunneld-client.toml");
@@ -374,8 +374,7 @@ fn run_serves_status_until_sigterm() {
     assert!(text(&out.stderr).contains("in use by a running daemon"));
     assert!(socket.exists());
 
-    let status = daemon.terminate();
-    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+    daemon.stop();
     assert!(!socket.exists());
     assert!(daemon.log().contains("SIGTERM"), "{}", daemon.log());
     let out = tunneld(&["status", "--socket", s], b"");
@@ -402,7 +401,7 @@ fn run_replaces_a_stale_socket() {
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json["interface"]["role"], "server");
     assert_eq!(json["peers"], serde_json::json!([]));
-    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
+    daemon.stop();
     assert!(!socket.exists());
 }
 
@@ -437,12 +436,8 @@ fn two_daemons_carry_a_socks5_connection_to_an_application_backend() {
         headers
     });
 
-    let server_udp = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let server = Setup::new(0x61);
-    server.write_own_lease(EntityKind::System, SERVER_PREFIX, 1, 3600);
+    let server_udp = free_udp_addr();
+    let server = Setup::server(0x61);
     let server_config = server.config(
         "server",
         &server_udp.to_string(),
@@ -454,17 +449,14 @@ fn two_daemons_carry_a_socks5_connection_to_an_application_backend() {
     );
     let mut server_daemon = server.start(&server_config);
 
-    let client = Setup::new(0x62);
-    client.write_client_lease(1, 3600);
-    // The server's own lease, as addrd would list it in the netmap.
-    let server_lease = fs::read(server.path("tunneld.lease")).unwrap();
-    client.write("server.lease", &server_lease, 0o644);
-    let socks_addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let forward_port = free_port();
+    let client = Setup::client(0x62);
+    client.write_lease_of(&server, "server.lease");
+    let socks_addr = free_tcp_addr();
+    let forward = free_tcp_addr();
     let client_config = client.client_config(
         &format!(
             "socks-listen = \"{socks_addr}\"\noverlay-zone = \"corp.example\"\n\n\
-             [[port-forwards]]\nlisten = \"127.0.0.1:{forward_port}\"\nto = \"[{APP}]:8080\"\n"
+             [[port-forwards]]\nlisten = \"{forward}\"\nto = \"[{APP}]:8080\"\n"
         ),
         &[("server.lease", server_udp)],
     );
@@ -502,7 +494,7 @@ fn two_daemons_carry_a_socks5_connection_to_an_application_backend() {
 
     // The port forward carries a connection the same way, half-close
     // included.
-    let mut forward = TcpStream::connect(("127.0.0.1", forward_port)).unwrap();
+    let mut forward = TcpStream::connect(forward).unwrap();
     forward.set_read_timeout(Some(TIMEOUT)).unwrap();
     forward.write_all(b"through the port forward").unwrap();
     forward.shutdown(std::net::Shutdown::Write).unwrap();
@@ -536,16 +528,6 @@ fn two_daemons_carry_a_socks5_connection_to_an_application_backend() {
     assert_eq!(&header[32..48], &APP.parse::<Ipv6Addr>().unwrap().octets());
     assert_eq!(&header[50..52], &8080u16.to_be_bytes());
 
-    assert_eq!(
-        client_daemon.terminate().code(),
-        Some(0),
-        "{}",
-        client_daemon.log()
-    );
-    assert_eq!(
-        server_daemon.terminate().code(),
-        Some(0),
-        "{}",
-        server_daemon.log()
-    );
+    client_daemon.stop();
+    server_daemon.stop();
 }

@@ -49,13 +49,16 @@ struct Pair {
     server: Side,
 }
 
-fn spawn(node: Node, socket: UdpSocket, policy: AccessPolicy, key_log: Option<KeyLog>) -> Side {
+/// A running tunnel on `socket` with a channel port, set up by
+/// `configure` (access policy, MTU, key log).
+fn spawn(
+    node: Node,
+    socket: UdpSocket,
+    configure: impl FnOnce(Tunnel<ChannelPort>) -> Tunnel<ChannelPort>,
+) -> Side {
     let (port, io) = ChannelPort::new(1024);
     let (tunnel, handle) = Tunnel::new(node, socket, port).unwrap();
-    let mut tunnel = tunnel.with_access_policy(policy);
-    if let Some(key_log) = key_log {
-        tunnel = tunnel.with_key_log(key_log);
-    }
+    let tunnel = configure(tunnel);
     let udp = tunnel.local_addr().unwrap();
     let task = tokio::spawn(tunnel.run());
     Side {
@@ -103,13 +106,11 @@ async fn pair_over(
         ..ClientSpec::default()
     };
     let (client_node, server_node) = node::nodes(client_spec, server_endpoint);
-    let server = spawn(server_node, server_socket, policy, None);
-    let client = spawn(
-        client_node,
-        client_socket,
-        AccessPolicy::allow_all(),
-        client_key_log,
-    );
+    let server = spawn(server_node, server_socket, |t| t.with_access_policy(policy));
+    let client = spawn(client_node, client_socket, |t| match client_key_log {
+        Some(key_log) => t.with_key_log(key_log),
+        None => t,
+    });
     Pair { client, server }
 }
 
@@ -521,17 +522,7 @@ async fn lone_client(mtu: u16) -> Side {
     let (client_node, _server) =
         node::nodes(ClientSpec::default(), server_udp.local_addr().unwrap());
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let (port, io) = ChannelPort::new(1024);
-    let (tunnel, handle) = Tunnel::new(client_node, socket, port).unwrap();
-    let tunnel = tunnel.with_mtu(mtu);
-    let udp = tunnel.local_addr().unwrap();
-    let task = tokio::spawn(tunnel.run());
-    Side {
-        handle,
-        io,
-        task,
-        udp,
-    }
+    spawn(client_node, socket, |t| t.with_mtu(mtu))
 }
 
 /// Checks `error` is an ICMPv6 error from the client's own address to it,

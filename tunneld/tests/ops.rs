@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 use std::collections::BTreeMap;
-use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
@@ -14,12 +13,13 @@ use std::time::{Duration, Instant};
 
 use netns_tests::{unix_now, wait_until};
 use overlay_proto::handshake::StaticKeypair;
-use overlay_proto::lease::EntityKind;
 
 #[allow(dead_code)] // each test binary uses part of it
 mod common;
 
-use common::daemon::{free_port, socks_connect, Setup, BIN, SERVER_PREFIX, TIMEOUT};
+use common::daemon::{
+    free_tcp_addr, free_udp_addr, socks_connect, Daemon, Setup, BIN, SERVER_PREFIX, TIMEOUT,
+};
 
 const OTHER_PREFIX: &str = "2002:b16:212c:3::/64";
 
@@ -191,14 +191,13 @@ fn counter(status: &serde_json::Value, group: &str, name: &str) -> f64 {
 
 #[test]
 fn metrics_match_status_and_parse_as_prometheus_text() {
-    let setup = Setup::new(0x44);
-    setup.write_client_lease(1, 3600);
+    let setup = Setup::client(0x44);
     // The peer's endpoint: a loopback socket that never answers, so the
     // daemon keeps sending initiations there.
     let peer_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let peer_endpoint = peer_socket.local_addr().unwrap();
     let peer_key = setup.write_peer_lease("server.lease", 0x55, SERVER_PREFIX);
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let metrics = free_tcp_addr();
     let config = setup.client_config(
         // A keepalive due in a second starts the first handshake.
         &format!("metrics-listen = \"{metrics}\"\npersistent-keepalive = 1"),
@@ -309,26 +308,19 @@ fn metrics_match_status_and_parse_as_prometheus_text() {
     // Still serving after that.
     assert_eq!(get(metrics, "/metrics").0, 200);
 
-    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
+    daemon.stop();
 }
 
 #[test]
 fn metrics_of_an_established_tunnel_show_its_peer_and_security_association() {
-    let server = Setup::new(0x61);
-    server.write_own_lease(EntityKind::System, SERVER_PREFIX, 1, 3600);
-    let server_udp = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let server = Setup::server(0x61);
+    let server_udp = free_udp_addr();
     let server_config = server.config("server", &server_udp.to_string(), "", &[]);
     let mut server_daemon = server.start(&server_config);
 
-    let client = Setup::new(0x62);
-    client.write_client_lease(1, 3600);
-    // The server's own lease, as addrd would list it in the netmap.
-    let server_lease = fs::read(server.path("tunneld.lease")).unwrap();
-    client.write("server.lease", &server_lease, 0o644);
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let client = Setup::client(0x62);
+    client.write_lease_of(&server, "server.lease");
+    let metrics = free_tcp_addr();
     let config = client.client_config(
         &format!("metrics-listen = \"{metrics}\"\npersistent-keepalive = 1"),
         &[("server.lease", server_udp)],
@@ -373,20 +365,14 @@ fn metrics_of_an_established_tunnel_show_its_peer_and_security_association() {
     assert!(m.value("tunneld_node_handshakes_completed_total", &[]) >= 1.0);
     assert!(m.value("tunneld_dataplane_datagrams_received_total", &[]) >= 1.0);
 
-    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
-    assert_eq!(
-        server_daemon.terminate().code(),
-        Some(0),
-        "{}",
-        server_daemon.log()
-    );
+    daemon.stop();
+    server_daemon.stop();
 }
 
 #[test]
 fn a_silent_metrics_client_is_disconnected() {
-    let setup = Setup::new(0x4c);
-    setup.write_client_lease(1, 3600);
-    let metrics: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let setup = Setup::client(0x4c);
+    let metrics = free_tcp_addr();
     let config = setup.client_config(&format!("metrics-listen = \"{metrics}\""), &[]);
     let mut daemon = setup.start(&config);
     let started = Instant::now();
@@ -414,13 +400,12 @@ fn a_silent_metrics_client_is_disconnected() {
     let mut response = Vec::new();
     conn.read_to_end(&mut response).unwrap();
     assert!(response.starts_with(b"HTTP/1.1 200"));
-    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
+    daemon.stop();
 }
 
 #[test]
 fn a_metrics_listener_that_cannot_bind_is_a_startup_error() {
-    let setup = Setup::new(0x45);
-    setup.write_client_lease(1, 3600);
+    let setup = Setup::client(0x45);
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
     let config = setup.client_config(&format!("metrics-listen = \"{addr}\""), &[]);
@@ -436,8 +421,7 @@ fn a_metrics_listener_that_cannot_bind_is_a_startup_error() {
 
 #[test]
 fn sighup_renews_the_lease_and_changes_the_log_level() {
-    let setup = Setup::new(0x46);
-    setup.write_client_lease(1, 3600);
+    let setup = Setup::client(0x46);
     let info = setup.client_config("log-level = \"info\"", &[]);
     let mut daemon = setup.start(&info);
     let status = daemon.status();
@@ -456,15 +440,14 @@ fn sighup_renews_the_lease_and_changes_the_log_level() {
     let debug = setup.client_config("log-level = \"debug\"", &[]);
     let status = daemon.reload(&setup, &debug);
     assert_eq!(status["reload"]["applied"], 2, "{status}");
-    daemon.wait_for("a debug line", |d| d.log().contains("reload details"));
+    daemon.wait_for_log("reload details");
 
-    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
+    daemon.stop();
 }
 
 #[test]
 fn sighup_keeps_the_running_config_when_the_new_one_is_invalid_or_needs_a_restart() {
-    let setup = Setup::new(0x47);
-    setup.write_client_lease(1, 3600);
+    let setup = Setup::client(0x47);
     let peer_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     let endpoint = peer_socket.local_addr().unwrap();
     let first = setup.write_peer_lease("a.lease", 0x55, SERVER_PREFIX);
@@ -545,22 +528,26 @@ fn sighup_keeps_the_running_config_when_the_new_one_is_invalid_or_needs_a_restar
         "{human}"
     );
 
-    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
+    daemon.stop();
+}
+
+/// A client daemon without peers on a lease (serial 1) of `lifetime`
+/// seconds; the lease's end as the daemon reports it.
+fn client_on_lease(seed: u8, lifetime: u64) -> (Setup, Daemon, u64) {
+    let setup = Setup::new(seed);
+    setup.write_client_lease(1, lifetime);
+    let daemon = setup.start(&setup.client_config("", &[]));
+    let end = daemon.status()["lease"]["not_after"].as_u64().unwrap();
+    (setup, daemon, end)
 }
 
 #[test]
 fn a_lease_file_renewed_by_another_tool_keeps_the_daemon_running_past_the_first_lease() {
-    let setup = Setup::new(0x48);
     // A lease that ends in 3 s: already past its renewal time, inside its
     // warning window.
-    setup.write_client_lease(1, 3);
-    let config = setup.client_config("", &[]);
-    let mut daemon = setup.start(&config);
-    let first_end = daemon.status()["lease"]["not_after"].as_u64().unwrap();
+    let (setup, mut daemon, first_end) = client_on_lease(0x48, 3);
     // The file has nothing newer yet: the daemon says so, loudly.
-    daemon.wait_for("the expiry warning", |d| {
-        d.log().contains("EXPIRES SOON AND WAS NOT RENEWED")
-    });
+    daemon.wait_for_log("EXPIRES SOON AND WAS NOT RENEWED");
     assert_eq!(daemon.status()["lease"]["serial"], 1);
 
     // Another tool renews the file; no signal is sent.
@@ -580,29 +567,22 @@ fn a_lease_file_renewed_by_another_tool_keeps_the_daemon_running_past_the_first_
     );
     assert_eq!(daemon.status()["lease"]["serial"], 2);
     assert!(!daemon.log().contains("HAS EXPIRED"), "{}", daemon.log());
-    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
+    daemon.stop();
 }
 
 #[test]
 fn an_unrenewed_lease_is_reported_as_expired() {
-    let setup = Setup::new(0x49);
-    setup.write_client_lease(1, 2);
-    let config = setup.client_config("", &[]);
-    let mut daemon = setup.start(&config);
-    let end = daemon.status()["lease"]["not_after"].as_u64().unwrap();
-    daemon.wait_for("the expiry error", |d| {
-        d.log().contains("THIS NODE'S LEASE HAS EXPIRED")
-    });
+    let (_setup, mut daemon, end) = client_on_lease(0x49, 2);
+    daemon.wait_for_log("THIS NODE'S LEASE HAS EXPIRED");
     assert!(unix_now() >= end);
     // Still running and answering, on the lease it had.
     assert_eq!(daemon.status()["lease"]["serial"], 1);
-    assert_eq!(daemon.terminate().code(), Some(0), "{}", daemon.log());
+    daemon.stop();
 }
 
 #[test]
 fn an_addrd_table_is_refused_as_not_implemented() {
-    let setup = Setup::new(0x4a);
-    setup.write_client_lease(1, 3600);
+    let setup = Setup::client(0x4a);
     let addrd_key = StaticKeypair::from_private([0x4b; 32]).public();
     let config = setup.client_config(
         &format!("\n[addrd]\nendpoint = \"127.0.0.1:4999\"\npublic-key = \"{addrd_key}\""),
@@ -653,12 +633,8 @@ fn sighup_changes_who_may_reach_an_application() {
         }
     });
 
-    let server = Setup::new(0x71);
-    server.write_own_lease(EntityKind::System, SERVER_PREFIX, 1, 3600);
-    let server_udp = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let server = Setup::server(0x71);
+    let server_udp = free_udp_addr();
     let server_config = |groups: &str| {
         let application = format!(
             "\n[[applications]]\nname = \"echo\"\naddress = \"{APP}\"\nports = [8080]\n\
@@ -668,11 +644,9 @@ fn sighup_changes_who_may_reach_an_application() {
     };
     let mut server_daemon = server.start(&server_config("admins"));
 
-    let client = Setup::new(0x72);
-    client.write_client_lease(1, 3600);
-    let server_lease = fs::read(server.path("tunneld.lease")).unwrap();
-    client.write("server.lease", &server_lease, 0o644);
-    let socks: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let client = Setup::client(0x72);
+    client.write_lease_of(&server, "server.lease");
+    let socks = free_tcp_addr();
     let config = client.client_config(
         &format!("socks-listen = \"{socks}\""),
         &[("server.lease", server_udp)],
@@ -707,16 +681,6 @@ fn sighup_changes_who_may_reach_an_application() {
     conn.read_exact(&mut echo).unwrap();
     assert_eq!(&echo, b"hello");
 
-    assert_eq!(
-        client_daemon.terminate().code(),
-        Some(0),
-        "{}",
-        client_daemon.log()
-    );
-    assert_eq!(
-        server_daemon.terminate().code(),
-        Some(0),
-        "{}",
-        server_daemon.log()
-    );
+    client_daemon.stop();
+    server_daemon.stop();
 }

@@ -47,6 +47,7 @@ fn app_addr() -> SocketAddrV6 {
     SocketAddrV6::new("2002:b16:212c:1::80".parse().unwrap(), APP_PORT, 0, 0)
 }
 
+/// A running tunnel and its stack; the stack is shut down when dropped.
 struct Side {
     tunnel: TunnelHandle,
     stack: StackHandle,
@@ -54,7 +55,19 @@ struct Side {
     resolver: Arc<LeaseResolver>,
 }
 
-fn spawn(node: Node, socket: UdpSocket, config: StackConfig, policy: AccessPolicy) -> Side {
+impl Drop for Side {
+    fn drop(&mut self) {
+        self.stack.shutdown();
+    }
+}
+
+fn spawn(
+    node: Node,
+    socket: UdpSocket,
+    config: StackConfig,
+    policy: AccessPolicy,
+    resolver: Arc<LeaseResolver>,
+) -> Side {
     let (port, channels) = ChannelPort::new(1024);
     let (tunnel, tunnel_handle) = Tunnel::new(node, socket, port).unwrap();
     let tunnel = tunnel.with_access_policy(policy);
@@ -64,7 +77,7 @@ fn spawn(node: Node, socket: UdpSocket, config: StackConfig, policy: AccessPolic
     Side {
         tunnel: tunnel_handle,
         stack: stack_handle,
-        resolver: Arc::new(LeaseResolver::new(OverlayZone::default())),
+        resolver,
     }
 }
 
@@ -89,6 +102,7 @@ async fn setup_with(policy: AccessPolicy, client_timers: Timers) -> (Side, Side,
         server_socket,
         StackConfig::new(server_addr(), SERVER_PREFIX.parse().unwrap()),
         policy,
+        Arc::new(LeaseResolver::new(OverlayZone::default())),
     );
 
     // The client resolves overlay names from the leases it holds: its own
@@ -105,12 +119,16 @@ async fn setup_with(policy: AccessPolicy, client_timers: Timers) -> (Side, Side,
         client_socket,
         client_config,
         AccessPolicy::allow_all(),
+        resolver,
     );
 
     let socks = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let socks_addr = socks.local_addr().unwrap();
-    tokio::spawn(serve_socks(socks, client.stack.clone(), resolver.clone()));
-    let client = Side { resolver, ..client };
+    tokio::spawn(serve_socks(
+        socks,
+        client.stack.clone(),
+        client.resolver.clone(),
+    ));
     (client, server, socks_addr)
 }
 
@@ -132,33 +150,22 @@ async fn echo_backend() -> (SocketAddr, oneshot::Receiver<[u8; 52]>) {
     (addr, header)
 }
 
-/// SOCKS5 greeting and a CONNECT request for an IPv6 address; returns the
-/// 22-byte reply.
-async fn socks_request(socks: SocketAddr, command: u8, dst: SocketAddrV6) -> (TcpStream, [u8; 22]) {
+/// SOCKS5 no-auth greeting (the proxy must choose it), then `command`
+/// for `address` (its ATYP byte first) and `port`; returns the 22-byte
+/// reply.
+async fn socks_send(
+    socks: SocketAddr,
+    command: u8,
+    address: &[u8],
+    port: u16,
+) -> (TcpStream, [u8; 22]) {
     let mut conn = TcpStream::connect(socks).await.unwrap();
     conn.write_all(&[0x05, 0x01, 0x00]).await.unwrap();
     let mut method = [0u8; 2];
     conn.read_exact(&mut method).await.unwrap();
     assert_eq!(method, [0x05, 0x00]);
-    let mut request = vec![0x05, command, 0x00, 0x04];
-    request.extend_from_slice(&dst.ip().octets());
-    request.extend_from_slice(&dst.port().to_be_bytes());
-    conn.write_all(&request).await.unwrap();
-    let mut reply = [0u8; 22];
-    conn.read_exact(&mut reply).await.unwrap();
-    (conn, reply)
-}
-
-/// SOCKS5 greeting and a CONNECT request for a domain name; returns the
-/// 22-byte reply.
-async fn socks_name_request(socks: SocketAddr, name: &str, port: u16) -> (TcpStream, [u8; 22]) {
-    let mut conn = TcpStream::connect(socks).await.unwrap();
-    conn.write_all(&[0x05, 0x01, 0x00]).await.unwrap();
-    let mut method = [0u8; 2];
-    conn.read_exact(&mut method).await.unwrap();
-    assert_eq!(method, [0x05, 0x00]);
-    let mut request = vec![0x05, 0x01, 0x00, 0x03, u8::try_from(name.len()).unwrap()];
-    request.extend_from_slice(name.as_bytes());
+    let mut request = vec![0x05, command, 0x00];
+    request.extend_from_slice(address);
     request.extend_from_slice(&port.to_be_bytes());
     conn.write_all(&request).await.unwrap();
     let mut reply = [0u8; 22];
@@ -167,6 +174,20 @@ async fn socks_name_request(socks: SocketAddr, name: &str, port: u16) -> (TcpStr
         .unwrap()
         .unwrap();
     (conn, reply)
+}
+
+/// [`socks_send`] for an IPv6 address.
+async fn socks_request(socks: SocketAddr, command: u8, dst: SocketAddrV6) -> (TcpStream, [u8; 22]) {
+    let mut address = vec![0x04];
+    address.extend_from_slice(&dst.ip().octets());
+    socks_send(socks, command, &address, dst.port()).await
+}
+
+/// [`socks_send`]: CONNECT to a domain name.
+async fn socks_name_request(socks: SocketAddr, name: &str, port: u16) -> (TcpStream, [u8; 22]) {
+    let mut address = vec![0x03, u8::try_from(name.len()).unwrap()];
+    address.extend_from_slice(name.as_bytes());
+    socks_send(socks, 0x01, &address, port).await
 }
 
 fn pattern(len: usize) -> Vec<u8> {
@@ -267,13 +288,11 @@ async fn socks_connect_echoes_100_mib_with_proxy_header_across_rekeys() {
     assert_eq!(status.node.total_drops(), 0, "{:?}", status.node);
     assert_eq!(client.stack.counters().connected, 1);
     assert_eq!(server.stack.counters().accepted, 1);
-    client.stack.shutdown();
-    server.stack.shutdown();
 }
 
 #[tokio::test]
 async fn socks_failures_get_replies() {
-    let (client, server, socks) = setup().await;
+    let (client, _server, socks) = setup().await;
 
     // Nobody routes 2001:db8::/32: the client's tunnel answers the SYN with
     // an ICMPv6 "no route", which fails the connect at once.
@@ -307,67 +326,32 @@ async fn socks_failures_get_replies() {
     }
 
     // An IPv4 address.
-    let mut conn = TcpStream::connect(socks).await.unwrap();
-    conn.write_all(&[0x05, 0x01, 0x00]).await.unwrap();
-    let mut method = [0u8; 2];
-    conn.read_exact(&mut method).await.unwrap();
-    conn.write_all(&[0x05, 0x01, 0x00, 0x01, 192, 0, 2, 1, 0, 80])
-        .await
-        .unwrap();
-    let mut reply = [0u8; 22];
-    timeout(DEADLINE, conn.read_exact(&mut reply))
-        .await
-        .unwrap()
-        .unwrap();
+    let (_, reply) = socks_send(socks, 0x01, &[0x01, 192, 0, 2, 1], 80).await;
     assert_eq!(reply[1], 0x08);
 
     // A domain name outside the overlay zone: not allowed (never resolved).
-    let mut conn = TcpStream::connect(socks).await.unwrap();
-    conn.write_all(&[0x05, 0x01, 0x00]).await.unwrap();
-    conn.read_exact(&mut method).await.unwrap();
-    let mut request = vec![0x05, 0x01, 0x00, 0x03, 11];
-    request.extend_from_slice(b"example.org");
-    request.extend_from_slice(&80u16.to_be_bytes());
-    conn.write_all(&request).await.unwrap();
-    timeout(DEADLINE, conn.read_exact(&mut reply))
-        .await
-        .unwrap()
-        .unwrap();
+    let (_, reply) = socks_name_request(socks, "example.org", 80).await;
     assert_eq!(reply[1], 0x02);
 
     // No acceptable method: 0xff and the connection ends.
     let mut conn = TcpStream::connect(socks).await.unwrap();
     conn.write_all(&[0x05, 0x01, 0x02]).await.unwrap();
+    let mut method = [0u8; 2];
     timeout(DEADLINE, conn.read_exact(&mut method))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(method, [0x05, 0xff]);
-
-    client.stack.shutdown();
-    server.stack.shutdown();
 }
 
 #[tokio::test]
 async fn ipv6_literal_domain_connects() {
-    let (client, server, socks) = setup().await;
+    let (_client, server, socks) = setup().await;
     let (backend, header) = echo_backend().await;
     tokio::spawn(serve_application(server.stack.clone(), app_addr(), backend));
 
-    let mut conn = TcpStream::connect(socks).await.unwrap();
-    conn.write_all(&[0x05, 0x01, 0x00]).await.unwrap();
-    let mut method = [0u8; 2];
-    conn.read_exact(&mut method).await.unwrap();
     let name = format!("[{}]", app_addr().ip());
-    let mut request = vec![0x05, 0x01, 0x00, 0x03, name.len() as u8];
-    request.extend_from_slice(name.as_bytes());
-    request.extend_from_slice(&APP_PORT.to_be_bytes());
-    conn.write_all(&request).await.unwrap();
-    let mut reply = [0u8; 22];
-    timeout(DEADLINE, conn.read_exact(&mut reply))
-        .await
-        .unwrap()
-        .unwrap();
+    let (mut conn, reply) = socks_name_request(socks, &name, APP_PORT).await;
     assert_eq!(reply[1], 0x00);
 
     conn.write_all(b"hello overlay").await.unwrap();
@@ -380,9 +364,6 @@ async fn ipv6_literal_domain_connects() {
     assert_eq!(echoed, b"hello overlay");
     let header = timeout(DEADLINE, header).await.unwrap().unwrap();
     assert_eq!(header[16..32], client_addr().octets());
-
-    client.stack.shutdown();
-    server.stack.shutdown();
 }
 
 #[tokio::test]
@@ -417,9 +398,6 @@ async fn socks_connect_from_a_non_member_fails() {
     assert!(dataplane.prohibited > 0, "{dataplane:?}");
     assert!(dataplane.icmp_sent > 0, "{dataplane:?}");
     assert_eq!(client.stack.counters().connected, 0);
-
-    client.stack.shutdown();
-    server.stack.shutdown();
 }
 
 /// A lease for the application at [`app_addr`], as addrd's netmap would
@@ -480,14 +458,11 @@ async fn overlay_names_resolve_and_connect_end_to_end() {
         assert_eq!(header[50..52], port.to_be_bytes(), "{name}");
     }
     assert_eq!(client.stack.counters().connected, 2);
-
-    client.stack.shutdown();
-    server.stack.shutdown();
 }
 
 #[tokio::test]
 async fn overlay_name_failures_get_replies_and_never_reach_the_host_resolver() {
-    let (client, server, socks) = setup().await;
+    let (client, _server, socks) = setup().await;
 
     // In the zone, but no such entity (or the wrong kind): host unreachable.
     for name in [
@@ -527,9 +502,6 @@ async fn overlay_name_failures_get_replies_and_never_reach_the_host_resolver() {
     assert_eq!(client.stack.counters().connected, 0);
     let dataplane = client.tunnel.status().await.unwrap().dataplane;
     assert_eq!(dataplane.no_route, 0, "no packet for any of these names");
-
-    client.stack.shutdown();
-    server.stack.shutdown();
 }
 
 /// Wait until `condition` holds, polling every 10 ms, or fail at [`DEADLINE`].
@@ -608,14 +580,12 @@ async fn a_port_forward_carries_a_connection_both_ways_with_half_close() {
     })
     .await;
     assert_eq!(client.stack.counters().forwarded, 1);
-
-    client.stack.shutdown();
-    server.stack.shutdown();
 }
 
-/// A UDP backend on 127.0.0.1 that strips the PROXY v2 header of each
-/// datagram, reports it, and echoes the payload to the sender.
-async fn udp_echo_backend() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<Vec<u8>>) {
+/// A UDP application at [`app_addr`] on `server`'s stack whose backend on
+/// 127.0.0.1 strips the PROXY v2 header of each datagram, reports it, and
+/// echoes the payload to the sender; the reported headers.
+async fn udp_echo_application(server: &Side) -> tokio::sync::mpsc::UnboundedReceiver<Vec<u8>> {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
     let (report, headers) = tokio::sync::mpsc::unbounded_channel();
@@ -628,7 +598,19 @@ async fn udp_echo_backend() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver
             socket.send_to(&buf[header_len..len], from).await.unwrap();
         }
     });
-    (addr, headers)
+    tokio::spawn(serve_application_udp(
+        server.stack.clone(),
+        app_addr(),
+        addr,
+    ));
+    headers
+}
+
+/// A UDP socket on `side`'s stack, on its own address and an ephemeral
+/// port.
+fn bind_any(side: &Side) -> OverlayUdpSocket {
+    let any = SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0);
+    side.stack.bind_udp(any).unwrap()
 }
 
 /// Send `data` to `dst` and wait for its echo, resending every 500 ms
@@ -723,7 +705,6 @@ async fn flow_source(
 #[tokio::test]
 async fn udp_flows_end_when_idle_and_the_least_recent_is_evicted() {
     let (client, server, _socks) = setup().await;
-    let any = SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0);
 
     // Idle expiry: a flow quiet for 300 ms ends; the next datagram from the
     // same overlay source opens a new flow (a new host socket).
@@ -738,7 +719,7 @@ async fn udp_flows_end_when_idle_and_the_least_recent_is_evicted() {
         backend,
         short,
     ));
-    let w = client.stack.bind_udp(any).unwrap();
+    let w = bind_any(&client);
     let first = flow_source(&w, app_addr(), b"w1", &mut reports).await;
     let stack = server.stack.clone();
     wait_for("the idle flow expired", || {
@@ -763,7 +744,7 @@ async fn udp_flows_end_when_idle_and_the_least_recent_is_evicted() {
         backend,
         two,
     ));
-    let [a, b, c] = [(); 3].map(|()| client.stack.bind_udp(any).unwrap());
+    let [a, b, c] = [(); 3].map(|()| bind_any(&client));
     let a1 = flow_source(&a, game, b"a1", &mut reports).await;
     let b1 = flow_source(&b, game, b"b1", &mut reports).await;
     assert_ne!(a1, b1);
@@ -796,9 +777,6 @@ async fn udp_flows_end_when_idle_and_the_least_recent_is_evicted() {
         1,
         "none by idle here"
     );
-
-    client.stack.shutdown();
-    server.stack.shutdown();
 }
 
 /// Flows of the idle-expiry service: more than the test opens.
@@ -807,16 +785,8 @@ const UDP_TEST_FLOWS: usize = 16;
 #[tokio::test]
 async fn a_udp_flow_echoes_100_datagrams_with_proxy_headers() {
     let (client, server, _socks) = setup().await;
-    let (backend, mut headers) = udp_echo_backend().await;
-    tokio::spawn(serve_application_udp(
-        server.stack.clone(),
-        app_addr(),
-        backend,
-    ));
-    let socket = client
-        .stack
-        .bind_udp(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0))
-        .unwrap();
+    let mut headers = udp_echo_application(&server).await;
+    let socket = bind_any(&client);
     let local = socket.local_addr();
     assert_eq!(*local.ip(), client_addr());
     assert_ne!(local.port(), 0);
@@ -852,23 +822,13 @@ async fn a_udp_flow_echoes_100_datagrams_with_proxy_headers() {
     assert_eq!(counters.udp_tx_full, 0, "{counters:?}");
     assert_eq!(counters.udp_rx_full, 0, "{counters:?}");
     assert_eq!(counters.udp_flows_evicted, 0, "{counters:?}");
-    client.stack.shutdown();
-    server.stack.shutdown();
 }
 
 #[tokio::test]
 async fn a_udp_datagram_to_a_port_without_service_is_dropped_and_counted() {
     let (client, server, _socks) = setup().await;
-    let (backend, _headers) = udp_echo_backend().await;
-    tokio::spawn(serve_application_udp(
-        server.stack.clone(),
-        app_addr(),
-        backend,
-    ));
-    let socket = client
-        .stack
-        .bind_udp(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0))
-        .unwrap();
+    let _headers = udp_echo_application(&server).await;
+    let socket = bind_any(&client);
     // Establish the tunnel (and the application's socket) first.
     let echoed = timeout(
         DEADLINE,
@@ -881,13 +841,10 @@ async fn a_udp_datagram_to_a_port_without_service_is_dropped_and_counted() {
 
     let closed = SocketAddrV6::new(*app_addr().ip(), 81, 0, 0);
     socket.send_to(b"nobody here", closed).await.unwrap();
-    timeout(DEADLINE, async {
-        while server.stack.counters().udp_no_socket == 0 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+    wait_for("the datagram to be counted", || {
+        server.stack.counters().udp_no_socket != 0
     })
-    .await
-    .unwrap();
+    .await;
     assert_eq!(server.stack.counters().udp_no_socket, 1);
 
     // Both stacks and the application's flow still work.
@@ -898,8 +855,6 @@ async fn a_udp_datagram_to_a_port_without_service_is_dropped_and_counted() {
     .await
     .unwrap();
     assert_eq!(echoed, b"again");
-    client.stack.shutdown();
-    server.stack.shutdown();
 }
 
 #[tokio::test]

@@ -33,13 +33,22 @@ pub const SERVER_PREFIX: &str = "2002:b16:212c:2::/64";
 /// The groups in every lease a [`Setup`] writes.
 const GROUPS: &[&str] = &["staff"];
 
-/// A free loopback TCP port (bound and released; the daemon binds it next).
-pub fn free_port() -> u16 {
+/// A free loopback TCP address (bound and released; the daemon binds it
+/// next).
+pub fn free_tcp_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port()
+}
+
+/// A free loopback UDP address (bound and released; the daemon binds it
+/// next).
+pub fn free_udp_addr() -> SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 /// The test authority's public key as configs write it.
@@ -65,6 +74,22 @@ impl Setup {
         };
         let key = PublicKey(*setup.keypair.private_bytes()).to_string();
         setup.write("tunneld.key", key.as_bytes(), 0o600);
+        setup
+    }
+
+    /// A client node: [`Setup::new`] with a user lease for
+    /// [`CLIENT_PREFIX`] (serial 1, an hour).
+    pub fn client(seed: u8) -> Self {
+        let setup = Setup::new(seed);
+        setup.write_client_lease(1, 3600);
+        setup
+    }
+
+    /// A server node: [`Setup::new`] with a system lease for
+    /// [`SERVER_PREFIX`] (serial 1, an hour).
+    pub fn server(seed: u8) -> Self {
+        let setup = Setup::new(seed);
+        setup.write_own_lease(EntityKind::System, SERVER_PREFIX, 1, 3600);
         setup
     }
 
@@ -115,6 +140,13 @@ impl Setup {
         let lease = netns_tests::lease(EntityKind::System, prefix, key, "srv", GROUPS);
         self.write(name, &lease, 0o644);
         key
+    }
+
+    /// `peer`'s own lease under `name`, as addrd would list it in the
+    /// netmap.
+    pub fn write_lease_of(&self, peer: &Setup, name: &str) {
+        let lease = fs::read(peer.path("tunneld.lease")).unwrap();
+        self.write(name, &lease, 0o644);
     }
 
     /// A userspace-mode config for `role` listening on `listen`, with this
@@ -225,6 +257,13 @@ impl Daemon {
         );
     }
 
+    /// Polls the log until it contains `needle`.
+    pub fn wait_for_log(&mut self, needle: &str) {
+        self.wait_for(&format!("{needle:?} in the log"), |d| {
+            d.log().contains(needle)
+        });
+    }
+
     /// Polls `status --json` until `ready` holds on it; returns it.
     pub fn wait_for_status(
         &mut self,
@@ -273,10 +312,12 @@ impl Daemon {
         self.wait_for_status("the reload to be counted", |s| done(s) > count)
     }
 
-    /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(&mut self) -> ExitStatus {
+    /// Sends SIGTERM; fails, with the log, unless the daemon exits with
+    /// status 0.
+    pub fn stop(&mut self) {
         self.signal(libc::SIGTERM);
-        self.wait_exit()
+        let status = self.wait_exit();
+        assert_eq!(status.code(), Some(0), "{}", self.log());
     }
 
     /// Waits for the daemon to exit by itself; its exit status.
