@@ -163,20 +163,25 @@ async fn transfer(
     (tx, rx)
 }
 
+/// The next packet out of a port; fails unless one comes within
+/// [`DEADLINE`].
+async fn next_packet(port: &mut mpsc::Receiver<Vec<u8>>) -> Vec<u8> {
+    timeout(DEADLINE, port.recv())
+        .await
+        .expect("no packet within the deadline")
+        .expect("port closed")
+}
+
 /// One packet client → server (the handshake), then one back.
 async fn warm_up(pair: &mut Pair) {
     let c2s = packet(client_addr(), server_addr(), 0);
     pair.client.io.outbound.send(c2s.clone()).await.unwrap();
-    let got = timeout(DEADLINE, pair.server.io.inbound.recv())
-        .await
-        .unwrap();
-    assert_eq!(got, Some(c2s));
+    let got = next_packet(&mut pair.server.io.inbound).await;
+    assert_eq!(got, c2s);
     let s2c = packet(server_addr(), client_addr(), 0);
     pair.server.io.outbound.send(s2c.clone()).await.unwrap();
-    let got = timeout(DEADLINE, pair.client.io.inbound.recv())
-        .await
-        .unwrap();
-    assert_eq!(got, Some(s2c));
+    let got = next_packet(&mut pair.client.io.inbound).await;
+    assert_eq!(got, s2c);
 }
 
 async fn stop(side: Side) -> SocketAddr {
@@ -332,10 +337,8 @@ async fn unrouted_destination_is_counted_and_not_sent() {
     // handled.
     let marker = packet(client_addr(), server_addr(), 2);
     pair.client.io.outbound.send(marker.clone()).await.unwrap();
-    let got = timeout(DEADLINE, pair.server.io.inbound.recv())
-        .await
-        .unwrap();
-    assert_eq!(got, Some(marker));
+    let got = next_packet(&mut pair.server.io.inbound).await;
+    assert_eq!(got, marker);
 
     let after = pair.client.handle.status().await.unwrap();
     assert_eq!(after.dataplane.no_route, before.dataplane.no_route + 1);
@@ -422,16 +425,11 @@ async fn non_member_is_prohibited_and_told_so() {
     // has handled the one before it.
     let marker = packet(client_addr(), open_app(), 2);
     pair.client.io.outbound.send(marker.clone()).await.unwrap();
-    let got = timeout(DEADLINE, pair.server.io.inbound.recv())
-        .await
-        .unwrap();
-    assert_eq!(got, Some(marker), "only the open application's packet");
+    let got = next_packet(&mut pair.server.io.inbound).await;
+    assert_eq!(got, marker, "only the open application's packet");
     assert!(pair.server.io.inbound.try_recv().is_err());
 
-    let error = timeout(DEADLINE, pair.client.io.inbound.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let error = next_packet(&mut pair.client.io.inbound).await;
     assert_eq!(error.len(), 1280, "cut at the minimum MTU");
     assert_eq!(error[0] >> 4, 6);
     assert_eq!(error[6], 58, "ICMPv6");
@@ -463,10 +461,8 @@ async fn member_reaches_the_restricted_application() {
     for (i, destination) in [staff_app(), open_app()].into_iter().enumerate() {
         let p = packet(client_addr(), destination, i as u32);
         pair.client.io.outbound.send(p.clone()).await.unwrap();
-        let got = timeout(DEADLINE, pair.server.io.inbound.recv())
-            .await
-            .unwrap();
-        assert_eq!(got, Some(p));
+        let got = next_packet(&mut pair.server.io.inbound).await;
+        assert_eq!(got, p);
     }
     let status = pair.server.handle.status().await.unwrap();
     assert_eq!(status.dataplane.prohibited, 0);
@@ -487,10 +483,8 @@ async fn prohibited_errors_are_rate_limited() {
     }
     let marker = packet(client_addr(), open_app(), FLOOD);
     pair.client.io.outbound.send(marker.clone()).await.unwrap();
-    let got = timeout(DEADLINE, pair.server.io.inbound.recv())
-        .await
-        .unwrap();
-    assert_eq!(got, Some(marker));
+    let got = next_packet(&mut pair.server.io.inbound).await;
+    assert_eq!(got, marker);
 
     let status = pair.server.handle.status().await.unwrap();
     let counters = status.dataplane;
@@ -505,10 +499,7 @@ async fn prohibited_errors_are_rate_limited() {
     assert!(counters.icmp_suppressed > 0, "{counters:?}");
     // Every error that was sent arrives.
     for _ in 0..counters.icmp_sent {
-        let error = timeout(DEADLINE, pair.client.io.inbound.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let error = next_packet(&mut pair.client.io.inbound).await;
         assert_eq!((error[40], error[41]), (1, 1));
     }
     stop(pair.client).await;
@@ -552,10 +543,7 @@ async fn unroutable_and_oversized_packets_come_back_as_icmpv6_errors() {
     // No peer routes 2001:db8::/32: Destination Unreachable, no route.
     let unroutable = ipv6_packet(client_addr(), nowhere, b"anyone there?");
     client.io.outbound.send(unroutable.clone()).await.unwrap();
-    let error = timeout(DEADLINE, client.io.inbound.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let error = next_packet(&mut client.io.inbound).await;
     match parse_error(&error, &unroutable) {
         Icmpv6Repr::DstUnreachable { reason, header, .. } => {
             assert_eq!(reason, Icmpv6DstUnreachable::NoRoute);
@@ -569,10 +557,7 @@ async fn unroutable_and_oversized_packets_come_back_as_icmpv6_errors() {
     let oversized = packet(client_addr(), server_addr(), 1);
     assert!(oversized.len() > usize::from(MTU));
     client.io.outbound.send(oversized.clone()).await.unwrap();
-    let error = timeout(DEADLINE, client.io.inbound.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let error = next_packet(&mut client.io.inbound).await;
     match parse_error(&error, &oversized) {
         Icmpv6Repr::PktTooBig { mtu, header, .. } => {
             assert_eq!(mtu, u32::from(MTU));
@@ -595,10 +580,7 @@ async fn unroutable_and_oversized_packets_come_back_as_icmpv6_errors() {
     for p in [icmp_error, fragment, marker.clone()] {
         client.io.outbound.send(p).await.unwrap();
     }
-    let error = timeout(DEADLINE, client.io.inbound.recv())
-        .await
-        .unwrap()
-        .unwrap();
+    let error = next_packet(&mut client.io.inbound).await;
     assert_eq!(&error[48..], &marker[..], "only the marker is answered");
 
     let d = client.handle.status().await.unwrap().dataplane;
@@ -626,10 +608,7 @@ async fn unroutable_and_oversized_packets_come_back_as_icmpv6_errors() {
     assert_eq!(sent + suppressed, FLOOD, "{flood:?}");
     assert!(sent >= 5 && suppressed > 0, "{flood:?}");
     for _ in 0..sent {
-        let error = timeout(DEADLINE, client.io.inbound.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let error = next_packet(&mut client.io.inbound).await;
         assert_eq!((error[40], error[41]), (1, 0));
     }
     assert!(client.io.inbound.try_recv().is_err());

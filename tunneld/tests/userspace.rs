@@ -22,6 +22,7 @@ use overlay_proto::time::UnixTime;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::oneshot;
 use tokio::time::timeout;
 use tunneld::access::AccessPolicy;
@@ -190,6 +191,19 @@ async fn socks_name_request(socks: SocketAddr, name: &str, port: u16) -> (TcpStr
     socks_send(socks, 0x01, &address, port).await
 }
 
+/// Writes `data` to an echoing `conn`, half-closes it and reads until the
+/// peer closes (within [`DEADLINE`]); what came back.
+async fn echo(mut conn: TcpStream, data: &[u8]) -> Vec<u8> {
+    conn.write_all(data).await.unwrap();
+    conn.shutdown().await.unwrap();
+    let mut echoed = Vec::new();
+    timeout(DEADLINE, conn.read_to_end(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    echoed
+}
+
 fn pattern(len: usize) -> Vec<u8> {
     let mut x = 0x2545_f491_u32;
     (0..len)
@@ -351,17 +365,10 @@ async fn ipv6_literal_domain_connects() {
     tokio::spawn(serve_application(server.stack.clone(), app_addr(), backend));
 
     let name = format!("[{}]", app_addr().ip());
-    let (mut conn, reply) = socks_name_request(socks, &name, APP_PORT).await;
+    let (conn, reply) = socks_name_request(socks, &name, APP_PORT).await;
     assert_eq!(reply[1], 0x00);
 
-    conn.write_all(b"hello overlay").await.unwrap();
-    conn.shutdown().await.unwrap();
-    let mut echoed = Vec::new();
-    timeout(DEADLINE, conn.read_to_end(&mut echoed))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(echoed, b"hello overlay");
+    assert_eq!(echo(conn, b"hello overlay").await, b"hello overlay");
     let header = timeout(DEADLINE, header).await.unwrap().unwrap();
     assert_eq!(header[16..32], client_addr().octets());
 }
@@ -441,17 +448,10 @@ async fn overlay_names_resolve_and_connect_end_to_end() {
             system,
         ),
     ] {
-        let (mut conn, reply) = socks_name_request(socks, name, port).await;
+        let (conn, reply) = socks_name_request(socks, name, port).await;
         assert_eq!(reply[1], 0x00, "{name}: reply {reply:?}");
         assert_eq!(&reply[4..20], &client_addr().octets(), "bound address");
-        conn.write_all(name.as_bytes()).await.unwrap();
-        conn.shutdown().await.unwrap();
-        let mut echoed = Vec::new();
-        timeout(DEADLINE, conn.read_to_end(&mut echoed))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(echoed, name.as_bytes());
+        assert_eq!(echo(conn, name.as_bytes()).await, name.as_bytes());
         let header = timeout(DEADLINE, header).await.unwrap().unwrap();
         assert_eq!(header[16..32], client_addr().octets(), "{name}");
         assert_eq!(header[32..48], dst.ip().octets(), "{name}");
@@ -582,28 +582,48 @@ async fn a_port_forward_carries_a_connection_both_ways_with_half_close() {
     assert_eq!(client.stack.counters().forwarded, 1);
 }
 
-/// A UDP application at [`app_addr`] on `server`'s stack whose backend on
-/// 127.0.0.1 strips the PROXY v2 header of each datagram, reports it, and
-/// echoes the payload to the sender; the reported headers.
-async fn udp_echo_application(server: &Side) -> tokio::sync::mpsc::UnboundedReceiver<Vec<u8>> {
+/// One datagram a UDP backend received: its PROXY v2 header (the first
+/// 52 bytes), what followed, and the host address it came from (one per
+/// flow).
+struct Datagram {
+    header: Vec<u8>,
+    payload: Vec<u8>,
+    from: SocketAddr,
+}
+
+/// A UDP backend on 127.0.0.1 that reports each datagram, then echoes its
+/// payload to the sender.
+async fn udp_backend() -> (SocketAddr, UnboundedReceiver<Datagram>) {
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let addr = socket.local_addr().unwrap();
-    let (report, headers) = tokio::sync::mpsc::unbounded_channel();
+    let (report, reports) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         let mut buf = vec![0u8; 65_536];
         loop {
             let (len, from) = socket.recv_from(&mut buf).await.unwrap();
-            let header_len = len.min(52);
-            report.send(buf[..header_len].to_vec()).unwrap();
-            socket.send_to(&buf[header_len..len], from).await.unwrap();
+            let (header, payload) = buf[..len].split_at(len.min(52));
+            let datagram = Datagram {
+                header: header.to_vec(),
+                payload: payload.to_vec(),
+                from,
+            };
+            report.send(datagram).unwrap();
+            socket.send_to(payload, from).await.unwrap();
         }
     });
+    (addr, reports)
+}
+
+/// A UDP application at [`app_addr`] on `server`'s stack served by a
+/// [`udp_backend`]; what the backend reports.
+async fn udp_echo_application(server: &Side) -> UnboundedReceiver<Datagram> {
+    let (backend, reports) = udp_backend().await;
     tokio::spawn(serve_application_udp(
         server.stack.clone(),
         app_addr(),
-        addr,
+        backend,
     ));
-    headers
+    reports
 }
 
 /// A UDP socket on `side`'s stack, on its own address and an ephemeral
@@ -642,27 +662,6 @@ async fn udp_round_trip(
     }
 }
 
-/// A UDP backend on 127.0.0.1 that echoes each datagram's payload and
-/// reports the payload with the host address it came from (one per flow).
-async fn udp_flow_backend() -> (
-    SocketAddr,
-    tokio::sync::mpsc::UnboundedReceiver<(Vec<u8>, SocketAddr)>,
-) {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = socket.local_addr().unwrap();
-    let (report, reports) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65_536];
-        loop {
-            let (len, from) = socket.recv_from(&mut buf).await.unwrap();
-            let payload = buf[52.min(len)..len].to_vec();
-            socket.send_to(&payload, from).await.unwrap();
-            report.send((payload, from)).unwrap();
-        }
-    });
-    (addr, reports)
-}
-
 /// Send `data` from `socket` to `dst` until its echo comes back (every
 /// 500 ms: the first may meet the handshake or a socket not yet bound;
 /// echoes of earlier datagrams are skipped), then return the host address
@@ -671,7 +670,7 @@ async fn flow_source(
     socket: &OverlayUdpSocket,
     dst: SocketAddrV6,
     data: &[u8],
-    reports: &mut tokio::sync::mpsc::UnboundedReceiver<(Vec<u8>, SocketAddr)>,
+    reports: &mut UnboundedReceiver<Datagram>,
 ) -> SocketAddr {
     let deadline = tokio::time::Instant::now() + DEADLINE;
     let mut buf = vec![0u8; 2048];
@@ -695,9 +694,9 @@ async fn flow_source(
         }
     }
     loop {
-        let (payload, from) = timeout(DEADLINE, reports.recv()).await.unwrap().unwrap();
-        if payload == data {
-            return from;
+        let datagram = timeout(DEADLINE, reports.recv()).await.unwrap().unwrap();
+        if datagram.payload == data {
+            return datagram.from;
         }
     }
 }
@@ -708,7 +707,7 @@ async fn udp_flows_end_when_idle_and_the_least_recent_is_evicted() {
 
     // Idle expiry: a flow quiet for 300 ms ends; the next datagram from the
     // same overlay source opens a new flow (a new host socket).
-    let (backend, mut reports) = udp_flow_backend().await;
+    let (backend, mut reports) = udp_backend().await;
     let short = UdpFlowLimits {
         idle: Duration::from_millis(300),
         max_flows: UDP_TEST_FLOWS,
@@ -732,7 +731,7 @@ async fn udp_flows_end_when_idle_and_the_least_recent_is_evicted() {
 
     // Eviction: two flows at most, idle never reached; a third source
     // evicts the least recently active flow, which then starts afresh.
-    let (backend, mut reports) = udp_flow_backend().await;
+    let (backend, mut reports) = udp_backend().await;
     let game = SocketAddrV6::new(*app_addr().ip(), 9090, 0, 0);
     let two = UdpFlowLimits {
         idle: Duration::from_secs(3600),
@@ -785,7 +784,7 @@ const UDP_TEST_FLOWS: usize = 16;
 #[tokio::test]
 async fn a_udp_flow_echoes_100_datagrams_with_proxy_headers() {
     let (client, server, _socks) = setup().await;
-    let mut headers = udp_echo_application(&server).await;
+    let mut reports = udp_echo_application(&server).await;
     let socket = bind_any(&client);
     let local = socket.local_addr();
     assert_eq!(*local.ip(), client_addr());
@@ -809,8 +808,8 @@ async fn a_udp_flow_echoes_100_datagrams_with_proxy_headers() {
     let expected = proxy_v2_header(local, app_addr(), ProxyTransport::Dgram);
     assert_eq!(expected[13], 0x22);
     let mut seen = 0;
-    while let Ok(header) = headers.try_recv() {
-        assert_eq!(header, expected);
+    while let Ok(datagram) = reports.try_recv() {
+        assert_eq!(datagram.header, expected);
         seen += 1;
     }
     assert!(seen >= 100, "{seen}");
@@ -827,7 +826,7 @@ async fn a_udp_flow_echoes_100_datagrams_with_proxy_headers() {
 #[tokio::test]
 async fn a_udp_datagram_to_a_port_without_service_is_dropped_and_counted() {
     let (client, server, _socks) = setup().await;
-    let _headers = udp_echo_application(&server).await;
+    let _reports = udp_echo_application(&server).await;
     let socket = bind_any(&client);
     // Establish the tunnel (and the application's socket) first.
     let echoed = timeout(
