@@ -422,25 +422,30 @@ fn tun_device_addresses_and_routes_go_away_on_sigterm_and_sigint() {
     assert_device(&lab.server_ns, SERVER_DEVICE, &[SYSTEM, APP]);
     assert_device(&lab.client_ns, CLIENT_DEVICE, &[USER]);
 
-    let status = lab.server.stop(Signal::SIGTERM);
-    assert_eq!(status.code(), Some(0), "{}", lab.server.log());
-    assert!(
-        lab.server.log().contains("SIGTERM: shutting down"),
-        "{}",
-        lab.server.log()
+    stop_cleanly(
+        &mut lab.server,
+        Signal::SIGTERM,
+        &lab.server_ns,
+        SERVER_DEVICE,
     );
-    assert_device_gone(&lab.server_ns, SERVER_DEVICE, || lab.server.log());
     // The client's device is untouched by the server's exit.
     assert_device(&lab.client_ns, CLIENT_DEVICE, &[USER]);
-
-    let status = lab.client.stop(Signal::SIGINT);
-    assert_eq!(status.code(), Some(0), "{}", lab.client.log());
-    assert!(
-        lab.client.log().contains("SIGINT: shutting down"),
-        "{}",
-        lab.client.log()
+    stop_cleanly(
+        &mut lab.client,
+        Signal::SIGINT,
+        &lab.client_ns,
+        CLIENT_DEVICE,
     );
-    assert_device_gone(&lab.client_ns, CLIENT_DEVICE, || lab.client.log());
+}
+
+/// Stops `daemon` with `signal`: it exits 0, saying it shuts down on that
+/// signal, and its `device` in `ns` is gone.
+fn stop_cleanly(daemon: &mut Process, signal: Signal, ns: &Netns, device: &str) {
+    let status = daemon.stop(signal);
+    assert_eq!(status.code(), Some(0), "{}", daemon.log());
+    let said = format!("{signal}: shutting down");
+    assert!(daemon.log().contains(&said), "{}", daemon.log());
+    assert_device_gone(ns, device, || daemon.log());
 }
 
 #[test]
