@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::io::Write;
-use std::net::UdpSocket;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -20,8 +19,8 @@ use overlay_proto::lease::EntityKind;
 mod common;
 
 use common::daemon::{
-    authority_key, free_tcp_addr, free_udp_addr, socks_connect, Daemon, Setup, BIN, CLIENT_PREFIX,
-    SERVER_PREFIX, TIMEOUT,
+    authority_key, free_tcp_addr, silent_peer, socks_connect, Daemon, Pair, Setup, BIN,
+    CLIENT_PREFIX, SERVER_PREFIX, TIMEOUT,
 };
 
 const CLIENT_EXAMPLE: &str = include_str!("../../configs/tunneld-client.toml");
@@ -266,8 +265,7 @@ fn usage_errors_exit_2() {
 fn run_serves_status_until_sigterm() {
     let setup = Setup::new(0x44);
     // The peer's endpoint: a loopback socket that never answers.
-    let peer_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let endpoint = peer_socket.local_addr().unwrap();
+    let (_peer_socket, endpoint) = silent_peer();
     let config = CLIENT_EXAMPLE
         .replace("listen = \"0.0.0.0:4500\"", "listen = \"127.0.0.1:0\"")
         .replace("203.0.113.10:4500", &endpoint.to_string());
@@ -436,31 +434,19 @@ fn two_daemons_carry_a_socks5_connection_to_an_application_backend() {
         headers
     });
 
-    let server_udp = free_udp_addr();
-    let server = Setup::server(0x61);
-    let server_config = server.config(
-        "server",
-        &server_udp.to_string(),
+    let socks_addr = free_tcp_addr();
+    let forward = free_tcp_addr();
+    let mut pair = Pair::start(
+        0x61,
         &format!(
             "\n[[applications]]\nname = \"echo\"\naddress = \"{APP}\"\nports = [8080]\n\
              backend = \"{backend_addr}\""
         ),
-        &[],
-    );
-    let mut server_daemon = server.start(&server_config);
-
-    let client = Setup::client(0x62);
-    client.write_lease_of(&server, "server.lease");
-    let socks_addr = free_tcp_addr();
-    let forward = free_tcp_addr();
-    let client_config = client.client_config(
         &format!(
             "socks-listen = \"{socks_addr}\"\noverlay-zone = \"corp.example\"\n\n\
              [[port-forwards]]\nlisten = \"{forward}\"\nto = \"[{APP}]:8080\"\n"
         ),
-        &[("server.lease", server_udp)],
     );
-    let mut client_daemon = client.start(&client_config);
 
     // SOCKS5: no-auth greeting, then CONNECT [APP]:8080.
     let (mut socks, reply) = socks_connect(socks_addr, APP, 8080);
@@ -468,8 +454,8 @@ fn two_daemons_carry_a_socks5_connection_to_an_application_backend() {
         &reply[..4],
         &[5, 0, 0, 4],
         "SOCKS5 CONNECT refused: {reply:?}\n{}\n{}",
-        client_daemon.log(),
-        server_daemon.log()
+        pair.client_daemon.log(),
+        pair.server_daemon.log()
     );
 
     // 1 MiB through both daemons and back.
@@ -528,6 +514,5 @@ fn two_daemons_carry_a_socks5_connection_to_an_application_backend() {
     assert_eq!(&header[32..48], &APP.parse::<Ipv6Addr>().unwrap().octets());
     assert_eq!(&header[50..52], &8080u16.to_be_bytes());
 
-    client_daemon.stop();
-    server_daemon.stop();
+    pair.stop();
 }

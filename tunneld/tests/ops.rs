@@ -18,7 +18,7 @@ use overlay_proto::handshake::StaticKeypair;
 mod common;
 
 use common::daemon::{
-    free_tcp_addr, free_udp_addr, socks_connect, Daemon, Setup, BIN, SERVER_PREFIX, TIMEOUT,
+    free_tcp_addr, silent_peer, socks_connect, Daemon, Pair, Setup, BIN, SERVER_PREFIX, TIMEOUT,
 };
 
 const OTHER_PREFIX: &str = "2002:b16:212c:3::/64";
@@ -194,8 +194,7 @@ fn metrics_match_status_and_parse_as_prometheus_text() {
     let setup = Setup::client(0x44);
     // The peer's endpoint: a loopback socket that never answers, so the
     // daemon keeps sending initiations there.
-    let peer_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let peer_endpoint = peer_socket.local_addr().unwrap();
+    let (_peer_socket, peer_endpoint) = silent_peer();
     let peer_key = setup.write_peer_lease("server.lease", 0x55, SERVER_PREFIX);
     let metrics = free_tcp_addr();
     let config = setup.client_config(
@@ -313,19 +312,13 @@ fn metrics_match_status_and_parse_as_prometheus_text() {
 
 #[test]
 fn metrics_of_an_established_tunnel_show_its_peer_and_security_association() {
-    let server = Setup::server(0x61);
-    let server_udp = free_udp_addr();
-    let server_config = server.config("server", &server_udp.to_string(), "", &[]);
-    let mut server_daemon = server.start(&server_config);
-
-    let client = Setup::client(0x62);
-    client.write_lease_of(&server, "server.lease");
     let metrics = free_tcp_addr();
-    let config = client.client_config(
+    let mut pair = Pair::start(
+        0x61,
+        "",
         &format!("metrics-listen = \"{metrics}\"\npersistent-keepalive = 1"),
-        &[("server.lease", server_udp)],
     );
-    let mut daemon = client.start(&config);
+    let daemon = &mut pair.client_daemon;
     let before = daemon.wait_for_status("a handshake", |s| {
         let peer = &s["peers"][0];
         peer["security_associations"]
@@ -338,7 +331,7 @@ fn metrics_of_an_established_tunnel_show_its_peer_and_security_association() {
     let after = daemon.status();
     let m = parse_exposition(&body);
 
-    let key = server.keypair.public().to_string();
+    let key = pair.server.keypair.public().to_string();
     let peer = [("peer", "node"), ("public_key", key.as_str())];
     for name in [
         "rx_bytes",
@@ -365,8 +358,7 @@ fn metrics_of_an_established_tunnel_show_its_peer_and_security_association() {
     assert!(m.value("tunneld_node_handshakes_completed_total", &[]) >= 1.0);
     assert!(m.value("tunneld_dataplane_datagrams_received_total", &[]) >= 1.0);
 
-    daemon.stop();
-    server_daemon.stop();
+    pair.stop();
 }
 
 #[test]
@@ -448,8 +440,7 @@ fn sighup_renews_the_lease_and_changes_the_log_level() {
 #[test]
 fn sighup_keeps_the_running_config_when_the_new_one_is_invalid_or_needs_a_restart() {
     let setup = Setup::client(0x47);
-    let peer_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let endpoint = peer_socket.local_addr().unwrap();
+    let (_peer_socket, endpoint) = silent_peer();
     let first = setup.write_peer_lease("a.lease", 0x55, SERVER_PREFIX);
     let second = setup.write_peer_lease("b.lease", 0x56, OTHER_PREFIX);
     let one_peer = setup.client_config("", &[("a.lease", endpoint)]);
@@ -633,25 +624,18 @@ fn sighup_changes_who_may_reach_an_application() {
         }
     });
 
-    let server = Setup::server(0x71);
-    let server_udp = free_udp_addr();
-    let server_config = |groups: &str| {
-        let application = format!(
+    let application = |groups: &str| {
+        format!(
             "\n[[applications]]\nname = \"echo\"\naddress = \"{APP}\"\nports = [8080]\n\
              backend = \"{backend_addr}\"\nallowed-groups = [\"{groups}\"]"
-        );
-        server.config("server", &server_udp.to_string(), &application, &[])
+        )
     };
-    let mut server_daemon = server.start(&server_config("admins"));
-
-    let client = Setup::client(0x72);
-    client.write_lease_of(&server, "server.lease");
     let socks = free_tcp_addr();
-    let config = client.client_config(
+    let mut pair = Pair::start(
+        0x71,
+        &application("admins"),
         &format!("socks-listen = \"{socks}\""),
-        &[("server.lease", server_udp)],
     );
-    let mut client_daemon = client.start(&config);
 
     // The client's lease has group "staff": refused while only "admins"
     // may reach the application. The attempt is abandoned once the server
@@ -661,9 +645,11 @@ fn sighup_changes_who_may_reach_an_application() {
     request.extend_from_slice(&APP.parse::<std::net::Ipv6Addr>().unwrap().octets());
     request.extend_from_slice(&8080u16.to_be_bytes());
     attempt.write_all(&request).unwrap();
-    let status = server_daemon.wait_for_status("the SYN to be prohibited", |s| {
-        s["dataplane"]["prohibited"].as_u64() > Some(0)
-    });
+    let status = pair
+        .server_daemon
+        .wait_for_status("the SYN to be prohibited", |s| {
+            s["dataplane"]["prohibited"].as_u64() > Some(0)
+        });
     assert!(
         status["dataplane"]["icmp_sent"].as_u64() > Some(0),
         "{status}"
@@ -672,15 +658,15 @@ fn sighup_changes_who_may_reach_an_application() {
     drop(attempt);
 
     // Let "staff" in; the next CONNECT reaches the backend.
-    let status = server_daemon.reload(&server, &server_config("staff"));
+    let staff = pair.server_config(&application("staff"));
+    let status = pair.server_daemon.reload(&pair.server, &staff);
     assert_eq!(status["reload"]["applied"], 1, "{status}");
     let (mut conn, reply) = socks_connect(socks, APP, 8080);
-    assert_eq!(reply[1], 0, "{}", client_daemon.log());
+    assert_eq!(reply[1], 0, "{}", pair.client_daemon.log());
     conn.write_all(b"hello").unwrap();
     let mut echo = [0u8; 5];
     conn.read_exact(&mut echo).unwrap();
     assert_eq!(&echo, b"hello");
 
-    client_daemon.stop();
-    server_daemon.stop();
+    pair.stop();
 }

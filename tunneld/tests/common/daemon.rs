@@ -51,6 +51,15 @@ pub fn free_udp_addr() -> SocketAddr {
         .unwrap()
 }
 
+/// A peer endpoint that never answers: a loopback UDP socket, kept bound
+/// while the test holds it (so datagrams to it are taken and ignored);
+/// with its address.
+pub fn silent_peer() -> (std::net::UdpSocket, SocketAddr) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let endpoint = socket.local_addr().unwrap();
+    (socket, endpoint)
+}
+
 /// The test authority's public key as configs write it.
 pub fn authority_key() -> String {
     PublicKey(authority().public_key().to_bytes()).to_string()
@@ -189,6 +198,59 @@ impl Setup {
     pub fn spawn(&self, config: &str) -> Daemon {
         let path = self.write("tunneld.toml", config.as_bytes(), 0o644);
         Daemon::spawn(&path, &self.path("tunneld.sock"), &self.path("stderr.log"))
+    }
+}
+
+/// Two daemons on loopback: a server, and a client that has the server as
+/// its one peer.
+pub struct Pair {
+    /// The client's daemon.
+    pub client_daemon: Daemon,
+    /// The server's daemon.
+    pub server_daemon: Daemon,
+    /// The client's files: a user lease for [`CLIENT_PREFIX`], the
+    /// server's lease under `server.lease`.
+    pub client: Setup,
+    /// The server's files: a system lease for [`SERVER_PREFIX`].
+    pub server: Setup,
+    /// Where the server listens (UDP).
+    pub server_udp: SocketAddr,
+}
+
+impl Pair {
+    /// Starts a server (key `[seed; 32]`) on a free loopback UDP address
+    /// with `server_extra` in its config, then a client (key `[seed + 1;
+    /// 32]`) with `client_extra` in its config and the server as its peer;
+    /// each ready ([`Daemon::start`]).
+    pub fn start(seed: u8, server_extra: &str, client_extra: &str) -> Pair {
+        let server = Setup::server(seed);
+        let server_udp = free_udp_addr();
+        let server_config = server.config("server", &server_udp.to_string(), server_extra, &[]);
+        let server_daemon = server.start(&server_config);
+        let client = Setup::client(seed + 1);
+        client.write_lease_of(&server, "server.lease");
+        let client_config = client.client_config(client_extra, &[("server.lease", server_udp)]);
+        let client_daemon = client.start(&client_config);
+        Pair {
+            client_daemon,
+            server_daemon,
+            client,
+            server,
+            server_udp,
+        }
+    }
+
+    /// The server's config with `extra` in place of what it started with.
+    pub fn server_config(&self, extra: &str) -> String {
+        let listen = self.server_udp.to_string();
+        self.server.config("server", &listen, extra, &[])
+    }
+
+    /// Stops the client, then the server ([`Daemon::stop`]: each must
+    /// exit 0).
+    pub fn stop(&mut self) {
+        self.client_daemon.stop();
+        self.server_daemon.stop();
     }
 }
 
