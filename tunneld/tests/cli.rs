@@ -7,7 +7,7 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::str::FromStr;
 
 use netns_tests::{is_root, unix_now};
@@ -19,28 +19,12 @@ use overlay_proto::lease::EntityKind;
 mod common;
 
 use common::daemon::{
-    authority_key, free_tcp_addr, silent_peer, socks_connect, Daemon, Pair, Setup, BIN,
-    CLIENT_PREFIX, SERVER_PREFIX, TIMEOUT,
+    authority_key, free_tcp_addr, silent_peer, socks_connect, text, tunneld, Daemon, Pair, Setup,
+    BIN, CLIENT_PREFIX, SERVER_PREFIX, TIMEOUT,
 };
 
 const CLIENT_EXAMPLE: &str = include_str!("../../configs/tunneld-client.toml");
 const SERVER_EXAMPLE: &str = include_str!("../../configs/tunneld-server.toml");
-
-fn tunneld(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8(bytes.to_vec()).unwrap()
-}
 
 /// Writes `config` (with the test authority's key in place of the one it
 /// has) and `setup`'s lease for `kind` and `prefix` under the names the
@@ -364,10 +348,10 @@ fn run_serves_status_until_sigterm() {
     assert!(!human.contains("drops:"), "{human}");
 
     // A second daemon on the same socket is refused; the first keeps it.
-    let out = Command::new(BIN)
-        .args(["run", "--config", path.to_str().unwrap(), "--socket", s])
-        .output()
-        .unwrap();
+    let out = tunneld(
+        &["run", "--config", path.to_str().unwrap(), "--socket", s],
+        b"",
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("in use by a running daemon"));
     assert!(socket.exists());

@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use netns_tests::{unix_now, wait_until};
@@ -18,7 +17,8 @@ use overlay_proto::handshake::StaticKeypair;
 mod common;
 
 use common::daemon::{
-    free_tcp_addr, silent_peer, socks_connect, Daemon, Pair, Setup, BIN, SERVER_PREFIX, TIMEOUT,
+    free_tcp_addr, silent_peer, socks_connect, text, tunneld, Daemon, Pair, Setup, SERVER_PREFIX,
+    TIMEOUT,
 };
 
 const OTHER_PREFIX: &str = "2002:b16:212c:3::/64";
@@ -508,12 +508,8 @@ fn sighup_keeps_the_running_config_when_the_new_one_is_invalid_or_needs_a_restar
     // The failures show in the human status too while they are the last.
     let status = daemon.reload(&setup, "role = \n");
     assert_eq!(status["reload"]["failed"], 4);
-    let out = Command::new(BIN)
-        .args(["status", "--socket"])
-        .arg(daemon.socket())
-        .output()
-        .unwrap();
-    let human = String::from_utf8(out.stdout).unwrap();
+    let out = tunneld(&["status", "--socket", daemon.socket_str()], b"");
+    let human = text(&out.stdout);
     assert!(
         human.contains("last reload failed (2 applied, 4 failed)"),
         "{human}"
@@ -579,29 +575,19 @@ fn an_addrd_table_is_refused_as_not_implemented() {
         &format!("\n[addrd]\nendpoint = \"127.0.0.1:4999\"\npublic-key = \"{addrd_key}\""),
         &[],
     );
-    let path = setup.write("tunneld.toml", config.as_bytes(), 0o644);
-    let out = Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&path)
-        .arg("--socket")
-        .arg(setup.path("tunneld.sock"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(3));
-    let stderr = String::from_utf8(out.stderr).unwrap();
+    let mut daemon = setup.spawn(&config);
+    assert_eq!(daemon.wait_exit().code(), Some(3));
+    let stderr = daemon.log();
     assert!(
         stderr.contains("[addrd] is configured") && stderr.contains("issue #4"),
         "{stderr}"
     );
     assert!(!setup.path("tunneld.sock").exists());
     // check-config accepts the file and warns.
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let path = setup.path("tunneld.toml");
+    let out = tunneld(&["check-config", path.to_str().unwrap()], b"");
     assert_eq!(out.status.code(), Some(0));
-    let stderr = String::from_utf8(out.stderr).unwrap();
+    let stderr = text(&out.stderr);
     assert!(
         stderr.starts_with("warning: ") && stderr.contains("issue #4"),
         "{stderr}"

@@ -12,7 +12,7 @@ use std::io::{Read as _, Write as _};
 use std::net::{Ipv6Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::Duration;
 
 use netns_tests::{authority, wait_until, LeaseSpec};
@@ -32,6 +32,24 @@ pub const SERVER_PREFIX: &str = "2002:b16:212c:2::/64";
 
 /// The groups in every lease a [`Setup`] writes.
 const GROUPS: &[&str] = &["staff"];
+
+/// Runs `tunneld args` with `stdin` on its standard input; its output.
+pub fn tunneld(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `bytes` as UTF-8 text; fails if they are not.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
 
 /// A free loopback TCP address (bound and released; the daemon binds it
 /// next).
@@ -302,6 +320,11 @@ impl Daemon {
         &self.socket
     }
 
+    /// The control socket's path as an argument.
+    pub fn socket_str(&self) -> &str {
+        self.socket.to_str().unwrap()
+    }
+
     /// What the daemon wrote to stderr so far.
     pub fn log(&self) -> String {
         fs::read_to_string(&self.stderr).unwrap_or_default()
@@ -342,11 +365,7 @@ impl Daemon {
 
     /// `tunneld status --json` of this daemon; fails unless it answers.
     pub fn status(&self) -> serde_json::Value {
-        let out = Command::new(BIN)
-            .args(["status", "--json", "--socket"])
-            .arg(&self.socket)
-            .output()
-            .unwrap();
+        let out = tunneld(&["status", "--json", "--socket", self.socket_str()], b"");
         assert_eq!(out.status.code(), Some(0), "{}", self.log());
         serde_json::from_slice(&out.stdout).unwrap()
     }
