@@ -183,6 +183,15 @@ fn parse_labels(mut rest: &str) -> (Vec<(String, String)>, &str) {
     }
 }
 
+/// A peer's counters, in `status --json` and as `tunneld_peer_NAME_total`.
+const PEER_COUNTERS: [&str; 5] = [
+    "rx_bytes",
+    "tx_bytes",
+    "rx_packets",
+    "tx_packets",
+    "handshakes",
+];
+
 fn counter(status: &serde_json::Value, group: &str, name: &str) -> f64 {
     status[group][name]
         .as_u64()
@@ -270,13 +279,7 @@ fn metrics_match_status_and_parse_as_prometheus_text() {
     let key = peer_key.to_string();
     let peer = [("peer", "srv"), ("public_key", key.as_str())];
     let status_peer = &after["peers"][0];
-    for name in [
-        "rx_bytes",
-        "tx_bytes",
-        "rx_packets",
-        "tx_packets",
-        "handshakes",
-    ] {
+    for name in PEER_COUNTERS {
         assert_eq!(
             m.value(&format!("tunneld_peer_{name}_total"), &peer),
             status_peer[name].as_u64().unwrap() as f64,
@@ -333,13 +336,7 @@ fn metrics_of_an_established_tunnel_show_its_peer_and_security_association() {
 
     let key = pair.server.keypair.public().to_string();
     let peer = [("peer", "node"), ("public_key", key.as_str())];
-    for name in [
-        "rx_bytes",
-        "tx_bytes",
-        "rx_packets",
-        "tx_packets",
-        "handshakes",
-    ] {
+    for name in PEER_COUNTERS {
         let scraped = m.value(&format!("tunneld_peer_{name}_total"), &peer);
         let lo = before["peers"][0][name].as_u64().unwrap() as f64;
         let hi = after["peers"][0][name].as_u64().unwrap() as f64;
