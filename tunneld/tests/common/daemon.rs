@@ -5,7 +5,8 @@
 //! reads it). A [`Daemon`] is a `tunneld run` process that tests wait on
 //! (polling, with a deadline), query with `tunneld status --json` and
 //! signal by PID; it is killed and reaped when dropped, also when the test
-//! fails.
+//! fails. A [`Pair`] is a server daemon and a client daemon that has it as
+//! its peer; [`socks_connect`] talks to a client's SOCKS5 listener.
 
 use std::fs;
 use std::io::{Read as _, Write as _};
