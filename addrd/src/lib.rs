@@ -20,6 +20,7 @@ pub mod bindings;
 pub mod directory;
 pub mod dns;
 pub mod embedded;
+pub mod guard;
 pub mod ldap;
 pub mod ldif;
 pub mod password;
