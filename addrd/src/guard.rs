@@ -404,9 +404,12 @@ impl LoginGuard {
                 wait = Some((remaining, reason));
             }
         };
+        let forget_after = self.config.forget_after;
         let mut abandoned = 0;
+        let mut forgotten = 0;
         if let Some(entry) = self.sources.map.get_mut(&source) {
             abandoned += entry.drop_abandoned(now, timeout);
+            forgotten += entry.forget_if_quiet(now, forget_after);
             consider(entry.delay_remaining(now), WaitReason::SourceDelay);
             if entry.pending.len() >= self.config.max_pending_per_source as usize {
                 consider(self.config.busy_retry_after, WaitReason::Busy);
@@ -414,6 +417,7 @@ impl LoginGuard {
         }
         if let Some(entry) = self.users.map.get_mut(&user) {
             abandoned += entry.drop_abandoned(now, timeout);
+            forgotten += entry.forget_if_quiet(now, forget_after);
             consider(entry.lock_remaining(now), WaitReason::LockedOut);
             consider(entry.delay_remaining(now), WaitReason::UserDelay);
             if entry.pending.len() >= self.config.max_pending_per_user as usize {
@@ -421,11 +425,11 @@ impl LoginGuard {
             }
         }
         self.counters.abandoned += abandoned;
+        self.counters.forgotten += forgotten;
         if let Some((retry_after, reason)) = wait {
             return self.wait(retry_after, reason);
         }
 
-        let forget_after = self.config.forget_after;
         let (Some(_), Some(_)) = (
             self.sources
                 .make_room(now, &source, forget_after, &mut self.counters),
@@ -736,6 +740,17 @@ impl Entry {
             until,
             period,
             count: self.lockouts,
+        }
+    }
+
+    /// Start afresh if [`Entry::forgettable`]; 1 if so.
+    fn forget_if_quiet(&mut self, now: Instant, forget_after: Duration) -> u64 {
+        let remembers = self.refusals > 0 || self.lockouts > 0;
+        if remembers && self.forgettable(now, forget_after) {
+            *self = Entry::default();
+            1
+        } else {
+            0
         }
     }
 
@@ -1244,7 +1259,39 @@ mod tests {
         let later = now + config.forget_after;
         let _ = proceed(guard.admit(later, "new", ip("192.0.2.1")));
         let c = guard.counters();
-        assert_eq!((c.forgotten, c.evictions), (4, 0));
+        // The 4 users by the sweep of the full table, and the source,
+        // touched again, afresh in place.
+        assert_eq!((c.forgotten, c.evictions), (5, 0));
+        assert_eq!(guard.len(), (1, 1));
+    }
+
+    #[test]
+    fn refusals_are_forgotten_after_a_quiet_period() {
+        let config = GuardConfig {
+            lockout_threshold: 3,
+            forget_after: Duration::from_secs(3600),
+            ..user_only()
+        };
+        let mut guard = LoginGuard::new(config);
+        let mut now = Instant::now();
+        // Two mistakes a day for a week never add up to a lockout.
+        for _ in 0..7 {
+            assert_eq!(
+                fail(&mut guard, now, "frank", "192.0.2.1").retry_after,
+                SECOND
+            );
+            let r = fail(&mut guard, now + SECOND, "frank", "192.0.2.1");
+            assert_eq!((r.retry_after, r.lockout), (2 * SECOND, None));
+            now += Duration::from_secs(24 * 3600);
+        }
+        // Six times the user, and six times the source.
+        assert_eq!(guard.counters().forgotten, 12);
+        assert_eq!(guard.counters().lockouts_started, 0);
+        // Within the quiet period they do.
+        fail(&mut guard, now, "frank", "192.0.2.1");
+        fail(&mut guard, now + SECOND, "frank", "192.0.2.1");
+        let r = fail(&mut guard, now + 3 * SECOND, "frank", "192.0.2.1");
+        assert!(r.lockout.is_some());
     }
 
     #[test]
