@@ -7,9 +7,9 @@
 //! to a file of its own ([`AuditLog::open`]: created mode 0600, opened for
 //! append, a file readable by others refused). Each line is handed to the
 //! kernel in one `write` as soon as it is made; a failed write is counted
-//! ([`AuditCounters::write_failures`]) and logged, never returned: the
-//! daemon's login path does not fail because a disk is full, and the
-//! tracing line has already been emitted by then.
+//! ([`AuditCounters::write_failures`]) and logged (at most once a minute),
+//! never returned: the daemon's login path does not fail because a disk is
+//! full, and the tracing line has already been emitted by then.
 //!
 //! Fields of a line (absent ones are left out):
 //!
@@ -53,7 +53,10 @@ use overlay_proto::handshake::PublicKey;
 use serde::Serialize;
 
 use crate::directory::RefusalReason;
-use crate::guard::WaitReason;
+use crate::guard::{GuardEvent, WaitReason};
+
+/// At most one error line per this many seconds about failed writes.
+pub const WRITE_FAILURE_LOG_INTERVAL_SECS: u64 = 60;
 
 /// Characters of a user name kept in an audit line; the rest is cut.
 pub const MAX_AUDIT_USER_CHARS: usize = 64;
@@ -125,9 +128,7 @@ pub enum AuditEvent<'a> {
         user: &'a str,
         /// The source of the refusal that started it.
         source: IpAddr,
-        /// When it ends.
-        until: SystemTime,
-        /// How long it lasts.
+        /// How long it lasts (from the event's time).
         period: Duration,
         /// Lockouts in a row, this one included.
         count: u32,
@@ -167,6 +168,26 @@ impl LoginRefusal {
             LoginRefusal::Guard(WaitReason::LockedOut) => "login_locked_out",
             LoginRefusal::Guard(_) => "login_delayed",
             LoginRefusal::Directory(_) | LoginRefusal::DirectoryUnavailable => "login_refused",
+        }
+    }
+}
+
+impl From<RefusalReason> for LoginRefusal {
+    fn from(reason: RefusalReason) -> Self {
+        LoginRefusal::Directory(reason)
+    }
+}
+
+impl From<WaitReason> for LoginRefusal {
+    fn from(reason: WaitReason) -> Self {
+        LoginRefusal::Guard(reason)
+    }
+}
+
+impl<'a> From<&'a GuardEvent> for AuditEvent<'a> {
+    fn from(event: &'a GuardEvent) -> Self {
+        match event {
+            GuardEvent::LockoutEnded { user } => AuditEvent::LockoutEnded { user },
         }
     }
 }
@@ -263,6 +284,9 @@ pub struct AuditLog {
     events: AtomicU64,
     lines_written: AtomicU64,
     write_failures: AtomicU64,
+    /// When (seconds since the epoch, plus one; 0 = never) a failed write
+    /// was last logged.
+    failure_logged_at: AtomicU64,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -324,6 +348,7 @@ impl AuditLog {
             events: AtomicU64::new(0),
             lines_written: AtomicU64::new(0),
             write_failures: AtomicU64::new(0),
+            failure_logged_at: AtomicU64::new(0),
         }
     }
 
@@ -339,7 +364,7 @@ impl AuditLog {
         let mut bytes = match serde_json::to_vec(&line) {
             Ok(bytes) => bytes,
             Err(e) => {
-                self.write_failed(&e);
+                self.write_failed(now, &e);
                 return;
             }
         };
@@ -350,7 +375,7 @@ impl AuditLog {
             Ok(()) => {
                 self.lines_written.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => self.write_failed(&e),
+            Err(e) => self.write_failed(now, &e),
         }
     }
 
@@ -363,8 +388,25 @@ impl AuditLog {
         }
     }
 
-    fn write_failed(&self, error: &dyn std::fmt::Display) {
+    /// Count a failed write; log it unless one was logged less than
+    /// [`WRITE_FAILURE_LOG_INTERVAL_SECS`] ago (a full disk under a flood of
+    /// refusals must not double the log).
+    fn write_failed(&self, now: SystemTime, error: &dyn std::fmt::Display) {
         let failures = self.write_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let stamp = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .saturating_add(1);
+        let last = self.failure_logged_at.load(Ordering::Relaxed);
+        let due = last == 0 || stamp >= last.saturating_add(WRITE_FAILURE_LOG_INTERVAL_SECS);
+        if !due
+            || self
+                .failure_logged_at
+                .compare_exchange(last, stamp, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
         tracing::error!(
             target: "audit",
             %error,
@@ -522,14 +564,13 @@ impl Line {
             AuditEvent::LockoutStarted {
                 user,
                 source,
-                until,
                 period,
                 count,
             } => {
                 line.event = "lockout_started";
                 line.user = Some(sanitise_user(user));
                 line.source = Some(source);
-                line.lockout_until = Some(rfc3339(until));
+                line.lockout_until = now.checked_add(period).map(rfc3339);
                 line.lockout_seconds = Some(period.as_secs());
                 line.lockout_count = Some(count);
             }
@@ -657,7 +698,6 @@ mod tests {
             AuditEvent::LockoutStarted {
                 user: "alice",
                 source: source(),
-                until: at() + Duration::from_secs(900),
                 period: Duration::from_secs(900),
                 count: 1,
             },
@@ -944,25 +984,26 @@ mod tests {
             user: "alice",
             key: Some(&KEY),
         };
+        let later = at() + Duration::from_secs(WRITE_FAILURE_LOG_INTERVAL_SECS);
         let traced = with_tracing(|| {
             log.record(at(), &event);
             log.record(at(), &event);
+            log.record(later - Duration::from_secs(1), &event);
+            log.record(later, &event);
         });
         assert_eq!(
             log.counters(),
             AuditCounters {
-                events: 2,
+                events: 4,
                 lines_written: 0,
-                write_failures: 2
+                write_failures: 4
             }
         );
-        assert_eq!(traced.matches("event=\"revoked\"").count(), 2, "{traced}");
-        assert_eq!(
-            traced.matches("audit file write failed").count(),
-            2,
-            "{traced}"
-        );
-        assert!(traced.contains("disk on fire"));
+        // Every event is traced; the failure is logged once a minute.
+        assert_eq!(traced.matches("event=\"revoked\"").count(), 4, "{traced}");
+        let failures = traced.matches("audit file write failed").count();
+        assert_eq!(failures, 2, "{traced}");
+        assert!(traced.contains("disk on fire") && traced.contains("failures=4"));
     }
 
     #[test]

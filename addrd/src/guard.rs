@@ -69,6 +69,85 @@
 //! directory was slower than the floor. Refusals from [`LoginGuard::admit`]
 //! are answered at once: the guard's state is the same for an unknown user
 //! and a known one, so their timing reveals nothing about the directory.
+//!
+//! # The daemon's login path
+//!
+//! ```
+//! use std::net::IpAddr;
+//! use std::time::{Duration, Instant, SystemTime};
+//!
+//! use addrd::audit::{AuditEvent, AuditLog, LoginRefusal};
+//! use addrd::directory::{AuthError, RefusalReason};
+//! use addrd::guard::{Admission, GuardConfig, LoginGuard, Outcome};
+//! use overlay_proto::handshake::PublicKey;
+//!
+//! /// What goes back to the client: a lease, or one refusal shape for all.
+//! #[derive(Debug, PartialEq)]
+//! enum Answer {
+//!     LoginOk { serial: u64 },
+//!     LoginRefused { retry_after: Duration },
+//! }
+//!
+//! /// One login; returns the answer and the instant before which it must
+//! /// not be sent. `ask` stands for `Directory::authenticate`.
+//! fn login(
+//!     guard: &mut LoginGuard,
+//!     audit: &AuditLog,
+//!     (user, source, key): (&str, IpAddr, &PublicKey),
+//!     ask: impl FnOnce() -> Result<u64, AuthError>,
+//! ) -> (Answer, Instant) {
+//!     let now = Instant::now();
+//!     let ticket = match guard.admit(now, user, source) {
+//!         Admission::Proceed(ticket) => ticket,
+//!         Admission::Wait { retry_after, reason } => {
+//!             let event = AuditEvent::LoginRefused {
+//!                 user, source, key: Some(key), reason: reason.into(), retry_after,
+//!             };
+//!             audit.record(SystemTime::now(), &event);
+//!             return (Answer::LoginRefused { retry_after }, now);
+//!         }
+//!     };
+//!     let answer_at = ticket.answer_not_before();
+//!     let result = ask();
+//!     let outcome = match &result {
+//!         Ok(_) => Outcome::Accepted,
+//!         Err(AuthError::Refused { .. }) => Outcome::Refused,
+//!         Err(_) => Outcome::Unavailable,
+//!     };
+//!     let recorded = guard.record(Instant::now(), ticket, outcome);
+//!     if let Some(lockout) = recorded.lockout {
+//!         let event = AuditEvent::LockoutStarted {
+//!             user, source, period: lockout.period, count: lockout.count,
+//!         };
+//!         audit.record(SystemTime::now(), &event);
+//!     }
+//!     let (answer, reason) = match result {
+//!         Ok(serial) => {
+//!             let event = AuditEvent::LoginAccepted { user, source, key, serial };
+//!             audit.record(SystemTime::now(), &event);
+//!             return (Answer::LoginOk { serial }, answer_at);
+//!         }
+//!         Err(AuthError::Refused { reason }) => (recorded.retry_after, reason.into()),
+//!         Err(_) => (guard.config().busy_retry_after, LoginRefusal::DirectoryUnavailable),
+//!     };
+//!     let event = AuditEvent::LoginRefused {
+//!         user, source, key: Some(key), reason, retry_after: answer,
+//!     };
+//!     audit.record(SystemTime::now(), &event);
+//!     (Answer::LoginRefused { retry_after: answer }, answer_at)
+//! }
+//!
+//! let mut guard = LoginGuard::new(GuardConfig::default());
+//! let audit = AuditLog::tracing_only();
+//! let client = ("Alice", "192.0.2.1".parse().unwrap(), &PublicKey([1; 32]));
+//! let wrong = || Err(AuthError::Refused { reason: RefusalReason::WrongPassword });
+//! let (answer, _) = login(&mut guard, &audit, client, wrong);
+//! assert_eq!(answer, Answer::LoginRefused { retry_after: Duration::from_secs(1) });
+//! // At once again, even with the right password: wait.
+//! let (answer, _) = login(&mut guard, &audit, client, || Ok(7));
+//! assert!(matches!(answer, Answer::LoginRefused { .. }));
+//! assert_eq!(audit.counters().events, 2);
+//! ```
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::Hash;
