@@ -37,7 +37,10 @@
 //! **Concurrency.** At most `max_pending_per_source` and
 //! `max_pending_per_user` attempts may be with the directory at once;
 //! without the per-user ceiling, a burst of parallel guesses would all be
-//! admitted before the first refusal was recorded. An attempt whose ticket
+//! admitted before the first refusal was recorded. `max_pending` bounds
+//! them all together: a password check can cost 64 MiB of Argon2 memory
+//! (the embedded backend's default), so a flood from many sources must not
+//! start thousands at once. An attempt whose ticket
 //! is never recorded (a task that died) stops counting after
 //! `attempt_timeout` ([`GuardCounters::abandoned`]).
 //!
@@ -204,10 +207,16 @@ pub struct GuardConfig {
     pub lockout_period: Duration,
     /// The longest lockout (default 24 h).
     pub max_lockout_period: Duration,
-    /// Attempts from one source with the directory at once (default 8).
+    /// Attempts from one source with the directory at once (default 8;
+    /// 0 is taken as 1).
     pub max_pending_per_source: u32,
-    /// Attempts for one user with the directory at once (default 2).
+    /// Attempts for one user with the directory at once (default 2; 0 is
+    /// taken as 1).
     pub max_pending_per_user: u32,
+    /// Attempts with the directory at once in all (default 16: 1 GiB of
+    /// Argon2 memory at the embedded backend's default cost; 0 is taken
+    /// as 1).
+    pub max_pending: u32,
     /// After this long an admitted attempt that was never recorded stops
     /// counting as pending (default 60 s).
     pub attempt_timeout: Duration,
@@ -244,6 +253,7 @@ impl Default for GuardConfig {
             max_lockout_period: Duration::from_secs(24 * 3600),
             max_pending_per_source: 8,
             max_pending_per_user: 2,
+            max_pending: 16,
             attempt_timeout: Duration::from_secs(60),
             busy_retry_after: Duration::from_secs(1),
             forget_after: Duration::from_secs(24 * 3600),
@@ -280,7 +290,8 @@ pub enum WaitReason {
     SourceDelay,
     /// The user is locked out.
     LockedOut,
-    /// Too many attempts from the source or for the user are pending.
+    /// Too many attempts are pending: from the source, for the user, or
+    /// in all.
     Busy,
     /// The tables are full of entries that may not be evicted.
     TableFull,
@@ -444,6 +455,8 @@ pub struct LoginGuard {
     sources: Table<SourceKey>,
     /// Lockout ends, for [`LoginGuard::poll_timeout`] and the events.
     lockout_ends: BTreeMap<(Instant, u64), Box<str>>,
+    /// Every pending attempt: ticket id → admitted at.
+    pending: BTreeMap<u64, Instant>,
     events: VecDeque<GuardEvent>,
     next_id: u64,
     counters: GuardCounters,
@@ -457,6 +470,7 @@ impl LoginGuard {
             users: Table::new(config.max_users),
             sources: Table::new(config.max_sources),
             lockout_ends: BTreeMap::new(),
+            pending: BTreeMap::new(),
             events: VecDeque::new(),
             next_id: 0,
             counters: GuardCounters::default(),
@@ -490,7 +504,7 @@ impl LoginGuard {
             abandoned += entry.drop_abandoned(now, timeout);
             forgotten += entry.forget_if_quiet(now, forget_after);
             consider(entry.delay_remaining(now), WaitReason::SourceDelay);
-            if entry.pending.len() >= self.config.max_pending_per_source as usize {
+            if entry.pending.len() >= pending_cap(self.config.max_pending_per_source) {
                 consider(self.config.busy_retry_after, WaitReason::Busy);
             }
         }
@@ -499,9 +513,15 @@ impl LoginGuard {
             forgotten += entry.forget_if_quiet(now, forget_after);
             consider(entry.lock_remaining(now), WaitReason::LockedOut);
             consider(entry.delay_remaining(now), WaitReason::UserDelay);
-            if entry.pending.len() >= self.config.max_pending_per_user as usize {
+            if entry.pending.len() >= pending_cap(self.config.max_pending_per_user) {
                 consider(self.config.busy_retry_after, WaitReason::Busy);
             }
+        }
+        // Abandoned attempts were counted with their entries above.
+        self.pending
+            .retain(|_, &mut at| now.saturating_duration_since(at) < timeout);
+        if self.pending.len() >= pending_cap(self.config.max_pending) {
+            consider(self.config.busy_retry_after, WaitReason::Busy);
         }
         self.counters.abandoned += abandoned;
         self.counters.forgotten += forgotten;
@@ -519,6 +539,7 @@ impl LoginGuard {
         };
         let id = self.next_id;
         self.next_id += 1;
+        self.pending.insert(id, now);
         self.sources
             .map
             .entry(source)
@@ -550,6 +571,7 @@ impl LoginGuard {
             retry_after: Duration::ZERO,
             lockout: None,
         };
+        self.pending.remove(&ticket.id);
         match outcome {
             Outcome::Accepted => self.counters.accepted += 1,
             Outcome::Refused => self.counters.refused += 1,
@@ -682,6 +704,11 @@ pub fn answer_not_before(started: Instant, floor: Duration) -> Instant {
         .checked_add(floor)
         .or_else(|| started.checked_add(Duration::from_secs(365 * 24 * 3600)))
         .unwrap_or(started)
+}
+
+/// A pending ceiling as a length: at least 1.
+fn pending_cap(configured: u32) -> usize {
+    usize::try_from(configured.max(1)).unwrap_or(usize::MAX)
 }
 
 /// The key a user name counts against: trimmed, lower-cased (Unicode
@@ -1185,6 +1212,41 @@ mod tests {
         assert_eq!(guard.counters().refused, 1);
         drop((b, a2, d));
         assert_eq!(guard.counters().busy, 2);
+    }
+
+    #[test]
+    fn pending_attempts_are_capped_in_all() {
+        let config = GuardConfig {
+            max_pending: 3,
+            ..GuardConfig::default()
+        };
+        let mut guard = LoginGuard::new(config);
+        let now = Instant::now();
+        let tickets: Vec<Ticket> = (0..3u8)
+            .map(|i| proceed(guard.admit(now, &format!("u{i}"), IpAddr::from([10, 0, 0, i]))))
+            .collect();
+        // A fourth user from a fourth source still waits.
+        let (retry, reason) = waits(guard.admit(now, "u3", ip("10.0.0.3")));
+        assert_eq!((retry, reason), (config.busy_retry_after, WaitReason::Busy));
+        let mut tickets = tickets.into_iter();
+        if let Some(first) = tickets.next() {
+            guard.record(now, first, Outcome::Accepted);
+        }
+        let fourth = proceed(guard.admit(now, "u3", ip("10.0.0.3")));
+        // Abandoned tickets free their places too.
+        let later = now + config.attempt_timeout;
+        let _ = proceed(guard.admit(later, "u4", ip("10.0.0.4")));
+        drop((tickets, fourth));
+        // Zero ceilings are taken as one.
+        let mut zero = LoginGuard::new(GuardConfig {
+            max_pending: 0,
+            max_pending_per_user: 0,
+            max_pending_per_source: 0,
+            ..GuardConfig::default()
+        });
+        let _held = proceed(zero.admit(now, "a", ip("10.0.0.1")));
+        let (_, reason) = waits(zero.admit(now, "b", ip("10.0.0.2")));
+        assert_eq!(reason, WaitReason::Busy);
     }
 
     #[test]
