@@ -1277,12 +1277,32 @@ mod tests {
         let source_until = now + source_delay;
 
         // Then random names from random sources, for the whole lockout,
-        // each refused once (as an unknown user would be).
+        // each refused once (as an unknown user would be), and twice a
+        // second a guess for a name the attacker locks out in turn, so the
+        // table fills with lockouts more recent than the victim's.
         let mut refused = 0u64;
         let mut table_full = 0u64;
+        let mut locked_names = 0u32;
         let mut rng = 0x1234_5678_9abc_def0u64;
         let mut t = now;
+        let mut step = 0u32;
         while t < end {
+            step += 1;
+            if step % 25 == 0 {
+                let name = format!("locker{locked_names}");
+                let src = IpAddr::from([10, 255, 0, (locked_names % 250) as u8]);
+                match guard.admit(t, &name, src) {
+                    Admission::Proceed(ticket) => {
+                        if guard.record(t, ticket, Outcome::Refused).lockout.is_some() {
+                            locked_names += 1;
+                        }
+                    }
+                    Admission::Wait { reason, .. } => assert!(
+                        matches!(reason, WaitReason::UserDelay | WaitReason::TableFull),
+                        "{reason:?}"
+                    ),
+                }
+            }
             rng ^= rng << 13;
             rng ^= rng >> 7;
             rng ^= rng << 17;
@@ -1319,10 +1339,15 @@ mod tests {
             "bounded: {users} users, {sources} sources"
         );
         let c = guard.counters();
-        assert!(c.evictions > 1000, "evictions {}", c.evictions);
+        assert!(c.evictions > 500, "evictions {}", c.evictions);
         assert!(
-            refused > 1000 && table_full > 0,
+            refused > 500 && table_full > 0,
             "refused {refused}, table full {table_full}"
+        );
+        assert!(locked_names > 32, "{locked_names} names locked out");
+        eprintln!(
+            "flood: {refused} refused, {table_full} table full, {} evictions, {locked_names} names locked out",
+            c.evictions
         );
         // The lockout ends on time, not before; once the flood stops the
         // victim may try again.
