@@ -5,8 +5,9 @@
 //! event with target `audit` (so it reaches whatever log the daemon
 //! keeps, with fields), and, when configured, as one JSON object per line
 //! to a file of its own ([`AuditLog::open`]: created mode 0600, opened for
-//! append, a file readable by others refused). Each line is handed to the
-//! kernel in one `write` as soon as it is made; a failed write is counted
+//! append, a file readable by others refused; [`AuditLog::reopen`] after
+//! log rotation). Each line is handed to the kernel in one `write` as soon
+//! as it is made; a failed write is counted
 //! ([`AuditCounters::write_failures`]) and logged (at most once a minute),
 //! never returned: the daemon's login path does not fail because a disk is
 //! full, and the tracing line has already been emitted by then.
@@ -39,7 +40,7 @@
 //! neither forge a line nor bloat one.
 
 use std::fmt::Write as _;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
@@ -281,6 +282,8 @@ impl AuditCounters {
 /// The audit log. Shared by reference between the daemon's tasks.
 pub struct AuditLog {
     file: Option<Mutex<Box<dyn Write + Send>>>,
+    /// The file's path, for [`AuditLog::reopen`].
+    path: Option<PathBuf>,
     events: AtomicU64,
     lines_written: AtomicU64,
     write_failures: AtomicU64,
@@ -308,32 +311,22 @@ impl AuditLog {
     /// with mode 0600 if absent, appended to if present. A file that is
     /// not a regular file, or that group or others may access, is refused.
     pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| AuditError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-        let meta = file.metadata().map_err(|source| AuditError::Open {
-            path: path.to_owned(),
-            source,
-        })?;
-        if !meta.is_file() {
-            return Err(AuditError::NotAFile {
-                path: path.to_owned(),
-            });
-        }
-        let mode = meta.mode() & 0o7777;
-        if mode & 0o077 != 0 {
-            return Err(AuditError::Permissions {
-                path: path.to_owned(),
-                mode,
-            });
-        }
-        Ok(AuditLog::to_writer(file))
+        let mut log = AuditLog::to_writer(open_file(path)?);
+        log.path = Some(path.to_owned());
+        Ok(log)
+    }
+
+    /// Open the file again at its path, after log rotation moved it away
+    /// (SIGHUP). Until this returns, lines go to the old file. Without a
+    /// file path ([`AuditLog::tracing_only`], [`AuditLog::to_writer`])
+    /// there is nothing to reopen. On an error the old file stays in use.
+    pub fn reopen(&self) -> Result<(), AuditError> {
+        let (Some(path), Some(file)) = (&self.path, &self.file) else {
+            return Ok(());
+        };
+        let new = open_file(path)?;
+        *file.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Box::new(new);
+        Ok(())
     }
 
     /// An audit log to tracing and to `writer`, one JSON line per `write`
@@ -345,6 +338,7 @@ impl AuditLog {
     fn with(file: Option<Mutex<Box<dyn Write + Send>>>) -> AuditLog {
         AuditLog {
             file,
+            path: None,
             events: AtomicU64::new(0),
             lines_written: AtomicU64::new(0),
             write_failures: AtomicU64::new(0),
@@ -414,6 +408,35 @@ impl AuditLog {
             "audit file write failed; the event is in this log only"
         );
     }
+}
+
+/// Open (or create, mode 0600) the audit file for append; refuse what is
+/// not a regular file or what group or others may access.
+fn open_file(path: &Path) -> Result<File, AuditError> {
+    let open_error = |source| AuditError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(open_error)?;
+    let meta = file.metadata().map_err(open_error)?;
+    if !meta.is_file() {
+        return Err(AuditError::NotAFile {
+            path: path.to_owned(),
+        });
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        return Err(AuditError::Permissions {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(file)
 }
 
 /// `user` made safe to log: backslashes doubled; control characters and
@@ -974,6 +997,37 @@ mod tests {
             AuditLog::open(&dir.path().join("missing/audit.jsonl")),
             Err(AuditError::Open { .. })
         ));
+    }
+
+    #[test]
+    fn reopen_follows_log_rotation() {
+        let _serial = one_at_a_time();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let rotated = dir.path().join("audit.jsonl.1");
+        let log = AuditLog::open(&path).unwrap();
+        log.record(at(), &AuditEvent::LockoutEnded { user: "before" });
+        std::fs::rename(&path, &rotated).unwrap();
+        log.record(at(), &AuditEvent::LockoutEnded { user: "moved" });
+        log.reopen().unwrap();
+        log.record(at(), &AuditEvent::LockoutEnded { user: "after" });
+        let users = |p: &Path| -> Vec<String> {
+            json_lines(&std::fs::read_to_string(p).unwrap())
+                .iter()
+                .map(|l| l["user"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        assert_eq!(users(&rotated), ["before", "moved"]);
+        assert_eq!(users(&path), ["after"]);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        // A failed reopen keeps the current file.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert!(log.reopen().is_err());
+        log.record(at(), &AuditEvent::LockoutEnded { user: "kept" });
+        assert_eq!(log.counters().write_failures, 0);
+        assert!(AuditLog::tracing_only().reopen().is_ok());
     }
 
     #[test]
