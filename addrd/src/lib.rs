@@ -12,14 +12,18 @@
 //! an LDIF file ([`ldif`], [`password`]) with addresses in a redb store
 //! ([`store`]). [`alloc`] assigns permanent addresses through either;
 //! [`dns`] serves the overlay zone; [`bindings`] is the home agent's
-//! binding cache.
+//! binding cache. Logins pass the [`guard`] (delays, lockouts, concurrency
+//! per user and source) and every login, renewal, refusal and revocation
+//! is written to the [`audit`] log.
 #![forbid(unsafe_code)]
 
 pub mod alloc;
+pub mod audit;
 pub mod bindings;
 pub mod directory;
 pub mod dns;
 pub mod embedded;
+pub mod guard;
 pub mod ldap;
 pub mod ldif;
 pub mod password;
