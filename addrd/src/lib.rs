@@ -13,14 +13,28 @@
 //! ([`store`]). [`alloc`] assigns permanent addresses through either;
 //! [`dns`] serves the overlay zone; [`bindings`] is the home agent's
 //! binding cache.
+//!
+//! The daemon: [`config`] reads `addrd.toml`, [`keys`] the key files,
+//! [`backend`] opens the configured directory, [`issuer`] signs leases
+//! (serials, lifetimes, the lease book, netmaps), [`state`] keeps
+//! sessions, revocations and the lease book, [`service`] is what a login,
+//! a renewal or an administrator asks, [`control`] is the running
+//! daemon's Unix control socket.
 #![forbid(unsafe_code)]
 
 pub mod alloc;
+pub mod backend;
 pub mod bindings;
+pub mod config;
+pub mod control;
 pub mod directory;
 pub mod dns;
 pub mod embedded;
+pub mod issuer;
+pub mod keys;
 pub mod ldap;
 pub mod ldif;
 pub mod password;
+pub mod service;
+pub mod state;
 pub mod store;
