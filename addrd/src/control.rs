@@ -43,7 +43,7 @@ use crate::bindings::BindingCache;
 use crate::directory::Entity;
 use crate::dns::ZoneHandle;
 use crate::service::Service;
-use crate::state::{revocation_key, State, StateError};
+use crate::state::revocation_key;
 
 /// Longest request line accepted, newline included.
 const MAX_REQUEST: u64 = 512;
@@ -331,8 +331,10 @@ async fn respond(line: &str, context: &Context) -> Response {
     match words.as_slice() {
         ["status"] => Response::Status(status(context)),
         ["users"] => match service.refresh().await {
-            Ok(entities) => match entity_reports(&entities, service.issuer().state()) {
-                Ok(entities) => Response::Entities { entities },
+            Ok(entities) => match service.revocations().all().await {
+                Ok(revoked) => Response::Entities {
+                    entities: entity_reports(&entities, &revoked),
+                },
                 Err(e) => error(e),
             },
             Err(e) => error(e),
@@ -427,11 +429,13 @@ pub fn parse_kind(text: &str) -> Option<EntityKind> {
     }
 }
 
-/// The reports of `entities`, with their revocations from `state`.
-pub fn entity_reports(entities: &[Entity], state: &State) -> Result<Vec<EntityReport>, StateError> {
-    let revocations: std::collections::HashMap<String, u64> =
-        state.revocations()?.into_iter().collect();
-    Ok(entities
+/// The reports of `entities`, with their revocation times from
+/// `revocations` (by `kind:name`).
+pub fn entity_reports(
+    entities: &[Entity],
+    revocations: &std::collections::HashMap<String, u64>,
+) -> Vec<EntityReport> {
+    entities
         .iter()
         .map(|e| EntityReport {
             name: e.name.clone(),
@@ -444,7 +448,7 @@ pub fn entity_reports(entities: &[Entity], state: &State) -> Result<Vec<EntityRe
             system: e.system.clone(),
             revoked_at: revocations.get(&revocation_key(e.kind, &e.name)).copied(),
         })
-        .collect())
+        .collect()
 }
 
 /// The current wall-clock time.

@@ -17,7 +17,8 @@
 //! The daemon: [`config`] reads `addrd.toml`, [`keys`] the key files,
 //! [`backend`] opens the configured directory, [`issuer`] signs leases
 //! (serials, lifetimes, the lease book, netmaps), [`state`] keeps
-//! sessions, revocations and the lease book, [`service`] is what a login,
+//! sessions, revocations and the lease book, [`revocations`] keeps
+//! `addrd revoke` where every replica sees it, [`service`] is what a login,
 //! a renewal or an administrator asks, [`control`] is the running
 //! daemon's Unix control socket.
 #![forbid(unsafe_code)]
@@ -35,6 +36,7 @@ pub mod keys;
 pub mod ldap;
 pub mod ldif;
 pub mod password;
+pub mod revocations;
 pub mod service;
 pub mod state;
 pub mod store;

@@ -28,6 +28,7 @@ use addrd::directory::{AuthError, Directory, Password};
 use addrd::dns::{DnsServer, ZoneConfig, ZoneHandle};
 use addrd::issuer::{IssuePolicy, Issuer};
 use addrd::keys;
+use addrd::revocations::{LdapRevocations, Revocations};
 use addrd::service::Service;
 use addrd::state::State;
 use anyhow::{bail, Context as _};
@@ -290,6 +291,13 @@ async fn open_service(config: &Config) -> anyhow::Result<Service<Backend>> {
         }
     }
     let state = State::open(&config.state_file).context("opening the state file")?;
+    let revocations = match &config.directory {
+        DirectoryConfig::Embedded { .. } => Revocations::Local(state.clone()),
+        DirectoryConfig::Ldap(ldap) => Revocations::Ldap(Arc::new(
+            LdapRevocations::new(ldap)
+                .with_context(|| format!("{}: directory", config.path.display()))?,
+        )),
+    };
     let allocator = Allocator::new(config.plan, allocation, config.ipv4_policy);
     let issuer = Issuer::new(
         authority,
@@ -301,7 +309,7 @@ async fn open_service(config: &Config) -> anyhow::Result<Service<Backend>> {
         state,
     )
     .context("reading the state file")?;
-    Ok(Service::new(backend, issuer))
+    Ok(Service::new(backend, issuer, revocations))
 }
 
 async fn entities(config: &Config) -> anyhow::Result<Vec<EntityReport>> {
@@ -315,10 +323,8 @@ async fn entities(config: &Config) -> anyhow::Result<Vec<EntityReport>> {
     }
     let service = open_service(config).await?;
     let entities = service.refresh().await.context("reading the directory")?;
-    Ok(control::entity_reports(
-        &entities,
-        service.issuer().state(),
-    )?)
+    let revoked = service.revocations().all().await?;
+    Ok(control::entity_reports(&entities, &revoked))
 }
 
 fn find<'a>(entities: &'a [EntityReport], what: &str) -> Vec<&'a EntityReport> {

@@ -27,6 +27,7 @@ use overlay_proto::time::UnixTime;
 
 use crate::directory::{AuthError, Directory, DirectoryError, Entity, Password};
 use crate::issuer::{IssueError, Issuer, Netmap};
+use crate::revocations::{RevocationError, Revocations};
 use crate::state::{Session, StateError};
 
 /// A lease and the netmap that goes with it.
@@ -72,6 +73,9 @@ pub enum ServiceError {
     /// The state file failed.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The revocation list could not be read or written.
+    #[error(transparent)]
+    Revocation(#[from] RevocationError),
 }
 
 /// The service. Share it behind an `Arc`.
@@ -79,16 +83,19 @@ pub enum ServiceError {
 pub struct Service<D> {
     directory: D,
     issuer: Issuer,
+    revocations: Revocations,
     snapshot: RwLock<Arc<Vec<Entity>>>,
 }
 
 impl<D: Directory> Service<D> {
-    /// A service over `directory` issuing with `issuer`. The entity
-    /// snapshot is empty until [`Service::refresh`].
-    pub fn new(directory: D, issuer: Issuer) -> Self {
+    /// A service over `directory` issuing with `issuer`, its revocations
+    /// in `revocations`. The entity snapshot is empty until
+    /// [`Service::refresh`].
+    pub fn new(directory: D, issuer: Issuer, revocations: Revocations) -> Self {
         Service {
             directory,
             issuer,
+            revocations,
             snapshot: RwLock::new(Arc::new(Vec::new())),
         }
     }
@@ -101,6 +108,11 @@ impl<D: Directory> Service<D> {
     /// The issuer.
     pub fn issuer(&self) -> &Issuer {
         &self.issuer
+    }
+
+    /// The revocation list.
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
     }
 
     /// Read every entity from the directory again (DNS zone, netmaps,
@@ -193,7 +205,7 @@ impl<D: Directory> Service<D> {
                 name: name.to_owned(),
             });
         }
-        self.issuer.state().revoke(kind, name, now.as_secs())?;
+        self.revocations.revoke(kind, name, now.as_secs()).await?;
         Ok(())
     }
 

@@ -632,3 +632,37 @@ fn run_with_slapd_assigns_and_serves() {
     assert_eq!(address_of(&setup.users_json(), "alice"), Some(alice));
     daemon.stop();
 }
+
+#[test]
+fn revoke_with_slapd_is_seen_by_every_replica() {
+    let Some(slapd) = Slapd::start_or_skip(
+        "revoke_with_slapd_is_seen_by_every_replica",
+        Options::default(),
+    ) else {
+        return;
+    };
+    let first = ldap_setup(&slapd);
+    // Another addrd (own state file, own keys) on the same directory.
+    let second = ldap_setup(&slapd);
+    let out = first.addrd(&["revoke", "bob"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let revoked_at = |setup: &Setup, name: &str| {
+        setup
+            .users_json()
+            .iter()
+            .find(|u| u["name"] == name)
+            .map(|u| u["revoked_at"].as_u64())
+            .unwrap()
+    };
+    let at = revoked_at(&second, "bob").expect("the other replica sees it");
+    assert!(at > 1_700_000_000);
+    assert_eq!(revoked_at(&second, "alice"), None);
+    // Through a running daemon too.
+    let daemon = second.start();
+    let out = second.addrd(&["revoke", "alice"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    daemon.stop();
+    assert!(revoked_at(&first, "alice").is_some());
+    let out = first.addrd(&["revoke", "nobody"], b"");
+    assert_eq!(out.status.code(), Some(1));
+}

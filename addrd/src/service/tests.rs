@@ -5,6 +5,7 @@ use crate::alloc::{AllocationKey, Allocator};
 use crate::directory::RefusalReason;
 use crate::embedded::EmbeddedDirectory;
 use crate::issuer::IssuePolicy;
+use crate::revocations::Revocations;
 use crate::state::State;
 use overlay_proto::addr::{AddressPlan, Ipv4Policy, OverlayPrefix, DEFAULT_USER_SUBNET_ID};
 use overlay_proto::lease::LeaseAuthority;
@@ -31,6 +32,7 @@ async fn fixture() -> Fixture {
         DEFAULT_USER_SUBNET_ID,
     )
     .unwrap();
+    let state = State::open(&dir.path().join("state.redb")).unwrap();
     let issuer = Issuer::new(
         LeaseAuthority::from_seed([3; 32]),
         Allocator::new(
@@ -42,10 +44,10 @@ async fn fixture() -> Fixture {
             lifetime: Duration::from_secs(3600),
             max_session_age: Duration::from_secs(12 * 3600),
         },
-        State::open(&dir.path().join("state.redb")).unwrap(),
+        state.clone(),
     )
     .unwrap();
-    let service = Service::new(directory, issuer);
+    let service = Service::new(directory, issuer, Revocations::Local(state));
     service.refresh().await.unwrap();
     Fixture { dir, service }
 }
