@@ -11,7 +11,7 @@
 //! | `users` | [`Response::Entities`]: every user, application and system |
 //! | `bindings` | [`Response::Bindings`]: the home agent's binding cache |
 //! | `revoke KIND NAME` | [`Response::Done`] once the revocation is durable |
-//! | `issue-lease KIND NAME PUBLIC-KEY` | [`Response::Lease`] (base64 bytes) |
+//! | `issue-lease KIND NAME PUBLIC-KEY [SECONDS]` | [`Response::Lease`] (base64 bytes) |
 //!
 //! Every failure is [`Response::Error`] with a message. The daemon is the
 //! only process that may open its state file and embedded store (redb
@@ -40,6 +40,7 @@ use tracing::{debug, info, warn};
 
 use crate::backend::Backend;
 use crate::bindings::BindingCache;
+use crate::config::MAX_LEASE_LIFETIME;
 use crate::directory::Entity;
 use crate::dns::ZoneHandle;
 use crate::service::Service;
@@ -354,7 +355,7 @@ async fn respond(line: &str, context: &Context) -> Response {
                 Err(e) => error(e),
             }
         }
-        ["issue-lease", kind, name, key] => {
+        ["issue-lease", kind, name, key, rest @ ..] if rest.len() <= 1 => {
             let Some(kind) = parse_kind(kind) else {
                 return error(format!("unknown kind {kind:?}"));
             };
@@ -362,7 +363,19 @@ async fn respond(line: &str, context: &Context) -> Response {
                 Ok(key) => key,
                 Err(e) => return error(e),
             };
-            match service.issue_for(kind, name, key, now()).await {
+            let lifetime = match rest.first().map(|s| s.parse::<u64>()) {
+                None => None,
+                Some(Ok(secs)) if secs > 0 && secs <= MAX_LEASE_LIFETIME.as_secs() => {
+                    Some(Duration::from_secs(secs))
+                }
+                Some(_) => {
+                    return error(format!(
+                        "lifetime must be 1 to {} seconds",
+                        MAX_LEASE_LIFETIME.as_secs()
+                    ))
+                }
+            };
+            match service.issue_for(kind, name, key, now(), lifetime).await {
                 Ok(lease) => {
                     info!(kind = kind.as_str(), %name, serial = lease.lease().serial, "lease issued (control socket)");
                     Response::Lease {

@@ -7,9 +7,10 @@
 //! - **Window**: `not_before` = now. Verifiers already accept a lease up
 //!   to [`CLOCK_SKEW`](overlay_proto::lease::CLOCK_SKEW) before its
 //!   `not_before`, so backdating would only widen the window twice.
-//!   `not_after` = now + `lease-lifetime`, but never past the session's
-//!   start + `max-session-age`: a session that has reached its maximum
-//!   age gets no lease ([`IssueError::SessionExpired`]).
+//!   `not_after` = now + `lease-lifetime`, but a user's never past the
+//!   session's start + `max-session-age`: a session that has reached its
+//!   maximum age gets no lease ([`IssueError::SessionExpired`]). Systems
+//!   and applications have no password to ask again, so no maximum age.
 //! - **Serial**: `max(last + 1, unix_ms << 16)`. The time part makes
 //!   serials grow across restarts and across replicas without any shared
 //!   counter (a renewal is issued minutes after the lease it replaces, far
@@ -151,8 +152,9 @@ impl Issuer {
     }
 
     /// A lease for `entity` and `public_key` at `now`, in a session that
-    /// started at `session_start`. Assigns the entity's address first if
-    /// it has none. The lease is recorded in the lease book.
+    /// started at `session_start`, for `lease-lifetime`. Assigns the
+    /// entity's address first if it has none. The lease is recorded in the
+    /// lease book.
     pub async fn issue<D: Directory>(
         &self,
         directory: &D,
@@ -161,12 +163,34 @@ impl Issuer {
         session_start: UnixTime,
         now: UnixTime,
     ) -> Result<SignedLease, IssueError> {
+        let lifetime = self.policy.lifetime;
+        self.issue_for(directory, entity, public_key, session_start, now, lifetime)
+            .await
+    }
+
+    /// [`Issuer::issue`] with another lifetime (`addrd issue-lease
+    /// --lifetime`). A user's lease still ends with its session
+    /// (`max-session-age`, the time a password is good for); systems and
+    /// applications have no password, so their sessions have no maximum
+    /// age (they lose their leases by being disabled, removed or revoked).
+    pub async fn issue_for<D: Directory>(
+        &self,
+        directory: &D,
+        entity: &Entity,
+        public_key: PublicKey,
+        session_start: UnixTime,
+        now: UnixTime,
+        lifetime: Duration,
+    ) -> Result<SignedLease, IssueError> {
         let address = match entity.address {
             Some(address) => address,
             None => self.allocator.assign(directory, entity).await?.address,
         };
-        let session_end = session_start.saturating_add(self.policy.max_session_age);
-        let not_after = now.saturating_add(self.policy.lifetime).min(session_end);
+        let mut not_after = now.saturating_add(lifetime);
+        if entity.kind == EntityKind::User {
+            let session_end = session_start.saturating_add(self.policy.max_session_age);
+            not_after = not_after.min(session_end);
+        }
         if not_after.as_secs() <= now.as_secs() {
             return Err(IssueError::SessionExpired {
                 name: entity.name.clone(),

@@ -126,6 +126,11 @@ enum Command {
         /// Where to write the signed lease (binary).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Lifetime in seconds (default: the config's lease-lifetime; at
+        /// most 604800). Until the server renews over the login channel,
+        /// its lease file must be replaced before it ends.
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=604_800))]
+        lifetime: Option<u64>,
     },
 }
 
@@ -259,7 +264,19 @@ async fn command(path: &Path, command: Command) -> anyhow::Result<Outcome> {
             kind,
             public_key_file,
             out,
-        } => issue_lease(&config, kind.entity_kind(), &name, &public_key_file, &out).await,
+            lifetime,
+        } => {
+            let lifetime = lifetime.map(Duration::from_secs);
+            issue_lease(
+                &config,
+                kind.entity_kind(),
+                &name,
+                &public_key_file,
+                &out,
+                lifetime,
+            )
+            .await
+        }
         Command::Run | Command::Genkey | Command::AuthorityKey => {
             bail!("internal: command dispatched twice")
         }
@@ -502,9 +519,16 @@ async fn issue_lease(
     name: &str,
     public_key_file: &Path,
     out: &Path,
+    lifetime: Option<Duration>,
 ) -> anyhow::Result<Outcome> {
     let key = keys::read_public_key_file(public_key_file)?;
-    let request = format!("issue-lease {} {name} {key}", kind.as_str());
+    if name.split_ascii_whitespace().count() != 1 {
+        bail!("{name:?} is not a name");
+    }
+    let mut request = format!("issue-lease {} {name} {key}", kind.as_str());
+    if let Some(lifetime) = lifetime {
+        request.push_str(&format!(" {}", lifetime.as_secs()));
+    }
     let bytes = match control::request(&config.control_socket, &request).await {
         Ok(Response::Lease { lease }) => base64::engine::general_purpose::STANDARD
             .decode(lease)
@@ -513,7 +537,7 @@ async fn issue_lease(
         Err(ClientError::NotRunning(_)) => {
             let service = open_service(config).await?;
             service
-                .issue_for(kind, name, key, control::now())
+                .issue_for(kind, name, key, control::now(), lifetime)
                 .await?
                 .into_bytes()
         }

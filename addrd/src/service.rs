@@ -20,6 +20,7 @@
 //! Rate limiting and the audit log wrap these calls (guard, audit).
 
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use overlay_proto::handshake::PublicKey;
 use overlay_proto::lease::{EntityKind, SignedLease};
@@ -172,20 +173,23 @@ impl<D: Directory> Service<D> {
     }
 
     /// An administrator's lease for `kind` `name` with `public_key`
-    /// (`addrd issue-lease`: how a server gets its first lease). Starts a
-    /// session for the key, so the server can renew.
+    /// (`addrd issue-lease`: how a server gets its first lease), for
+    /// `lifetime` (default `lease-lifetime`). Starts a session for the key,
+    /// so the server can renew.
     pub async fn issue_for(
         &self,
         kind: EntityKind,
         name: &str,
         public_key: PublicKey,
         now: UnixTime,
+        lifetime: Option<Duration>,
     ) -> Result<SignedLease, ServiceError> {
         let entity = self.current(kind, name).await?;
         self.start(&entity, public_key, now)?;
+        let lifetime = lifetime.unwrap_or(self.issuer.policy().lifetime);
         let lease = self
             .issuer
-            .issue(&self.directory, &entity, public_key, now, now)
+            .issue_for(&self.directory, &entity, public_key, now, now, lifetime)
             .await?;
         Ok(lease)
     }

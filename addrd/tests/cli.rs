@@ -428,6 +428,32 @@ fn issue_lease_output_verifies() {
     let lifetime = lease.not_after.as_secs() - lease.not_before.as_secs();
     assert_eq!(lifetime, 3600);
 
+    // A longer lifetime on request (until servers renew over the channel).
+    let out = setup.addrd(
+        &[
+            "issue-lease",
+            "app1",
+            "--public-key-file",
+            key_file.to_str().unwrap(),
+            "--out",
+            out_file.to_str().unwrap(),
+            "--lifetime",
+            "86400",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let again = SignedLease::verify(
+        &fs::read(&out_file).unwrap(),
+        &setup.authority(),
+        UnixTime::from_duration(now),
+    )
+    .unwrap();
+    let l = again.lease();
+    assert_eq!(l.not_after.as_secs() - l.not_before.as_secs(), 86400);
+    assert!(l.serial > lease.serial);
+    assert_eq!(l.prefix, lease.prefix);
+
     // The system got its address: `show` finds it by an address in its SVN.
     let inside: Ipv6Addr = (u128::from(lease.prefix.network()) | 0x77).into();
     let out = setup.addrd(&["show", &inside.to_string()], b"");
@@ -524,6 +550,32 @@ fn run_serves_dns_and_restarts_keep_every_address() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = setup.addrd(&["show", &alice], b"");
     assert!(text(&out.stdout).contains("name:     alice"));
+    let key_file = setup.write(
+        "server.pub",
+        format!("{}\n", StaticKeypair::from_private([0x21; 32]).public()).as_bytes(),
+        0o644,
+    );
+    let lease_file = setup.path("app1.lease");
+    let out = setup.addrd(
+        &[
+            "issue-lease",
+            "app1",
+            "--public-key-file",
+            key_file.to_str().unwrap(),
+            "--out",
+            lease_file.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let app1 = address_of(&users, "app1").unwrap();
+    let lease =
+        SignedLease::verify_signature_only(&fs::read(&lease_file).unwrap(), &setup.authority())
+            .unwrap();
+    assert!(lease
+        .lease()
+        .prefix
+        .contains(&app1.parse::<Ipv6Addr>().unwrap()));
 
     // A second daemon on the same socket refuses to start.
     let out = Command::new(BIN)

@@ -149,6 +149,23 @@ async fn lifetime_is_capped_by_the_session_age() {
         let err = issue(&f, &bob, start, NOW).await.unwrap_err();
         assert!(matches!(err, IssueError::SessionExpired { .. }), "{err}");
     }
+    // A system has no maximum session age; a longer lifetime is honoured.
+    let app1 = entity(&f, EntityKind::System, "app1").await;
+    let old = issue(&f, &app1, NOW - 30 * 24 * 3600, NOW).await.unwrap();
+    assert_eq!(old.lease().not_after, at(NOW + 3600));
+    let week = f
+        .issuer
+        .issue_for(
+            &f.directory,
+            &app1,
+            PublicKey([0x55; 32]),
+            at(NOW),
+            at(NOW),
+            7 * 24 * HOUR,
+        )
+        .await
+        .unwrap();
+    assert_eq!(week.lease().not_after, at(NOW + 7 * 24 * 3600));
 }
 
 #[tokio::test]

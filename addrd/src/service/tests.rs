@@ -65,7 +65,13 @@ async fn login_then_renew_until_the_maximum_age() {
     let f = fixture().await;
     let app1 = f
         .service
-        .issue_for(EntityKind::System, "app1", PublicKey([0x01; 32]), at(NOW))
+        .issue_for(
+            EntityKind::System,
+            "app1",
+            PublicKey([0x01; 32]),
+            at(NOW),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(app1.lease().kind, EntityKind::System);
