@@ -72,7 +72,7 @@ impl Revocations {
     ) -> Result<Option<u64>, RevocationError> {
         match self {
             Revocations::Local(state) => Ok(state.revoked_at(kind, name)?),
-            Revocations::Ldap(ldap) => Ok(ldap.all().await?.remove(&revocation_key(kind, name))),
+            Revocations::Ldap(ldap) => Ok(ldap.revoked_at(kind, name).await?),
         }
     }
 
@@ -180,6 +180,41 @@ impl LdapRevocations {
         };
         let _ = ldap.unbind().await;
         result.map_err(|e| DirectoryError::Operation(format!("{dn}: {e}")))
+    }
+
+    /// The entity's revocation time, if it has an entry (one base search).
+    pub async fn revoked_at(
+        &self,
+        kind: EntityKind,
+        name: &str,
+    ) -> Result<Option<u64>, DirectoryError> {
+        let mut ldap = self.connect().await?;
+        let dn = format!("cn={},{}", dn_escape(revocation_key(kind, name)), self.base);
+        let result = ldap
+            .with_timeout(self.timeout)
+            .search(
+                &dn,
+                Scope::Base,
+                "(objectClass=applicationProcess)",
+                vec!["description"],
+            )
+            .await
+            .map_err(operation)?;
+        let _ = ldap.unbind().await;
+        if result.1.rc == NO_SUCH_OBJECT {
+            return Ok(None);
+        }
+        let (entries, _) = result
+            .success()
+            .map_err(|e| DirectoryError::Operation(format!("{dn}: {e}")))?;
+        let at = entries.into_iter().next().and_then(|entry| {
+            SearchEntry::construct(entry)
+                .attrs
+                .get("description")
+                .and_then(|v| v.first())
+                .and_then(|d| d.trim().parse::<u64>().ok())
+        });
+        Ok(at)
     }
 
     /// Every revocation entry, by `kind:name`. Entries whose description

@@ -718,3 +718,23 @@ fn revoke_with_slapd_is_seen_by_every_replica() {
     let out = first.addrd(&["revoke", "nobody"], b"");
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn run_refuses_readable_secret_files() {
+    for key in ["addrd.key", "authority.key", "allocation.key"] {
+        let setup = Setup::new();
+        fs::set_permissions(setup.path(key), fs::Permissions::from_mode(0o640)).unwrap();
+        let out = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(setup.config())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{key}");
+        let err = text(&out.stderr);
+        assert!(err.contains(key), "{err}");
+        assert!(err.contains("mode 0640"), "{err}");
+        assert!(!err.contains("addrd running"), "{err}");
+        // Nothing left behind: the control socket is removed.
+        assert!(!setup.path("run/addrd.sock").exists(), "{key}");
+    }
+}
