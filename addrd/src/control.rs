@@ -11,6 +11,7 @@
 //! | `users` | [`Response::Entities`]: every user, application and system |
 //! | `bindings` | [`Response::Bindings`]: the home agent's binding cache |
 //! | `revoke KIND NAME` | [`Response::Done`] once the revocation is durable |
+//! | `check-login`, then the user and the password on one line each | [`Response::Login`] |
 //! | `issue-lease KIND NAME PUBLIC-KEY [SECONDS]` | [`Response::Lease`] (base64 bytes) |
 //!
 //! Every failure is [`Response::Error`] with a message. The daemon is the
@@ -34,20 +35,25 @@ use overlay_proto::handshake::PublicKey;
 use overlay_proto::lease::EntityKind;
 use overlay_proto::time::UnixTime;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tracing::{debug, info, warn};
+use zeroize::Zeroizing;
 
 use crate::backend::Backend;
 use crate::bindings::BindingCache;
 use crate::config::MAX_LEASE_LIFETIME;
-use crate::directory::Entity;
+use crate::directory::{AuthError, Directory, Entity, Password};
 use crate::dns::ZoneHandle;
 use crate::service::Service;
 use crate::state::revocation_key;
 
 /// Longest request line accepted, newline included.
 const MAX_REQUEST: u64 = 512;
+
+/// Longest request accepted: the line and a body (`check-login`'s user
+/// and password lines).
+const MAX_REQUEST_TOTAL: u64 = 64 << 10;
 
 /// Longest answer a client reads.
 const MAX_RESPONSE: u64 = 64 << 20;
@@ -143,6 +149,11 @@ pub enum Response {
     Lease {
         /// Standard base64 of the signed bytes.
         lease: String,
+    },
+    /// `check-login`: whether the password was accepted (never why not).
+    Login {
+        /// Accepted.
+        accepted: bool,
     },
     /// Done.
     Done,
@@ -304,16 +315,34 @@ impl Drop for ControlSocket {
 
 async fn answer(stream: UnixStream, context: &Context) -> io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    let mut reader = BufReader::new(read.take(MAX_REQUEST));
-    tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line))
-        .await
-        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-    if line.is_empty() {
+    // The whole request (the client half-closes after it), in a buffer
+    // that is wiped: `check-login` carries a password on its second line.
+    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_REQUEST_TOTAL as usize + 1));
+    tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        read.take(MAX_REQUEST_TOTAL + 1).read_to_end(&mut bytes),
+    )
+    .await
+    .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+    if bytes.is_empty() {
         // Closed without a request (a probe that the daemon is up).
         return Ok(());
     }
-    let response = respond(line.trim_end(), context).await;
+    let (line, body) = match bytes.iter().position(|&b| b == b'\n') {
+        Some(end) => (
+            bytes.get(..end).unwrap_or_default(),
+            bytes.get(end + 1..).unwrap_or_default(),
+        ),
+        None => (bytes.as_slice(), &[][..]),
+    };
+    let response = if bytes.len() as u64 > MAX_REQUEST_TOTAL || line.len() as u64 > MAX_REQUEST {
+        error("request too long")
+    } else {
+        match std::str::from_utf8(line) {
+            Ok(line) => respond(line.trim_end(), body, context).await,
+            Err(_) => error("request is not UTF-8"),
+        }
+    };
     let mut text = serde_json::to_string(&response).map_err(io::Error::other)?;
     text.push('\n');
     write.write_all(text.as_bytes()).await?;
@@ -326,7 +355,7 @@ fn error(message: impl ToString) -> Response {
     }
 }
 
-async fn respond(line: &str, context: &Context) -> Response {
+async fn respond(line: &str, body: &[u8], context: &Context) -> Response {
     let words: Vec<&str> = line.split_ascii_whitespace().collect();
     let service = &context.service;
     match words.as_slice() {
@@ -382,6 +411,23 @@ async fn respond(line: &str, context: &Context) -> Response {
                         lease: base64::engine::general_purpose::STANDARD.encode(lease.as_bytes()),
                     }
                 }
+                Err(e) => error(e),
+            }
+        }
+        ["check-login"] => {
+            let mut lines = body.split(|&b| b == b'\n');
+            let (Some(user), Some(password)) = (lines.next(), lines.next()) else {
+                return error("check-login: expected the user and the password on two lines");
+            };
+            let (Ok(user), Ok(password)) =
+                (std::str::from_utf8(user), std::str::from_utf8(password))
+            else {
+                return Response::Login { accepted: false };
+            };
+            let password = Password::new(password.to_owned());
+            match service.directory().authenticate(user, &password).await {
+                Ok(_) => Response::Login { accepted: true },
+                Err(AuthError::Refused { .. }) => Response::Login { accepted: false },
                 Err(e) => error(e),
             }
         }
@@ -475,6 +521,16 @@ pub fn now() -> UnixTime {
 
 /// Send `request` to the daemon at `path` and read its answer.
 pub async fn request(path: &Path, request: &str) -> Result<Response, ClientError> {
+    request_with_body(path, request, b"").await
+}
+
+/// Send `request`, then `body` (e.g. a password line), to the daemon at
+/// `path` and read its answer.
+pub async fn request_with_body(
+    path: &Path,
+    request: &str,
+    body: &[u8],
+) -> Result<Response, ClientError> {
     let io_error = |source| ClientError::Io {
         path: path.to_owned(),
         source,
@@ -492,7 +548,12 @@ pub async fn request(path: &Path, request: &str) -> Result<Response, ClientError
         Err(e) => return Err(io_error(e)),
     };
     let exchange = async {
-        stream.write_all(format!("{request}\n").as_bytes()).await?;
+        let mut out = Zeroizing::new(Vec::with_capacity(request.len() + 1 + body.len()));
+        out.extend_from_slice(request.as_bytes());
+        out.push(b'\n');
+        out.extend_from_slice(body);
+        stream.write_all(&out).await?;
+        stream.shutdown().await?;
         let mut text = String::new();
         (&mut stream)
             .take(MAX_RESPONSE)

@@ -8,7 +8,7 @@
 //! | 2 | usage error (from clap) |
 //!
 //! Admin commands that read or change the daemon's state (`users`,
-//! `show`, `revoke`, `issue-lease`) ask the running daemon through its
+//! `show`, `revoke`, `issue-lease`, `check-login`) ask the running daemon through its
 //! control socket; when none answers they open the directory and the state
 //! file themselves (redb lets only one process open them).
 
@@ -470,25 +470,41 @@ async fn revoke(config: &Config, kind: EntityKind, name: &str) -> anyhow::Result
 
 async fn check_login(config: &Config, user: &str) -> anyhow::Result<Outcome> {
     let password = read_password()?;
-    let (backend, _) = Backend::open(&config.directory).await.with_context(|| {
-        let hint = match config.directory {
-            DirectoryConfig::Embedded { .. } => {
-                " (with the embedded backend, check-login needs the daemon stopped: the store is locked)"
-            }
-            DirectoryConfig::Ldap(_) => "",
-        };
-        format!("{}: opening the directory{hint}", config.path.display())
-    })?;
+    if user.contains(['\n', '\0']) {
+        // Not a name any directory holds; the answer is the same as for
+        // an unknown user.
+        return Ok(login_outcome(false));
+    }
+    // Through a running daemon (it holds the embedded store): the user and
+    // the password go in the request's body, never on its first line.
+    let mut body = Zeroizing::new(Vec::with_capacity(user.len() + password.len() + 2));
+    body.extend_from_slice(user.as_bytes());
+    body.push(b'\n');
+    body.extend_from_slice(password.as_bytes());
+    body.push(b'\n');
+    match control::request_with_body(&config.control_socket, "check-login", &body).await {
+        Ok(Response::Login { accepted }) => return Ok(login_outcome(accepted)),
+        Ok(other) => return unexpected(other),
+        Err(ClientError::NotRunning(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let (backend, _) = Backend::open(&config.directory)
+        .await
+        .with_context(|| format!("{}: opening the directory", config.path.display()))?;
     match backend.authenticate(user, &password).await {
-        Ok(_) => {
-            println!("accepted");
-            Ok(Outcome::Success)
-        }
-        Err(AuthError::Refused { .. }) => {
-            println!("refused");
-            Ok(Outcome::Failure)
-        }
+        Ok(_) => Ok(login_outcome(true)),
+        Err(AuthError::Refused { .. }) => Ok(login_outcome(false)),
         Err(e) => Err(e.into()),
+    }
+}
+
+fn login_outcome(accepted: bool) -> Outcome {
+    if accepted {
+        println!("accepted");
+        Outcome::Success
+    } else {
+        println!("refused");
+        Outcome::Failure
     }
 }
 

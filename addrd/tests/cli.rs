@@ -356,6 +356,7 @@ fn users_and_show_on_the_example_organisation() {
 #[test]
 fn check_login_reads_the_password_from_stdin() {
     let setup = Setup::new();
+    let long_name = "a".repeat(10_000);
     let cases: &[(&str, &[u8], bool)] = &[
         ("alice", b"alice-lab-password\n", true),
         ("alice", b"alice-lab-password", true),
@@ -367,6 +368,9 @@ fn check_login_reads_the_password_from_stdin() {
         ("nobody", b"alice-lab-password\n", false),
         ("*", b"alice-lab-password\n", false),
         ("alice)(uid=*", b"alice-lab-password\n", false),
+        ("*)(|(uid=*", b"alice-lab-password\n", false),
+        ("alice\nx", b"x\n", false),
+        (&long_name, b"alice-lab-password\n", false),
     ];
     for (user, password, accepted) in cases {
         let out = setup.addrd(&["check-login", user], password);
@@ -550,6 +554,16 @@ fn run_serves_dns_and_restarts_keep_every_address() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let out = setup.addrd(&["show", &alice], b"");
     assert!(text(&out.stdout).contains("name:     alice"));
+    // check-login goes through the daemon, which holds the store.
+    for (user, password, expected) in [
+        ("alice", "alice-lab-password\n", "accepted\n"),
+        ("alice", "nope\n", "refused\n"),
+        ("carol", "carol-lab-password\n", "refused\n"),
+        ("no body", "x\n", "refused\n"),
+    ] {
+        let out = setup.addrd(&["check-login", user], password.as_bytes());
+        assert_eq!(text(&out.stdout), expected, "{user}: {}", text(&out.stderr));
+    }
     let key_file = setup.write(
         "server.pub",
         format!("{}\n", StaticKeypair::from_private([0x21; 32]).public()).as_bytes(),
@@ -599,7 +613,8 @@ fn run_serves_dns_and_restarts_keep_every_address() {
 
     let log = daemon.stop();
     assert!(log.contains("addrd stopped"), "{log}");
-    assert!(!log.contains("lab-password"));
+    assert!(!log.contains("lab-password"), "{log}");
+    assert!(!log.contains("nope"), "{log}");
     assert!(!setup.path("run/addrd.sock").exists());
 
     // Restarted: the same addresses, the revocation kept.
