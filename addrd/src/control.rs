@@ -27,6 +27,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -110,6 +111,8 @@ pub struct StatusReport {
     pub zone_serial: Option<u32>,
     /// Bindings in the cache.
     pub bindings: usize,
+    /// Control requests refused as malformed.
+    pub bad_requests: u64,
 }
 
 /// One binding, as `addrd bindings` shows it.
@@ -228,6 +231,8 @@ pub struct Context {
     pub dns_listen: Vec<String>,
     /// When the daemon started.
     pub started: Instant,
+    /// Requests refused as malformed (unknown, too long, not UTF-8).
+    pub bad_requests: AtomicU64,
 }
 
 /// The listening control socket.
@@ -336,11 +341,15 @@ async fn answer(stream: UnixStream, context: &Context) -> io::Result<()> {
         None => (bytes.as_slice(), &[][..]),
     };
     let response = if bytes.len() as u64 > MAX_REQUEST_TOTAL || line.len() as u64 > MAX_REQUEST {
+        context.bad_requests.fetch_add(1, Ordering::Relaxed);
         error("request too long")
     } else {
         match std::str::from_utf8(line) {
             Ok(line) => respond(line.trim_end(), body, context).await,
-            Err(_) => error("request is not UTF-8"),
+            Err(_) => {
+                context.bad_requests.fetch_add(1, Ordering::Relaxed);
+                error("request is not UTF-8")
+            }
         }
     };
     let mut text = serde_json::to_string(&response).map_err(io::Error::other)?;
@@ -431,7 +440,10 @@ async fn respond(line: &str, body: &[u8], context: &Context) -> Response {
                 Err(e) => error(e),
             }
         }
-        _ => error(format!("unknown request {:?}", truncate(line))),
+        _ => {
+            context.bad_requests.fetch_add(1, Ordering::Relaxed);
+            error(format!("unknown request {:?}", truncate(line)))
+        }
     }
 }
 
@@ -456,6 +468,7 @@ fn status(context: &Context) -> StatusReport {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len(),
+        bad_requests: context.bad_requests.load(Ordering::Relaxed),
     }
 }
 

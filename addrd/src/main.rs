@@ -16,6 +16,7 @@ use std::io::{self, IsTerminal, Read, Write};
 use std::net::Ipv6Addr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -682,6 +683,7 @@ async fn serve(config: Config, log_level: Option<LogLevelHandle>) -> anyhow::Res
             .map(|d| d.local_addrs().iter().map(ToString::to_string).collect())
             .unwrap_or_default(),
         started: Instant::now(),
+        bad_requests: AtomicU64::new(0),
     });
     // The login channel (overlay-proto's login protocol over UDP on
     // `listen`, with `static_key`) plugs in here: it takes `service`
