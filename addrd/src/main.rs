@@ -54,6 +54,9 @@ const MAX_PASSWORD_LEN: u64 = 4096;
 /// entities get addresses and DNS names without a SIGHUP).
 const REFRESH_INTERVAL: Duration = Duration::from_secs(300);
 
+/// How soon a directory that could not be read is tried again.
+const RETRY_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Changes the log level of the running daemon (SIGHUP).
 type LogLevelHandle = log_reload::Handle<LevelFilter, Registry>;
 
@@ -652,7 +655,15 @@ async fn serve(config: Config, log_level: Option<LogLevelHandle>) -> anyhow::Res
         "directory open"
     );
     assign_all(&service).await;
-    let entities = service.refresh().await.context("reading the directory")?;
+    // A directory that cannot be read now (an LDAP server down) is retried
+    // every RETRY_INTERVAL; addrd starts with an empty zone meanwhile.
+    let (entities, mut next_refresh) = match service.refresh().await {
+        Ok(entities) => (entities, REFRESH_INTERVAL),
+        Err(e) => {
+            error!(error = %e, retry_in = ?RETRY_INTERVAL, "reading the directory failed; starting with an empty zone");
+            (Arc::new(Vec::new()), RETRY_INTERVAL)
+        }
+    };
     let zone_config = ZoneConfig {
         zone: config.dns.zone.clone(),
         reverse_prefixes: vec![config.plan.overlay().net()],
@@ -701,10 +712,6 @@ async fn serve(config: Config, log_level: Option<LogLevelHandle>) -> anyhow::Res
         control = %control.path().display(),
         "addrd running"
     );
-    let mut refresh = tokio::time::interval_at(
-        tokio::time::Instant::now() + REFRESH_INTERVAL,
-        REFRESH_INTERVAL,
-    );
     {
         let served = control.serve(Arc::clone(&context));
         tokio::pin!(served);
@@ -713,8 +720,8 @@ async fn serve(config: Config, log_level: Option<LogLevelHandle>) -> anyhow::Res
                 _ = &mut served => {}
                 _ = signals.terminate.recv() => { info!("SIGTERM: stopping"); break; }
                 _ = signals.interrupt.recv() => { info!("SIGINT: stopping"); break; }
-                _ = signals.hangup.recv() => daemon.reload().await,
-                _ = refresh.tick() => daemon.rebuild().await,
+                _ = signals.hangup.recv() => next_refresh = daemon.reload().await,
+                _ = tokio::time::sleep(next_refresh) => next_refresh = daemon.rebuild().await,
             }
         }
     }
@@ -737,7 +744,7 @@ struct Signals {
 impl Daemon {
     /// SIGHUP: the log level from the config file, the embedded LDIF, then
     /// addresses and the zone. Other keys need a restart.
-    async fn reload(&mut self) {
+    async fn reload(&mut self) -> Duration {
         info!("SIGHUP: reloading");
         match Config::load(&self.config.path) {
             Ok(new) => {
@@ -770,11 +777,12 @@ impl Daemon {
             Ok(None) => {}
             Err(e) => error!(error = %e, "directory reload refused; keeping the loaded data"),
         }
-        self.rebuild().await;
+        self.rebuild().await
     }
 
     /// Assign missing addresses, read the directory, rebuild the zone.
-    async fn rebuild(&mut self) {
+    /// Returns when to do it again: soon if the directory failed.
+    async fn rebuild(&mut self) -> Duration {
         assign_all(&self.service).await;
         match self.service.refresh().await {
             Ok(entities) => {
@@ -786,8 +794,12 @@ impl Daemon {
                         "zone rebuilt"
                     );
                 }
+                REFRESH_INTERVAL
             }
-            Err(e) => error!(error = %e, "reading the directory failed; keeping the zone"),
+            Err(e) => {
+                error!(error = %e, retry_in = ?RETRY_INTERVAL, "reading the directory failed; keeping the zone");
+                RETRY_INTERVAL
+            }
         }
     }
 }

@@ -753,3 +753,28 @@ fn run_refuses_readable_secret_files() {
         assert!(!setup.path("run/addrd.sock").exists(), "{key}");
     }
 }
+
+#[test]
+fn run_starts_while_slapd_is_down_and_catches_up() {
+    let Some(mut slapd) = Slapd::start_or_skip(
+        "run_starts_while_slapd_is_down_and_catches_up",
+        Options::default(),
+    ) else {
+        return;
+    };
+    let setup = ldap_setup(&slapd);
+    slapd.stop();
+    let daemon = setup.start();
+    assert!(
+        daemon.log().contains("reading the directory failed"),
+        "{}",
+        daemon.log()
+    );
+    let dns = dns_addr(&setup);
+    assert!(ask(dns, "alice.users.permanet.internal.", RecordType::AAAA).is_empty());
+    slapd.restart().unwrap();
+    daemon.wait_for_log("zone rebuilt", 1);
+    let alice = ask(dns, "alice.users.permanet.internal.", RecordType::AAAA);
+    assert_eq!(alice.len(), 1, "{}", daemon.log());
+    daemon.stop();
+}
