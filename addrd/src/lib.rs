@@ -15,16 +15,32 @@
 //! binding cache. Logins pass the [`guard`] (delays, lockouts, concurrency
 //! per user and source) and every login, renewal, refusal and revocation
 //! is written to the [`audit`] log.
+//!
+//! The daemon: [`config`] reads `addrd.toml`, [`keys`] the key files,
+//! [`backend`] opens the configured directory, [`issuer`] signs leases
+//! (serials, lifetimes, the lease book, netmaps), [`state`] keeps
+//! sessions, revocations and the lease book, [`revocations`] keeps
+//! `addrd revoke` where every replica sees it, [`service`] is what a login,
+//! a renewal or an administrator asks, [`control`] is the running
+//! daemon's Unix control socket.
 #![forbid(unsafe_code)]
 
 pub mod alloc;
 pub mod audit;
+pub mod backend;
 pub mod bindings;
+pub mod config;
+pub mod control;
 pub mod directory;
 pub mod dns;
 pub mod embedded;
 pub mod guard;
+pub mod issuer;
+pub mod keys;
 pub mod ldap;
 pub mod ldif;
 pub mod password;
+pub mod revocations;
+pub mod service;
+pub mod state;
 pub mod store;

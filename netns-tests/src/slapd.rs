@@ -329,7 +329,11 @@ impl Slapd {
              by dn.exact=\"{svc}\" =rsca by * none\n\
              olcAccess: {{3}}to attrs=permanetAddress by dn.exact=\"{svc}\" write \
              by users read by * none\n\
-             olcAccess: {{4}}to * by dn.exact=\"{svc}\" read by users read by * none\n"
+             olcAccess: {{4}}to dn.base=\"ou=revocations,{BASE_DN}\" attrs=children \
+             by dn.exact=\"{svc}\" write by * none\n\
+             olcAccess: {{5}}to dn.onelevel=\"ou=revocations,{BASE_DN}\" \
+             by dn.exact=\"{svc}\" write by * none\n\
+             olcAccess: {{6}}to * by dn.exact=\"{svc}\" read by users read by * none\n"
         );
         if options.memberof {
             s.push_str(

@@ -1,0 +1,780 @@
+//! The `addrd` binary, run as an administrator would: exit codes, stdout
+//! and stderr of every subcommand, the running daemon (DNS, control
+//! socket, signals, restarts), with the embedded backend on the example
+//! organisation and with a real slapd.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv6Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hickory_client::client::{Client, ClientHandle};
+use hickory_client::proto::rr::{DNSClass, Name, RData, RecordType};
+use hickory_client::proto::runtime::TokioRuntimeProvider;
+use hickory_client::proto::udp::UdpClientStream;
+use netns_tests::slapd::{Options, Slapd, BASE_DN, SERVICE_DN};
+use overlay_proto::handshake::{PublicKey, StaticKeypair};
+use overlay_proto::lease::{AuthorityKey, EntityKind, SignedLease};
+use overlay_proto::time::UnixTime;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_addrd");
+const REFERENCE: &str = include_str!("../../configs/addrd.toml");
+const EXAMPLE: &str = include_str!("../../configs/ldap/example-org.ldif");
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// A directory with the reference config (only the control socket and
+/// the DNS port changed), the example LDIF where the config expects it,
+/// and three fresh key files made by `addrd genkey`.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        Setup::with_config(REFERENCE)
+    }
+
+    fn with_config(reference: &str) -> Setup {
+        let setup = Setup {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let socket = setup.path("run/addrd.sock");
+        let config: String = reference
+            .lines()
+            .map(|l| {
+                if l.starts_with("control-socket") {
+                    format!("control-socket = \"{}\"\n", socket.display())
+                } else if l.starts_with("listen = [") {
+                    "listen = [\"127.0.0.1:0\"]\n".to_owned()
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        setup.write("addrd.toml", config.as_bytes(), 0o644);
+        setup.write("ldap/example-org.ldif", EXAMPLE.as_bytes(), 0o644);
+        for key in ["addrd.key", "authority.key", "allocation.key"] {
+            let out = setup.addrd(&["genkey"], b"");
+            assert!(out.status.success());
+            setup.write(key, &out.stdout, 0o600);
+        }
+        setup
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn config(&self) -> PathBuf {
+        self.path("addrd.toml")
+    }
+
+    fn write(&self, name: &str, bytes: &[u8], mode: u32) -> PathBuf {
+        let path = self.path(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, bytes).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    /// Run `addrd ARGS --config CONFIG` with `stdin`.
+    fn addrd(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(self.config())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn authority(&self) -> AuthorityKey {
+        let out = self.addrd(&["authority-key"], b"");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let key = PublicKey::from_str(text(&out.stdout).trim()).unwrap();
+        AuthorityKey::from_bytes(&key.0).unwrap()
+    }
+
+    fn users_json(&self) -> Vec<Value> {
+        let out = self.addrd(&["users", "--json"], b"");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice::<Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
+    fn start(&self) -> Daemon {
+        Daemon::start(self)
+    }
+}
+
+fn address_of(users: &[Value], name: &str) -> Option<String> {
+    users
+        .iter()
+        .find(|u| u["name"] == name)
+        .and_then(|u| u["address"].as_str().map(str::to_owned))
+}
+
+/// A running `addrd run`; killed (by PID) on drop if still running.
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(setup: &Setup) -> Daemon {
+        let mut child = Command::new(BIN)
+            .arg("run")
+            .arg("--config")
+            .arg(setup.config())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let daemon = Daemon { child, log };
+        daemon.wait_for_log("addrd running", 1);
+        daemon
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Wait until `needle` appears `count` times in the log.
+    fn wait_for_log(&self, needle: &str, count: usize) {
+        let start = Instant::now();
+        while self.log().matches(needle).count() < count {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no {needle:?} (x{count}) in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    fn stop(mut self) -> String {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "{status}:\n{}", self.log());
+                break;
+            }
+            assert!(start.elapsed() < DEADLINE, "still running:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The reader thread sees EOF once the process is gone.
+        let start = Instant::now();
+        while !self.log().contains("addrd stopped") && start.elapsed() < DEADLINE {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.log()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The DNS address the running daemon bound (from `addrd status`).
+fn dns_addr(setup: &Setup) -> SocketAddr {
+    let out = setup.addrd(&["status"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    status["dns_listen"][0].as_str().unwrap().parse().unwrap()
+}
+
+/// Ask `server` for `name`'s `record_type` records; their text.
+fn ask(server: SocketAddr, name: &str, record_type: RecordType) -> Vec<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let stream = UdpClientStream::builder(server, TokioRuntimeProvider::new())
+            .with_timeout(Some(Duration::from_secs(5)))
+            .build();
+        let (mut client, background) = Client::connect(stream).await.unwrap();
+        let background = tokio::spawn(background);
+        let response = client
+            .query(Name::from_str(name).unwrap(), DNSClass::IN, record_type)
+            .await
+            .unwrap();
+        background.abort();
+        response
+            .answers()
+            .iter()
+            .map(|r| match r.data() {
+                RData::AAAA(a) => a.0.to_string(),
+                RData::PTR(p) => p.0.to_string(),
+                other => other.to_string(),
+            })
+            .collect()
+    })
+}
+
+// ------------------------------------------------------------- keys
+
+#[test]
+fn genkey_and_authority_key() {
+    let setup = Setup::new();
+    let a = setup.addrd(&["genkey"], b"");
+    let b = setup.addrd(&["genkey"], b"");
+    assert!(a.status.success());
+    assert_eq!(text(&a.stdout).trim().len(), 44);
+    assert_ne!(a.stdout, b.stdout);
+    assert!(a.stderr.is_empty());
+
+    // authority-key prints the public half of the seed file.
+    let seed =
+        PublicKey::from_str(text(&fs::read(setup.path("authority.key")).unwrap()).trim()).unwrap();
+    let expected = overlay_proto::lease::LeaseAuthority::from_seed(seed.0).public_key();
+    assert_eq!(setup.authority(), expected);
+    let out = setup.addrd(&["authority-key"], b"");
+    assert_eq!(
+        text(&out.stdout).trim(),
+        PublicKey(expected.to_bytes()).to_string()
+    );
+
+    // A readable seed is refused, naming the file and the mode.
+    fs::set_permissions(
+        setup.path("authority.key"),
+        fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let out = setup.addrd(&["authority-key"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("authority.key"), "{err}");
+    assert!(err.contains("mode 0644"), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn bad_config_and_usage_exit_codes() {
+    let setup = Setup::new();
+    setup.write("addrd.toml", b"lease-lifetime = 5\n", 0o644);
+    let out = setup.addrd(&["users"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("addrd.toml: lease-lifetime: 5 is out of range"),
+        "{err}"
+    );
+    let out = setup.addrd(&["no-such-command"], b"");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+// -------------------------------------------------- embedded directory
+
+#[test]
+fn users_and_show_on_the_example_organisation() {
+    let setup = Setup::new();
+    let out = setup.addrd(&["users"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NAME"), "{table}");
+    for (name, kind) in [
+        ("alice", "user"),
+        ("bob", "user"),
+        ("carol", "user"),
+        ("dave", "user"),
+        ("wiki", "application"),
+        ("grades", "application"),
+        ("wap-news", "application"),
+        ("app1", "system"),
+    ] {
+        let line = lines
+            .iter()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} missing:\n{table}"));
+        assert!(line.contains(kind), "{line}");
+    }
+    let carol = lines.iter().find(|l| l.starts_with("carol")).unwrap();
+    assert!(carol.ends_with("disabled"), "{carol}");
+    let alice = lines.iter().find(|l| l.starts_with("alice")).unwrap();
+    assert!(alice.contains("admins,staff"), "{alice}");
+    let wiki = lines.iter().find(|l| l.starts_with("wiki")).unwrap();
+    assert!(wiki.contains("allowed:staff"), "{wiki}");
+
+    let out = setup.addrd(&["show", "alice"], b"");
+    assert!(out.status.success());
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("dn:       uid=alice,ou=people,dc=example,dc=org"),
+        "{shown}"
+    );
+    assert!(shown.contains("groups:   admins,staff"), "{shown}");
+    assert!(shown.contains("disabled: no"), "{shown}");
+
+    let out = setup.addrd(&["show", "nobody"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no user, application or system"));
+}
+
+#[test]
+fn check_login_reads_the_password_from_stdin() {
+    let setup = Setup::new();
+    let long_name = "a".repeat(10_000);
+    let cases: &[(&str, &[u8], bool)] = &[
+        ("alice", b"alice-lab-password\n", true),
+        ("alice", b"alice-lab-password", true),
+        ("dave", b"dave-lab-password\r\n", true),
+        ("alice", b"wrong\n", false),
+        ("alice", b"\n", false),
+        ("alice", b"", false),
+        ("carol", b"carol-lab-password\n", false),
+        ("nobody", b"alice-lab-password\n", false),
+        ("*", b"alice-lab-password\n", false),
+        ("alice)(uid=*", b"alice-lab-password\n", false),
+        ("*)(|(uid=*", b"alice-lab-password\n", false),
+        ("alice\nx", b"x\n", false),
+        (&long_name, b"alice-lab-password\n", false),
+    ];
+    for (user, password, accepted) in cases {
+        let out = setup.addrd(&["check-login", user], password);
+        let stdout = text(&out.stdout);
+        if *accepted {
+            assert_eq!(stdout, "accepted\n", "{user}: {}", text(&out.stderr));
+            assert_eq!(out.status.code(), Some(0));
+        } else {
+            assert_eq!(stdout, "refused\n", "{user}: {}", text(&out.stderr));
+            assert_eq!(out.status.code(), Some(1));
+        }
+        // Nothing about the password anywhere.
+        let err = text(&out.stderr);
+        assert!(!err.contains("lab-password"), "{err}");
+    }
+}
+
+#[test]
+fn issue_lease_output_verifies() {
+    let setup = Setup::new();
+    let server = StaticKeypair::from_private([0x21; 32]);
+    let key_file = setup.write(
+        "server.pub",
+        format!("{}\n", server.public()).as_bytes(),
+        0o644,
+    );
+    let out_file = setup.path("app1.lease");
+    let out = setup.addrd(
+        &[
+            "issue-lease",
+            "app1",
+            "--kind",
+            "system",
+            "--public-key-file",
+            key_file.to_str().unwrap(),
+            "--out",
+            out_file.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("wrote the system lease of app1"));
+    let bytes = fs::read(&out_file).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let signed =
+        SignedLease::verify(&bytes, &setup.authority(), UnixTime::from_duration(now)).unwrap();
+    let lease = signed.lease();
+    assert_eq!(lease.kind, EntityKind::System);
+    assert_eq!(lease.public_key, server.public().0);
+    assert_eq!(lease.prefix.prefix_len(), 64);
+    // 6to4 of app1's 11.22.33.44.
+    assert_eq!(
+        lease.prefix.network().segments()[..3],
+        [0x2002, 0x0b16, 0x212c]
+    );
+    assert_eq!(lease.dn, "cn=app1,ou=systems,dc=example,dc=org");
+    let lifetime = lease.not_after.as_secs() - lease.not_before.as_secs();
+    assert_eq!(lifetime, 3600);
+
+    // A longer lifetime on request (until servers renew over the channel).
+    let out = setup.addrd(
+        &[
+            "issue-lease",
+            "app1",
+            "--public-key-file",
+            key_file.to_str().unwrap(),
+            "--out",
+            out_file.to_str().unwrap(),
+            "--lifetime",
+            "86400",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let again = SignedLease::verify(
+        &fs::read(&out_file).unwrap(),
+        &setup.authority(),
+        UnixTime::from_duration(now),
+    )
+    .unwrap();
+    let l = again.lease();
+    assert_eq!(l.not_after.as_secs() - l.not_before.as_secs(), 86400);
+    assert!(l.serial > lease.serial);
+    assert_eq!(l.prefix, lease.prefix);
+
+    // The system got its address: `show` finds it by an address in its SVN.
+    let inside: Ipv6Addr = (u128::from(lease.prefix.network()) | 0x77).into();
+    let out = setup.addrd(&["show", &inside.to_string()], b"");
+    assert!(
+        text(&out.stdout).contains("name:     app1"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Unknown names and private key material are refused.
+    let out = setup.addrd(
+        &[
+            "issue-lease",
+            "nosuch",
+            "--public-key-file",
+            key_file.to_str().unwrap(),
+            "--out",
+            setup.path("x").to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("nosuch"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!setup.path("x").exists());
+}
+
+#[test]
+fn revoke_persists() {
+    let setup = Setup::new();
+    let out = setup.addrd(&["revoke", "bob"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("revoked user bob"));
+    let users = setup.users_json();
+    let bob = users.iter().find(|u| u["name"] == "bob").unwrap();
+    assert!(bob["revoked_at"].as_u64().unwrap() > 1_700_000_000);
+    let alice = users.iter().find(|u| u["name"] == "alice").unwrap();
+    assert!(alice["revoked_at"].is_null());
+    let out = setup.addrd(&["show", "bob"], b"");
+    assert!(text(&out.stdout).contains("revoked:"));
+    // A typo is an error, not a silent success.
+    let out = setup.addrd(&["revoke", "bobby"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("bobby"));
+}
+
+#[test]
+fn bindings_needs_a_running_daemon() {
+    let setup = Setup::new();
+    let out = setup.addrd(&["bindings"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("daemon not running"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn run_serves_dns_and_restarts_keep_every_address() {
+    let setup = Setup::new();
+    let daemon = setup.start();
+    let dns = dns_addr(&setup);
+    // Every entity got an address at start.
+    let users = setup.users_json();
+    assert_eq!(users.len(), 8);
+    for u in &users {
+        assert!(u["address"].is_string(), "{u}");
+    }
+    let alice = address_of(&users, "alice").unwrap();
+    assert_eq!(
+        ask(dns, "alice.users.permanet.internal.", RecordType::AAAA),
+        [alice.as_str()]
+    );
+    let wiki = address_of(&users, "wiki").unwrap();
+    assert_eq!(
+        ask(dns, "wiki.apps.permanet.internal.", RecordType::AAAA),
+        [wiki]
+    );
+    let reverse = addrd::dns::reverse_name(alice.parse().unwrap(), 128).to_ascii();
+    assert_eq!(
+        ask(dns, &reverse, RecordType::PTR),
+        ["alice.users.permanet.internal."]
+    );
+
+    // Admin commands go through the control socket while it runs.
+    let out = setup.addrd(&["bindings"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "no bindings\n");
+    let out = setup.addrd(&["revoke", "bob"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = setup.addrd(&["show", &alice], b"");
+    assert!(text(&out.stdout).contains("name:     alice"));
+    // check-login goes through the daemon, which holds the store.
+    for (user, password, expected) in [
+        ("alice", "alice-lab-password\n", "accepted\n"),
+        ("alice", "nope\n", "refused\n"),
+        ("carol", "carol-lab-password\n", "refused\n"),
+        ("no body", "x\n", "refused\n"),
+    ] {
+        let out = setup.addrd(&["check-login", user], password.as_bytes());
+        assert_eq!(text(&out.stdout), expected, "{user}: {}", text(&out.stderr));
+    }
+    let key_file = setup.write(
+        "server.pub",
+        format!("{}\n", StaticKeypair::from_private([0x21; 32]).public()).as_bytes(),
+        0o644,
+    );
+    let lease_file = setup.path("app1.lease");
+    let out = setup.addrd(
+        &[
+            "issue-lease",
+            "app1",
+            "--public-key-file",
+            key_file.to_str().unwrap(),
+            "--out",
+            lease_file.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let app1 = address_of(&users, "app1").unwrap();
+    let lease =
+        SignedLease::verify_signature_only(&fs::read(&lease_file).unwrap(), &setup.authority())
+            .unwrap();
+    assert!(lease
+        .lease()
+        .prefix
+        .contains(&app1.parse::<Ipv6Addr>().unwrap()));
+
+    // A second daemon on the same socket refuses to start.
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(setup.config())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("another addrd is running"));
+
+    // SIGHUP: a new user in the LDIF gets an address and a name.
+    let ldif = format!(
+        "{EXAMPLE}\ndn: uid=erin,ou=people,dc=example,dc=org\nobjectClass: inetOrgPerson\n\
+         objectClass: permanetEntity\nuid: erin\ncn: Erin\nsn: Erin\n"
+    );
+    setup.write("ldap/example-org.ldif", ldif.as_bytes(), 0o644);
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_for_log("zone rebuilt", 1);
+    let erin = ask(dns, "erin.users.permanet.internal.", RecordType::AAAA);
+    assert_eq!(erin.len(), 1);
+
+    let log = daemon.stop();
+    assert!(log.contains("addrd stopped"), "{log}");
+    assert!(!log.contains("lab-password"), "{log}");
+    assert!(!log.contains("nope"), "{log}");
+    assert!(!setup.path("run/addrd.sock").exists());
+
+    // Restarted: the same addresses, the revocation kept.
+    let before = setup.users_json();
+    let daemon = setup.start();
+    let after = setup.users_json();
+    assert_eq!(before.len(), 9);
+    for u in &before {
+        let name = u["name"].as_str().unwrap();
+        assert_eq!(
+            address_of(&after, name),
+            u["address"].as_str().map(str::to_owned),
+            "{name}"
+        );
+    }
+    let bob = after.iter().find(|u| u["name"] == "bob").unwrap();
+    assert!(bob["revoked_at"].is_u64());
+    let dns = dns_addr(&setup);
+    assert_eq!(
+        ask(dns, "alice.users.permanet.internal.", RecordType::AAAA),
+        [alice]
+    );
+    daemon.stop();
+}
+
+// ------------------------------------------------------------- slapd
+
+/// The reference config switched to the LDAP backend of `slapd`.
+fn ldap_setup(slapd: &Slapd) -> Setup {
+    let directory = format!(
+        "[directory]\nbackend = \"ldap\"\nurl = \"{}\"\nbind-dn = \"{SERVICE_DN}\"\n\
+         bind-password-file = \"{}\"\nbase-dn = \"{BASE_DN}\"\ntimeout = 5\n",
+        slapd.url(),
+        slapd.service_password_file().display()
+    );
+    let reference = REFERENCE.split("[directory]").next().unwrap();
+    Setup::with_config(&format!("{reference}{directory}"))
+}
+
+#[test]
+fn check_login_against_slapd() {
+    let Some(slapd) = Slapd::start_or_skip("check_login_against_slapd", Options::default()) else {
+        return;
+    };
+    let setup = ldap_setup(&slapd);
+    for (user, password, expected) in [
+        ("alice", "alice-lab-password\n", "accepted\n"),
+        ("bob", "bob-lab-password\n", "accepted\n"),
+        ("alice", "bob-lab-password\n", "refused\n"),
+        ("alice", "\n", "refused\n"),
+        ("carol", "carol-lab-password\n", "refused\n"),
+        ("*", "alice-lab-password\n", "refused\n"),
+        ("nobody", "x\n", "refused\n"),
+    ] {
+        let out = setup.addrd(&["check-login", user], password.as_bytes());
+        assert_eq!(text(&out.stdout), expected, "{user}: {}", text(&out.stderr));
+        assert_eq!(out.status.success(), expected == "accepted\n");
+    }
+}
+
+#[test]
+fn run_with_slapd_assigns_and_serves() {
+    let Some(slapd) = Slapd::start_or_skip("run_with_slapd_assigns_and_serves", Options::default())
+    else {
+        return;
+    };
+    let setup = ldap_setup(&slapd);
+    let daemon = setup.start();
+    let dns = dns_addr(&setup);
+    let users = setup.users_json();
+    let alice = address_of(&users, "alice").expect("alice has an address");
+    assert_eq!(
+        ask(dns, "alice.users.permanet.internal.", RecordType::AAAA),
+        [alice.as_str()]
+    );
+    daemon.stop();
+    // Addresses live in the directory: the next run (and `users` without a
+    // daemon) sees the same.
+    let again = setup.users_json();
+    assert_eq!(address_of(&again, "alice"), Some(alice.clone()));
+    let daemon = setup.start();
+    assert_eq!(address_of(&setup.users_json(), "alice"), Some(alice));
+    daemon.stop();
+}
+
+#[test]
+fn revoke_with_slapd_is_seen_by_every_replica() {
+    let Some(slapd) = Slapd::start_or_skip(
+        "revoke_with_slapd_is_seen_by_every_replica",
+        Options::default(),
+    ) else {
+        return;
+    };
+    let first = ldap_setup(&slapd);
+    // Another addrd (own state file, own keys) on the same directory.
+    let second = ldap_setup(&slapd);
+    let out = first.addrd(&["revoke", "bob"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let revoked_at = |setup: &Setup, name: &str| {
+        setup
+            .users_json()
+            .iter()
+            .find(|u| u["name"] == name)
+            .map(|u| u["revoked_at"].as_u64())
+            .unwrap()
+    };
+    let at = revoked_at(&second, "bob").expect("the other replica sees it");
+    assert!(at > 1_700_000_000);
+    assert_eq!(revoked_at(&second, "alice"), None);
+    // Through a running daemon too.
+    let daemon = second.start();
+    let out = second.addrd(&["revoke", "alice"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    daemon.stop();
+    assert!(revoked_at(&first, "alice").is_some());
+    let out = first.addrd(&["revoke", "nobody"], b"");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn run_refuses_readable_secret_files() {
+    for key in ["addrd.key", "authority.key", "allocation.key"] {
+        let setup = Setup::new();
+        fs::set_permissions(setup.path(key), fs::Permissions::from_mode(0o640)).unwrap();
+        let out = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(setup.config())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{key}");
+        let err = text(&out.stderr);
+        assert!(err.contains(key), "{err}");
+        assert!(err.contains("mode 0640"), "{err}");
+        assert!(!err.contains("addrd running"), "{err}");
+        // Nothing left behind: the control socket is removed.
+        assert!(!setup.path("run/addrd.sock").exists(), "{key}");
+    }
+}
+
+#[test]
+fn run_starts_while_slapd_is_down_and_catches_up() {
+    let Some(mut slapd) = Slapd::start_or_skip(
+        "run_starts_while_slapd_is_down_and_catches_up",
+        Options::default(),
+    ) else {
+        return;
+    };
+    let setup = ldap_setup(&slapd);
+    slapd.stop();
+    let daemon = setup.start();
+    assert!(
+        daemon.log().contains("reading the directory failed"),
+        "{}",
+        daemon.log()
+    );
+    let dns = dns_addr(&setup);
+    assert!(ask(dns, "alice.users.permanet.internal.", RecordType::AAAA).is_empty());
+    slapd.restart().unwrap();
+    daemon.wait_for_log("zone rebuilt", 1);
+    let alice = ask(dns, "alice.users.permanet.internal.", RecordType::AAAA);
+    assert_eq!(alice.len(), 1, "{}", daemon.log());
+    daemon.stop();
+}
