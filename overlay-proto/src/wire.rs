@@ -1256,4 +1256,78 @@ mod tests {
         labels.dedup();
         assert_eq!(labels.len(), all.len());
     }
+
+    #[test]
+    fn authority_types_share_the_layouts_under_their_own_type_byte() {
+        let mut buf = vec![0u8; 256];
+        let n = initiation()
+            .emit_as(&mut buf, MessageType::AuthorityInitiation)
+            .unwrap();
+        let mut expected = INITIATION_BYTES;
+        expected[4] = 0x04;
+        assert_eq!(buf[..n], expected);
+        assert_eq!(
+            InitiationRepr::parse_as(&buf[..n], MessageType::AuthorityInitiation).unwrap(),
+            initiation()
+        );
+        // The tunnel's parsers refuse it, and the other way round.
+        assert_eq!(
+            InitiationRepr::parse(&buf[..n]),
+            Err(WireError::UnexpectedMessageType(
+                MessageType::AuthorityInitiation
+            ))
+        );
+        assert_eq!(
+            ControlRepr::parse(&buf[..n]),
+            Err(WireError::UnexpectedMessageType(
+                MessageType::AuthorityInitiation
+            ))
+        );
+        assert!(
+            InitiationRepr::parse_as(&INITIATION_BYTES, MessageType::AuthorityInitiation).is_err()
+        );
+
+        let n = response()
+            .emit_as(&mut buf, MessageType::AuthorityResponse)
+            .unwrap();
+        assert_eq!(buf[4], 0x05);
+        assert_eq!(
+            ResponseRepr::parse_as(&buf[..n], MessageType::AuthorityResponse).unwrap(),
+            response()
+        );
+        let n = cookie_reply()
+            .emit_as(&mut buf, MessageType::AuthorityCookieReply)
+            .unwrap();
+        assert_eq!(buf[4], 0x06);
+        assert_eq!(
+            CookieReplyRepr::parse_as(&buf[..n], MessageType::AuthorityCookieReply).unwrap(),
+            cookie_reply()
+        );
+        let mut long = buf[..n].to_vec();
+        long.push(0);
+        assert_eq!(
+            CookieReplyRepr::parse_as(&long, MessageType::AuthorityCookieReply),
+            Err(WireError::TrailingBytes)
+        );
+        // A data message needs header, session, counter and tag.
+        let mut data = [0u8; AUTHORITY_DATA_MIN_LEN];
+        data[4] = 0x07;
+        assert!(ControlPacket::new_checked(&data[..]).is_ok());
+        assert_eq!(
+            ControlPacket::new_checked(&data[..AUTHORITY_DATA_MIN_LEN - 1]).err(),
+            Some(WireError::Truncated)
+        );
+        for (ty, authority) in [
+            (MessageType::HandshakeInitiation, false),
+            (MessageType::HandshakeResponse, false),
+            (MessageType::CookieReply, false),
+            (MessageType::AuthorityInitiation, true),
+            (MessageType::AuthorityResponse, true),
+            (MessageType::AuthorityCookieReply, true),
+            (MessageType::AuthorityData, true),
+        ] {
+            assert_eq!(ty.is_authority(), authority);
+            assert_eq!(MessageType::try_from(u8::from(ty)), Ok(ty));
+        }
+    }
 }

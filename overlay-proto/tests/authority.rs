@@ -76,6 +76,7 @@ impl Endpoint for Terminal {
 #[derive(Debug)]
 struct Addrd {
     server: AuthorityServer,
+    keys: StaticKeypair,
     authority: LeaseAuthority,
     netmap: Vec<Vec<u8>>,
     executed: Vec<(PublicKey, RequestId, &'static str)>,
@@ -207,7 +208,8 @@ fn world(seed: u64, link: LinkConditions, pinned: Option<PublicKey>, leases: usi
     let server_key = server_keys.public();
     let client_keys = StaticKeypair::from_private(sim.seed());
     let mut addrd = Addrd {
-        server: AuthorityServer::new(server_keys, None, sim.seed()),
+        server: AuthorityServer::new(server_keys.clone(), None, sim.seed()),
+        keys: server_keys,
         authority: LeaseAuthority::from_seed([9; 32]),
         netmap: Vec::new(),
         executed: Vec::new(),
@@ -612,4 +614,162 @@ fn a_large_lease_fits_within_the_documented_bound() {
         largest > TARGET_DATAGRAM_LEN && largest <= MAX_DATA_LEN,
         "{largest}"
     );
+}
+
+#[test]
+fn a_restarted_addrd_is_found_again_through_a_new_handshake() {
+    let mut w = world(20, LinkConditions::PERFECT, None, 0);
+    let lease = lease_of(&w.login(PASSWORD).unwrap());
+    // addrd restarts: same key, no sessions, no caches.
+    w.addrd(|a| a.server = AuthorityServer::new(a.keys.clone(), None, [42; 32]));
+    w.sim.run_for(Duration::from_secs(2));
+    let id = w.send(Request::Renew { lease });
+    assert!(matches!(w.wait(id).unwrap(), Response::Renewed { .. }));
+    assert!(w.addrd(|a| a.server.counters().drops(AuthorityDrop::UnknownSession)) >= 1);
+    assert_eq!(w.terminal(|t| t.client.counters().handshakes), 2);
+    assert_eq!(w.addrd(|a| a.executed.len()), 2);
+}
+
+/// Moves every datagram between `client` and `server` until both are quiet;
+/// returns the requests the server saw.
+fn pump(
+    clients: &mut [(&mut AuthorityClient, SocketAddr, Now)],
+    server: &mut AuthorityServer,
+    now: Now,
+) -> Vec<overlay_proto::authority::Incoming> {
+    let mut incoming = Vec::new();
+    loop {
+        let mut moved = false;
+        for (client, addr, _) in clients.iter_mut() {
+            while let Some(t) = client.poll_transmit() {
+                moved = true;
+                let mut bytes = t.contents;
+                incoming.extend(server.handle_datagram(now, *addr, &mut bytes));
+            }
+        }
+        while let Some(t) = server.poll_transmit() {
+            moved = true;
+            let (client, _, client_now) = clients
+                .iter_mut()
+                .find(|(_, a, _)| *a == t.destination)
+                .unwrap();
+            let mut bytes = t.contents;
+            client.handle_datagram(*client_now, server_addr(), &mut bytes);
+        }
+        if !moved {
+            return incoming;
+        }
+    }
+}
+
+fn direct_client(seed: u8, server_key: PublicKey, now: Now) -> AuthorityClient {
+    let config = ClientConfig {
+        keypair: StaticKeypair::from_private([seed; 32]),
+        server_key,
+        server: server_addr(),
+        psk: None,
+        timers: ClientTimers::default(),
+    };
+    AuthorityClient::new(config, [seed; 32], now)
+}
+
+fn netmap_request() -> Request {
+    Request::Netmap {
+        since_version: 0,
+        cursor: 0,
+    }
+}
+
+#[test]
+fn sessions_are_bounded_and_the_oldest_is_evicted() {
+    let now = Now {
+        instant: Instant::now(),
+        unix: UnixTime::from_secs(T0),
+    };
+    let keys = StaticKeypair::from_private([0x40; 32]);
+    let mut config = overlay_proto::authority::ServerConfig::new(keys.clone(), None);
+    config.max_sessions = 2;
+    let mut server = AuthorityServer::with_config(config, [1; 32]);
+    let mut clients: Vec<AuthorityClient> = (1..=3)
+        .map(|i| direct_client(i, keys.public(), now))
+        .collect();
+    for (i, client) in clients.iter_mut().enumerate() {
+        client.send(now, netmap_request());
+        let addr = SocketAddr::from(([10, 0, 0, i as u8 + 1], 4500));
+        let seen = pump(&mut [(client, addr, now)], &mut server, now);
+        assert_eq!(seen.len(), 1);
+    }
+    assert_eq!(server.sessions(), 2);
+    assert_eq!(server.counters().sessions_evicted, 1);
+    // The evicted client's next request lands on an unknown session.
+    let first = &mut clients[0];
+    first.send(now, netmap_request());
+    let seen = pump(
+        &mut [(first, SocketAddr::from(([10, 0, 0, 1], 4500)), now)],
+        &mut server,
+        now,
+    );
+    assert!(seen.is_empty());
+    assert_eq!(server.counters().drops(AuthorityDrop::UnknownSession), 1);
+}
+
+#[test]
+fn a_first_initiation_from_a_wrong_clock_is_refused() {
+    let now = Now {
+        instant: Instant::now(),
+        unix: UnixTime::from_secs(T0),
+    };
+    let keys = StaticKeypair::from_private([0x41; 32]);
+    let mut server = AuthorityServer::new(keys.clone(), None, [1; 32]);
+    // The terminal's clock is an hour behind.
+    let behind = Now {
+        unix: UnixTime::from_secs(T0 - 3600),
+        ..now
+    };
+    let mut client = direct_client(5, keys.public(), behind);
+    client.send(behind, netmap_request());
+    let seen = pump(
+        &mut [(&mut client, SocketAddr::from(([10, 0, 0, 5], 4500)), behind)],
+        &mut server,
+        now,
+    );
+    assert!(seen.is_empty());
+    assert_eq!(server.counters().drops(AuthorityDrop::StaleInitiation), 1);
+    assert_eq!(server.sessions(), 0);
+}
+
+#[test]
+fn tunnel_messages_and_garbage_are_counted_not_processed() {
+    let now = Now {
+        instant: Instant::now(),
+        unix: UnixTime::from_secs(T0),
+    };
+    let keys = StaticKeypair::from_private([0x42; 32]);
+    let mut server = AuthorityServer::new(keys.clone(), None, [1; 32]);
+    let mut client = direct_client(6, keys.public(), now);
+    let src = SocketAddr::from(([10, 0, 0, 6], 4500));
+    // A tunnel initiation (type 0x01).
+    let mut tunnel = vec![0, 0, 0, 0, 0x01, 0, 0, 0, 0, 0, 0x10, 0];
+    tunnel.extend_from_slice(&[0x5a; 64]);
+    assert!(server
+        .handle_datagram(now, src, &mut tunnel.clone())
+        .is_none());
+    client.handle_datagram(now, server_addr(), &mut tunnel);
+    // Garbage and a truncated data message.
+    assert!(server
+        .handle_datagram(now, src, &mut [0xde, 0xad])
+        .is_none());
+    let mut short = vec![0, 0, 0, 0, 0x07, 0, 0, 0, 0, 0, 0x10, 0];
+    assert!(server.handle_datagram(now, src, &mut short).is_none());
+    // An initiation to the server from the client's side (wrong direction).
+    client.send(now, netmap_request());
+    let mut initiation = client.poll_transmit().unwrap().contents;
+    client.handle_datagram(now, server_addr(), &mut initiation);
+    assert_eq!(
+        server.counters().drops(AuthorityDrop::UnexpectedMessage)
+            + server.counters().drops(AuthorityDrop::Malformed),
+        3
+    );
+    assert_eq!(client.counters().drops(AuthorityDrop::UnexpectedMessage), 2);
+    assert_eq!(server.sessions(), 0);
 }
