@@ -15,6 +15,11 @@
 //! initiator's identity, lease and timestamp (refusing replayed or older
 //! initiations) before it spends the second half of the Diffie-Hellman work.
 //!
+//! The authority channel (a terminal's login channel to addrd,
+//! [`crate::authority`]) runs the same handshake with [`Channel::Authority`]:
+//! its own prologue ([`AUTHORITY_PROLOGUE`]) and key labels, so no message of
+//! one channel can complete a handshake of the other.
+//!
 //! When the handshake completes, both sides derive the ESP key material of
 //! both directions from the raw Noise split with [`derive_sa_keys`]
 //! (HKDF-SHA256, salted with the handshake hash, domain-separated labels).
