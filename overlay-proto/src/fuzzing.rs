@@ -184,7 +184,7 @@ pub fn authority(data: &[u8]) {
                         now,
                         incoming.session,
                         incoming.request_id,
-                        Response::LoginRefused {
+                        Response::ServerBusy {
                             retry_after_secs: 1,
                         },
                     )

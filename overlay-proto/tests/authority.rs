@@ -85,6 +85,8 @@ struct Addrd {
     lose_answers: usize,
     /// Execute later (a slow directory): requests wait in `deferred`.
     defer: bool,
+    /// Answer everything with this instead (a buggy addrd).
+    answer_with: Option<Response>,
     deferred: Vec<overlay_proto::authority::Incoming>,
 }
 
@@ -105,6 +107,9 @@ impl Addrd {
     }
 
     fn execute(&mut self, now: Now, key: PublicKey, request: Request) -> Response {
+        if let Some(answer) = &self.answer_with {
+            return answer.clone();
+        }
         match request {
             Request::Login { user, password } => {
                 if user == "alice" && password == Password::from_slice(PASSWORD) {
@@ -216,6 +221,7 @@ fn world(seed: u64, link: LinkConditions, pinned: Option<PublicKey>, leases: usi
         lose_answers: 0,
         defer: false,
         deferred: Vec::new(),
+        answer_with: None,
     };
     for i in 0..leases {
         let key = StaticKeypair::from_private([i as u8 + 1; 32]).public();
@@ -772,4 +778,32 @@ fn tunnel_messages_and_garbage_are_counted_not_processed() {
     );
     assert_eq!(client.counters().drops(AuthorityDrop::UnexpectedMessage), 2);
     assert_eq!(server.sessions(), 0);
+}
+
+#[test]
+fn an_answer_of_the_wrong_kind_is_a_typed_error() {
+    let mut w = world(21, LinkConditions::PERFECT, None, 0);
+    w.addrd(|a| {
+        a.answer_with = Some(Response::Renewed {
+            lease: vec![1, 2, 3],
+        })
+    });
+    assert_eq!(
+        w.login(PASSWORD),
+        Err(ClientError::UnexpectedResponse {
+            request: "login",
+            response: "renewed"
+        })
+    );
+    w.addrd(|a| {
+        a.answer_with = Some(Response::ServerBusy {
+            retry_after_secs: 3,
+        })
+    });
+    assert_eq!(
+        w.login(PASSWORD),
+        Ok(Response::ServerBusy {
+            retry_after_secs: 3
+        })
+    );
 }

@@ -82,12 +82,34 @@ pub enum ClientError {
     /// The request could not be encoded (a field out of bounds).
     #[error("request cannot be encoded: {0}")]
     Encode(#[from] MessageError),
+    /// addrd answered with a response that does not answer this kind of
+    /// request (for example `Renewed` to a login): a bug on addrd's side.
+    #[error("unexpected {response} answer to a {request} request")]
+    UnexpectedResponse {
+        /// [`Request::kind_name`] of the request.
+        request: &'static str,
+        /// [`Response::kind_name`] of the answer.
+        response: &'static str,
+    },
+}
+
+/// Whether `response` is a possible answer to a request of kind `request`.
+fn answers(request: &'static str, response: &Response) -> bool {
+    match response {
+        Response::ServerBusy { .. } | Response::Error { .. } => true,
+        Response::LoginOk { .. } | Response::LoginRefused { .. } => request == "login",
+        Response::Renewed { .. } => request == "renew",
+        Response::LoginNeeded { .. } => request != "login",
+        Response::Netmap(_) => request == "netmap",
+    }
 }
 
 /// One request waiting for its answer.
 struct Outstanding {
     /// The encoded record (wiped on drop: a login holds the password).
     record: Zeroizing<Vec<u8>>,
+    /// [`Request::kind_name`].
+    kind: &'static str,
     deadline: Instant,
     next_retry: Instant,
     backoff: Duration,
@@ -173,6 +195,7 @@ impl AuthorityClient {
             self.responses.push_back((id, Err(ClientError::Encode(e))));
             return id;
         }
+        let kind = request.kind_name();
         drop(request);
         let backoff = self.config.timers.retry_initial;
         let next_retry = now.instant + self.jitter(backoff);
@@ -180,6 +203,7 @@ impl AuthorityClient {
             id,
             Outstanding {
                 record,
+                kind,
                 deadline: now.instant + self.config.timers.request_timeout,
                 next_retry,
                 backoff,
@@ -380,10 +404,20 @@ impl AuthorityClient {
             .ok_or(AuthorityDrop::UnknownSession)?;
         let record = session.crypto.open(datagram)?;
         let (id, response) = Response::parse(record).map_err(|_| AuthorityDrop::BadRecord)?;
-        if self.outstanding.remove(&id).is_none() {
-            return Err(AuthorityDrop::UnsolicitedResponse);
-        }
-        self.responses.push_back((id, Ok(response)));
+        let request = self
+            .outstanding
+            .remove(&id)
+            .ok_or(AuthorityDrop::UnsolicitedResponse)?
+            .kind;
+        let answer = if answers(request, &response) {
+            Ok(response)
+        } else {
+            Err(ClientError::UnexpectedResponse {
+                request,
+                response: response.kind_name(),
+            })
+        };
+        self.responses.push_back((id, answer));
         Ok(())
     }
 
