@@ -807,3 +807,46 @@ fn an_answer_of_the_wrong_kind_is_a_typed_error() {
         })
     );
 }
+
+#[test]
+fn client_records_are_bounded() {
+    let now = Now {
+        instant: Instant::now(),
+        unix: UnixTime::from_secs(T0),
+    };
+    let keys = StaticKeypair::from_private([0x43; 32]);
+    let mut config = overlay_proto::authority::ServerConfig::new(keys.clone(), None);
+    config.max_clients = 1;
+    let mut server = AuthorityServer::with_config(config, [1; 32]);
+    let mut first = direct_client(7, keys.public(), now);
+    let mut second = direct_client(8, keys.public(), now);
+    first.send(now, netmap_request());
+    let seen = pump(
+        &mut [(&mut first, SocketAddr::from(([10, 0, 0, 7], 4500)), now)],
+        &mut server,
+        now,
+    );
+    assert_eq!(seen.len(), 1);
+    second.send(now, netmap_request());
+    let seen = pump(
+        &mut [(&mut second, SocketAddr::from(([10, 0, 0, 8], 4500)), now)],
+        &mut server,
+        now,
+    );
+    assert!(seen.is_empty());
+    assert_eq!(server.counters().drops(AuthorityDrop::TooManyClients), 1);
+    // Once the first client's record has aged out, there is room again.
+    let later = Now {
+        instant: now.instant + Duration::from_secs(200),
+        unix: now.unix.saturating_add(Duration::from_secs(200)),
+    };
+    server.handle_timeout(later);
+    let mut third = direct_client(9, keys.public(), later);
+    third.send(later, netmap_request());
+    let seen = pump(
+        &mut [(&mut third, SocketAddr::from(([10, 0, 0, 9], 4500)), later)],
+        &mut server,
+        later,
+    );
+    assert_eq!(seen.len(), 1);
+}

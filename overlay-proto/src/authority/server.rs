@@ -159,6 +159,7 @@ pub struct AuthorityServer {
     transmits: VecDeque<Transmit>,
     counters: AuthorityCounters,
     next_sweep: Option<Instant>,
+    last_full_sweep: Option<Instant>,
 }
 
 impl AuthorityServer {
@@ -183,6 +184,7 @@ impl AuthorityServer {
             transmits: VecDeque::new(),
             counters: AuthorityCounters::default(),
             next_sweep: None,
+            last_full_sweep: None,
             config,
         }
     }
@@ -353,7 +355,14 @@ impl AuthorityServer {
                     return Err(AuthorityDrop::StaleInitiation);
                 }
                 if self.clients.len() >= self.config.max_clients {
-                    self.sweep(now.instant);
+                    // A full table is swept at most once a second, so a
+                    // flood of new keys cannot make every initiation scan it.
+                    if self.last_full_sweep.is_none_or(|t| {
+                        now.instant.saturating_duration_since(t) >= Duration::from_secs(1)
+                    }) {
+                        self.last_full_sweep = Some(now.instant);
+                        self.sweep(now.instant);
+                    }
                     if self.clients.len() >= self.config.max_clients {
                         return Err(AuthorityDrop::TooManyClients);
                     }
