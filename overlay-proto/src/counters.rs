@@ -39,6 +39,9 @@ drop_reasons! {
     MalformedDatagram => "malformed_datagram",
     /// A control packet that failed to parse.
     MalformedControl => "malformed_control",
+    /// An authority-channel message (for addrd's login channel), which the
+    /// driver should have handed to its authority client or server.
+    AuthorityMessage => "authority_message",
     /// ESP with an SPI that names no security association here.
     UnknownSpi => "unknown_spi",
     /// ESP shorter than its fixed fields.

@@ -16,6 +16,9 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 use crate::aead::AeadProvider;
+use crate::authority::{
+    AuthorityClient, AuthorityServer, ClientConfig, ClientTimers, Password, Request, Response,
+};
 use crate::esp::{EspKeyMaterial, InboundSa, OutboundSa, NEXT_HEADER_IPV6};
 use crate::handshake::{
     HandshakePayload, InitiatorHandshake, ReceivedPayload, ResponderHandshake, StaticKeypair,
@@ -108,6 +111,110 @@ pub fn handshake(data: &[u8]) {
         let mut buf = vec![0u8; again.buffer_len()];
         let n = again.emit(&mut buf).expect("buffer sized by buffer_len");
         assert_eq!(&buf[..n], data, "emit(parse(x)) != x");
+    }
+}
+
+/// The authority channel: request and response records with their emit
+/// round trip; arbitrary bytes as datagrams to a server and a client; then a
+/// genuine session carrying a request built from the input (which must
+/// arrive unchanged and be answered), and the input spliced after the
+/// genuine data header (which must never authenticate).
+pub fn authority(data: &[u8]) {
+    if let Ok((id, request)) = Request::parse(data) {
+        let mut out = vec![0u8; request.buffer_len()];
+        let n = request
+            .emit(id, &mut out)
+            .expect("buffer sized by buffer_len");
+        assert_eq!(&out[..n], data, "emit(parse(x)) != x");
+    }
+    if let Ok((id, response)) = Response::parse(data) {
+        let mut out = vec![0u8; response.buffer_len()];
+        let n = response
+            .emit(id, &mut out)
+            .expect("buffer sized by buffer_len");
+        assert_eq!(&out[..n], data, "emit(parse(x)) != x");
+    }
+
+    let now = Now {
+        instant: Instant::now(),
+        unix: UnixTime::from_secs(1_800_000_000),
+    };
+    let server_addr: SocketAddr = "10.0.0.1:4500".parse().expect("literal");
+    let client_addr: SocketAddr = "10.0.0.2:4500".parse().expect("literal");
+    let server_keys = StaticKeypair::from_private([0x31; 32]);
+    let mut server = AuthorityServer::new(server_keys.clone(), None, [1; 32]);
+    let config = ClientConfig {
+        keypair: StaticKeypair::from_private([0x32; 32]),
+        server_key: server_keys.public(),
+        server: server_addr,
+        psk: None,
+        timers: ClientTimers::default(),
+    };
+    let mut client = AuthorityClient::new(config, [2; 32], now);
+    assert!(server
+        .handle_datagram(now, client_addr, &mut data.to_vec())
+        .is_none());
+    client.handle_datagram(now, server_addr, &mut data.to_vec());
+
+    let request = match data.split_first() {
+        Some((0, rest)) => Request::Login {
+            user: String::from_utf8_lossy(rest.get(..32).unwrap_or(rest)).into_owned(),
+            password: Password::from_slice(rest),
+        },
+        _ => Request::Renew {
+            lease: data.to_vec(),
+        },
+    };
+    let encodable = request
+        .emit(crate::authority::RequestId(0), &mut [0u8; 4096])
+        .is_ok();
+    let id = client.send(now, request.clone());
+    let mut last_data = None;
+    let mut received = None;
+    for _ in 0..8 {
+        while let Some(t) = client.poll_transmit() {
+            last_data = Some(t.contents.clone());
+            let mut bytes = t.contents;
+            if let Some(incoming) = server.handle_datagram(now, client_addr, &mut bytes) {
+                assert_eq!(incoming.request, request);
+                assert_eq!(incoming.request_id, id);
+                received = Some(incoming.request_id);
+                server
+                    .respond(
+                        now,
+                        incoming.session,
+                        incoming.request_id,
+                        Response::ServerBusy {
+                            retry_after_secs: 1,
+                        },
+                    )
+                    .expect("pending request");
+            }
+        }
+        while let Some(t) = server.poll_transmit() {
+            let mut bytes = t.contents;
+            client.handle_datagram(now, server_addr, &mut bytes);
+        }
+    }
+    assert_eq!(received.is_some(), encodable);
+    let answer = client
+        .poll_response()
+        .expect("an answer or an encode error");
+    assert_eq!(answer.0, id);
+    assert_eq!(answer.1.is_ok(), encodable);
+    if let Some(genuine) = last_data {
+        let mut forged = genuine
+            .get(..crate::authority::DATA_HEADER_LEN)
+            .unwrap_or_default()
+            .to_vec();
+        // A counter the window has not seen.
+        if let Some(c) = forged.get_mut(12) {
+            *c ^= 0x80;
+        }
+        forged.extend_from_slice(data);
+        assert!(server
+            .handle_datagram(now, client_addr, &mut forged)
+            .is_none());
     }
 }
 

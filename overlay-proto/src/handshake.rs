@@ -15,6 +15,11 @@
 //! initiator's identity, lease and timestamp (refusing replayed or older
 //! initiations) before it spends the second half of the Diffie-Hellman work.
 //!
+//! The authority channel (a terminal's login channel to addrd,
+//! [`crate::authority`]) runs the same handshake with [`Channel::Authority`]:
+//! its own prologue ([`AUTHORITY_PROLOGUE`]) and key labels, so no message of
+//! one channel can complete a handshake of the other.
+//!
 //! When the handshake completes, both sides derive the ESP key material of
 //! both directions from the raw Noise split with [`derive_sa_keys`]
 //! (HKDF-SHA256, salted with the handshake hash, domain-separated labels).
@@ -59,6 +64,51 @@ pub const NOISE_PROTOCOL: &str = "Noise_IKpsk2_25519_ChaChaPoly_BLAKE2s";
 
 /// The Noise prologue, mixed into the handshake hash by both sides.
 pub const PROLOGUE: &[u8] = b"permanet v1";
+
+/// The Noise prologue of the authority channel (terminal to addrd; see
+/// [`crate::authority`]): a different prologue, so a message of one channel
+/// can never complete a handshake of the other.
+pub const AUTHORITY_PROLOGUE: &[u8] = b"permanet v1 authority";
+
+/// HKDF info for the authority channel's initiator→responder key.
+pub const INFO_AUTHORITY_INITIATOR_TO_RESPONDER: &[u8] =
+    b"permanet v1 authority initiator->responder";
+
+/// HKDF info for the authority channel's responder→initiator key.
+pub const INFO_AUTHORITY_RESPONDER_TO_INITIATOR: &[u8] =
+    b"permanet v1 authority responder->initiator";
+
+/// Which protocol a handshake keys: the tunnel's ESP security associations
+/// or the authority channel. The two use different Noise prologues and key
+/// derivation labels.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Channel {
+    /// The tunnel between two nodes ([`PROLOGUE`]).
+    #[default]
+    Tunnel,
+    /// A terminal's channel to addrd ([`AUTHORITY_PROLOGUE`]).
+    Authority,
+}
+
+impl Channel {
+    /// The Noise prologue of this channel.
+    pub const fn prologue(self) -> &'static [u8] {
+        match self {
+            Channel::Tunnel => PROLOGUE,
+            Channel::Authority => AUTHORITY_PROLOGUE,
+        }
+    }
+
+    const fn labels(self) -> (&'static [u8], &'static [u8]) {
+        match self {
+            Channel::Tunnel => (INFO_INITIATOR_TO_RESPONDER, INFO_RESPONDER_TO_INITIATOR),
+            Channel::Authority => (
+                INFO_AUTHORITY_INITIATOR_TO_RESPONDER,
+                INFO_AUTHORITY_RESPONDER_TO_INITIATOR,
+            ),
+        }
+    }
+}
 
 /// Longest lease a handshake payload may carry, in bytes (the lease
 /// format's own limit).
@@ -526,8 +576,20 @@ pub fn derive_sa_keys(
     k_r2i: &[u8; 32],
     handshake_hash: &[u8; 32],
 ) -> SaKeys {
-    let i2r = esp_key_material(k_i2r, handshake_hash, INFO_INITIATOR_TO_RESPONDER);
-    let r2i = esp_key_material(k_r2i, handshake_hash, INFO_RESPONDER_TO_INITIATOR);
+    derive_channel_keys(Channel::Tunnel, role, k_i2r, k_r2i, handshake_hash)
+}
+
+/// [`derive_sa_keys`] with the labels of `channel`.
+fn derive_channel_keys(
+    channel: Channel,
+    role: Role,
+    k_i2r: &[u8; 32],
+    k_r2i: &[u8; 32],
+    handshake_hash: &[u8; 32],
+) -> SaKeys {
+    let (info_i2r, info_r2i) = channel.labels();
+    let i2r = esp_key_material(k_i2r, handshake_hash, info_i2r);
+    let r2i = esp_key_material(k_r2i, handshake_hash, info_r2i);
     match role {
         Role::Initiator => SaKeys {
             outbound: i2r,
@@ -544,6 +606,7 @@ pub fn derive_sa_keys(
 pub struct InitiatorHandshake {
     state: HandshakeState,
     keys: Arc<HandshakeKeys>,
+    channel: Channel,
 }
 
 impl InitiatorHandshake {
@@ -554,6 +617,19 @@ impl InitiatorHandshake {
     /// `psk` is the pre-shared key configured for `remote`, if any. The
     /// ephemeral key is drawn from `rng`.
     pub fn start(
+        local: &StaticKeypair,
+        remote: &PublicKey,
+        psk: Option<&Psk>,
+        payload: &HandshakePayload<'_>,
+        rng: &mut impl CryptoRngCore,
+        out: &mut [u8],
+    ) -> Result<(InitiatorHandshake, usize), HandshakeError> {
+        Self::start_on(Channel::Tunnel, local, remote, psk, payload, rng, out)
+    }
+
+    /// [`start`](Self::start) for the given channel's prologue and keys.
+    pub fn start_on(
+        channel: Channel,
         local: &StaticKeypair,
         remote: &PublicKey,
         psk: Option<&Psk>,
@@ -572,7 +648,7 @@ impl InitiatorHandshake {
         let keys = Arc::new(HandshakeKeys::new(local, SsToken::RemoteStatic(remote.0)));
         let resolver = Resolver::new(Arc::clone(&keys), rng);
         let mut state = snow::Builder::with_resolver(params, Box::new(resolver))
-            .prologue(PROLOGUE)
+            .prologue(channel.prologue())
             .local_private_key(&local.private)
             .remote_public_key(&remote.0)
             .psk(PSK_POSITION, psk)
@@ -582,7 +658,14 @@ impl InitiatorHandshake {
             .write_message(plain, out)
             .map_err(HandshakeError::from_noise)?;
         keys.commit_ss(&remote.0);
-        Ok((InitiatorHandshake { state, keys }, written))
+        Ok((
+            InitiatorHandshake {
+                state,
+                keys,
+                channel,
+            },
+            written,
+        ))
     }
 
     /// Reads Noise message 2 (`<- e, ee, se, psk`) and returns the
@@ -606,7 +689,7 @@ impl InitiatorHandshake {
         self.keys.discard_pending();
         let plain_len = plain_len?;
         let payload = ReceivedPayload::parse(plain.get(..plain_len).ok_or(HandshakeError::Setup)?)?;
-        let keys = split(&mut self.state, Role::Initiator)?;
+        let keys = split(&mut self.state, Role::Initiator, self.channel)?;
         Ok((payload, keys))
     }
 }
@@ -620,6 +703,7 @@ impl fmt::Debug for InitiatorHandshake {
 /// A received, authenticated initiation that has not been answered yet.
 pub struct ResponderHandshake {
     state: HandshakeState,
+    channel: Channel,
 }
 
 impl ResponderHandshake {
@@ -636,12 +720,23 @@ impl ResponderHandshake {
         initiation_noise: &[u8],
         rng: &mut impl CryptoRngCore,
     ) -> Result<(ResponderHandshake, PublicKey, ReceivedPayload), HandshakeError> {
+        Self::read_initiation_on(Channel::Tunnel, local, initiation_noise, rng)
+    }
+
+    /// [`read_initiation`](Self::read_initiation) for the given channel's
+    /// prologue and keys.
+    pub fn read_initiation_on(
+        channel: Channel,
+        local: &StaticKeypair,
+        initiation_noise: &[u8],
+        rng: &mut impl CryptoRngCore,
+    ) -> Result<(ResponderHandshake, PublicKey, ReceivedPayload), HandshakeError> {
         check_len(initiation_noise, MIN_INITIATION_LEN, MAX_INITIATION_LEN)?;
         let params = noise_params()?;
         let keys = Arc::new(HandshakeKeys::new(local, SsToken::SecondStaticDh));
         let resolver = Resolver::new(Arc::clone(&keys), rng);
         let mut state = snow::Builder::with_resolver(params, Box::new(resolver))
-            .prologue(PROLOGUE)
+            .prologue(channel.prologue())
             .local_private_key(&local.private)
             .build_responder()
             .map_err(HandshakeError::from_noise)?;
@@ -656,7 +751,11 @@ impl ResponderHandshake {
         // The message authenticated: the initiator holds that static key.
         keys.commit_ss(&initiator);
         let payload = ReceivedPayload::parse(plain.get(..plain_len).ok_or(HandshakeError::Setup)?)?;
-        Ok((ResponderHandshake { state }, PublicKey(initiator), payload))
+        Ok((
+            ResponderHandshake { state, channel },
+            PublicKey(initiator),
+            payload,
+        ))
     }
 
     /// Writes Noise message 2 (`<- e, ee, se, psk`) carrying `payload` to
@@ -686,7 +785,7 @@ impl ResponderHandshake {
             .state
             .write_message(plain, out)
             .map_err(HandshakeError::from_noise)?;
-        let keys = split(&mut self.state, Role::Responder)?;
+        let keys = split(&mut self.state, Role::Responder, self.channel)?;
         Ok((written, keys))
     }
 }
@@ -712,7 +811,11 @@ fn noise_params() -> Result<NoiseParams, HandshakeError> {
 }
 
 /// Derives the SA keys of a finished handshake.
-fn split(state: &mut HandshakeState, role: Role) -> Result<SaKeys, HandshakeError> {
+fn split(
+    state: &mut HandshakeState,
+    role: Role,
+    channel: Channel,
+) -> Result<SaKeys, HandshakeError> {
     if !state.is_handshake_finished() {
         return Err(HandshakeError::UnexpectedState);
     }
@@ -722,7 +825,7 @@ fn split(state: &mut HandshakeState, role: Role) -> Result<SaKeys, HandshakeErro
         .map_err(|_| HandshakeError::Setup)?;
     let (k_i2r, k_r2i) = state.dangerously_get_raw_split();
     let (k_i2r, k_r2i) = (Zeroizing::new(k_i2r), Zeroizing::new(k_r2i));
-    Ok(derive_sa_keys(role, &k_i2r, &k_r2i, &hash))
+    Ok(derive_channel_keys(channel, role, &k_i2r, &k_r2i, &hash))
 }
 
 fn esp_key_material(ikm: &[u8; 32], handshake_hash: &[u8; 32], info: &[u8]) -> EspKeyMaterial {

@@ -15,6 +15,7 @@
 
 pub mod addr;
 pub mod aead;
+pub mod authority;
 pub mod cookie;
 pub mod counters;
 pub mod esp;

@@ -12,7 +12,11 @@
 //! [`Node::handle_timeout`], datagrams out through [`Node::poll_transmit`].
 //! The protocol tests and the `sim` example use it; it is public so the
 //! daemons' own tests can use it too.
+//!
+//! Other sans-IO state machines (the authority client and server, wrapped
+//! with a test's logic) join the same network as [`Endpoint`]s.
 
+use std::any::Any;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
 use std::fmt;
@@ -25,7 +29,7 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::handshake::StaticKeypair;
 use crate::lease::{EntityKind, Lease, LeaseAuthority, SignedLease};
-use crate::node::{Event, Node, Outgoing, Received};
+use crate::node::{Event, Node, Outgoing, Received, Transmit};
 use crate::session::PeerId;
 use crate::time::{Now, UnixTime};
 use crate::wire::{self, DatagramKind, MessageType};
@@ -91,6 +95,32 @@ pub struct Host {
     pub events: Vec<Event>,
 }
 
+/// A sans-IO state machine other than a [`Node`] on the simulated network,
+/// driven the same way: datagrams in, transmits out, timers.
+pub trait Endpoint: Any + fmt::Debug {
+    /// A datagram arrived from `src`.
+    fn handle_datagram(&mut self, now: Now, src: SocketAddr, datagram: &mut [u8]);
+    /// The next datagram to send.
+    fn poll_transmit(&mut self) -> Option<Transmit>;
+    /// When [`handle_timeout`](Self::handle_timeout) is due.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// A timer fired.
+    fn handle_timeout(&mut self, now: Now);
+    /// For [`Simulation::with_endpoint`].
+    fn as_any_mut(&mut self) -> &mut dyn Any;
+}
+
+/// Index of an [`Endpoint`] in a simulation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointId(pub usize);
+
+#[derive(Debug)]
+struct EndpointHost {
+    name: String,
+    address: SocketAddr,
+    endpoint: Box<dyn Endpoint>,
+}
+
 /// What the network did, in total.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NetworkStats {
@@ -140,6 +170,7 @@ pub struct Simulation {
     now: Now,
     rng: ChaCha20Rng,
     hosts: Vec<Host>,
+    endpoints: Vec<EndpointHost>,
     in_flight: BinaryHeap<Reverse<InFlight>>,
     order: u64,
     /// Conditions applied to every datagram sent from now on.
@@ -168,6 +199,7 @@ impl Simulation {
             },
             rng: ChaCha20Rng::seed_from_u64(seed),
             hosts: Vec::new(),
+            endpoints: Vec::new(),
             in_flight: BinaryHeap::new(),
             order: 0,
             link,
@@ -206,6 +238,40 @@ impl Simulation {
             events: Vec::new(),
         });
         HostId(self.hosts.len() - 1)
+    }
+
+    /// Put an [`Endpoint`] on the network at `address`.
+    pub fn add_endpoint(
+        &mut self,
+        name: &str,
+        endpoint: Box<dyn Endpoint>,
+        address: SocketAddr,
+    ) -> EndpointId {
+        self.endpoints.push(EndpointHost {
+            name: name.to_owned(),
+            address,
+            endpoint,
+        });
+        EndpointId(self.endpoints.len() - 1)
+    }
+
+    /// Runs `f` on endpoint `id` (which must be a `T`) at the current time,
+    /// then puts what it wants to send on the network. `None` if the
+    /// endpoint is not a `T`.
+    pub fn with_endpoint<T: Endpoint, R>(
+        &mut self,
+        id: EndpointId,
+        f: impl FnOnce(&mut T, Now) -> R,
+    ) -> Option<R> {
+        let now = self.now;
+        let endpoint = self.endpoints.get_mut(id.0)?;
+        let result = endpoint
+            .endpoint
+            .as_any_mut()
+            .downcast_mut::<T>()
+            .map(|e| f(e, now));
+        self.drain_endpoint(id.0);
+        result
     }
 
     /// A host.
@@ -309,6 +375,11 @@ impl Simulation {
             .hosts
             .iter()
             .filter_map(|h| h.node.poll_timeout())
+            .chain(
+                self.endpoints
+                    .iter()
+                    .filter_map(|e| e.endpoint.poll_timeout()),
+            )
             .min();
         let next = match (next_arrival, next_timer) {
             (Some(a), Some(t)) => a.min(t),
@@ -338,12 +409,31 @@ impl Simulation {
                     self.drain(HostId(i));
                 }
             }
+            for i in 0..self.endpoints.len() {
+                if self.endpoints[i]
+                    .endpoint
+                    .poll_timeout()
+                    .is_some_and(|t| t <= now.instant)
+                {
+                    self.endpoints[i].endpoint.handle_timeout(now);
+                    self.drain_endpoint(i);
+                }
+            }
         }
         true
     }
 
     fn deliver(&mut self, mut datagram: InFlight) {
         let Some(i) = self.hosts.iter().position(|h| h.address == datagram.to) else {
+            if let Some(e) = self.endpoints.iter().position(|e| e.address == datagram.to) {
+                self.stats.delivered += 1;
+                let now = self.now;
+                self.endpoints[e]
+                    .endpoint
+                    .handle_datagram(now, datagram.from, &mut datagram.bytes);
+                self.drain_endpoint(e);
+                return;
+            }
             self.stats.unroutable += 1;
             return;
         };
@@ -387,6 +477,13 @@ impl Simulation {
             let line = format!("{name}: {}", describe_event(&event));
             self.hosts[id.0].events.push(event);
             self.log(line);
+        }
+    }
+
+    fn drain_endpoint(&mut self, i: usize) {
+        let from = self.endpoints[i].address;
+        while let Some(t) = self.endpoints[i].endpoint.poll_transmit() {
+            self.transmit(from, t.destination, t.contents, None);
         }
     }
 
@@ -441,8 +538,10 @@ impl Simulation {
     fn name_of(&self, address: SocketAddr) -> String {
         self.hosts
             .iter()
-            .find(|h| h.address == address)
-            .map_or_else(|| address.to_string(), |h| h.name.clone())
+            .map(|h| (h.address, &h.name))
+            .chain(self.endpoints.iter().map(|e| (e.address, &e.name)))
+            .find(|(a, _)| *a == address)
+            .map_or_else(|| address.to_string(), |(_, name)| name.clone())
     }
 
     fn log(&mut self, what: String) {
@@ -473,6 +572,10 @@ fn describe_datagram(bytes: &[u8]) -> String {
                 Ok(MessageType::HandshakeInitiation) => "handshake initiation".to_owned(),
                 Ok(MessageType::HandshakeResponse) => "handshake response".to_owned(),
                 Ok(MessageType::CookieReply) => "cookie reply".to_owned(),
+                Ok(MessageType::AuthorityInitiation) => "authority initiation".to_owned(),
+                Ok(MessageType::AuthorityResponse) => "authority response".to_owned(),
+                Ok(MessageType::AuthorityCookieReply) => "authority cookie reply".to_owned(),
+                Ok(MessageType::AuthorityData) => "authority data".to_owned(),
                 Err(_) => "malformed control packet".to_owned(),
             }
         }

@@ -64,6 +64,10 @@ pub const RESPONSE_MIN_LEN: usize = HEADER_LEN + 2 * SPI_LEN + MIN_NOISE_LEN + 2
 /// The one valid length of a cookie reply.
 pub const COOKIE_REPLY_LEN: usize = HEADER_LEN + SPI_LEN + COOKIE_NONCE_LEN + ENCRYPTED_COOKIE_LEN;
 
+/// Smallest valid authority data message: header, receiver session (4),
+/// counter (8) and the AEAD tag (16) around an empty plaintext.
+pub const AUTHORITY_DATA_MIN_LEN: usize = HEADER_LEN + SPI_LEN + 8 + 16;
+
 /// Largest control packet accepted or emitted: a handshake response with a
 /// Noise message of [`MAX_NOISE_LEN`] (4144 bytes). Anything longer is
 /// refused before any field is looked at.
@@ -179,6 +183,19 @@ pub enum MessageType {
     HandshakeResponse = 0x02,
     /// Stateless cookie sent instead of a response when under load.
     CookieReply = 0x03,
+    /// Authority channel (terminal to addrd): handshake initiation, laid
+    /// out like [`MessageType::HandshakeInitiation`] (see
+    /// [`crate::authority`]).
+    AuthorityInitiation = 0x04,
+    /// Authority channel: handshake response, laid out like
+    /// [`MessageType::HandshakeResponse`].
+    AuthorityResponse = 0x05,
+    /// Authority channel: cookie reply, laid out like
+    /// [`MessageType::CookieReply`].
+    AuthorityCookieReply = 0x06,
+    /// Authority channel: a sealed request or response
+    /// (`receiver_session | counter | ciphertext | tag`).
+    AuthorityData = 0x07,
 }
 
 impl MessageType {
@@ -188,6 +205,10 @@ impl MessageType {
             MessageType::HandshakeInitiation => INITIATION_MIN_LEN,
             MessageType::HandshakeResponse => RESPONSE_MIN_LEN,
             MessageType::CookieReply => COOKIE_REPLY_LEN,
+            MessageType::AuthorityInitiation => INITIATION_MIN_LEN,
+            MessageType::AuthorityResponse => RESPONSE_MIN_LEN,
+            MessageType::AuthorityCookieReply => COOKIE_REPLY_LEN,
+            MessageType::AuthorityData => AUTHORITY_DATA_MIN_LEN,
         }
     }
 
@@ -195,7 +216,32 @@ impl MessageType {
     pub const fn has_macs(self) -> bool {
         matches!(
             self,
-            MessageType::HandshakeInitiation | MessageType::HandshakeResponse
+            MessageType::HandshakeInitiation
+                | MessageType::HandshakeResponse
+                | MessageType::AuthorityInitiation
+                | MessageType::AuthorityResponse
+        )
+    }
+
+    /// Whether the message belongs to the authority channel (terminal to
+    /// addrd) rather than to the tunnel: a driver hands those datagrams to
+    /// its `AuthorityClient` or `AuthorityServer`, not to its `Node`.
+    pub const fn is_authority(self) -> bool {
+        matches!(
+            self,
+            MessageType::AuthorityInitiation
+                | MessageType::AuthorityResponse
+                | MessageType::AuthorityCookieReply
+                | MessageType::AuthorityData
+        )
+    }
+
+    /// Whether the message is a fixed-length cookie reply (of either
+    /// channel).
+    pub const fn is_cookie_reply(self) -> bool {
+        matches!(
+            self,
+            MessageType::CookieReply | MessageType::AuthorityCookieReply
         )
     }
 }
@@ -208,6 +254,10 @@ impl TryFrom<u8> for MessageType {
             0x01 => Ok(MessageType::HandshakeInitiation),
             0x02 => Ok(MessageType::HandshakeResponse),
             0x03 => Ok(MessageType::CookieReply),
+            0x04 => Ok(MessageType::AuthorityInitiation),
+            0x05 => Ok(MessageType::AuthorityResponse),
+            0x06 => Ok(MessageType::AuthorityCookieReply),
+            0x07 => Ok(MessageType::AuthorityData),
             other => Err(WireError::UnknownMessageType(other)),
         }
     }
@@ -256,7 +306,7 @@ impl<T: AsRef<[u8]>> ControlPacket<T> {
         if bytes.len() < message_type.min_len() {
             return Err(WireError::Truncated);
         }
-        if message_type == MessageType::CookieReply && bytes.len() > COOKIE_REPLY_LEN {
+        if message_type.is_cookie_reply() && bytes.len() > COOKIE_REPLY_LEN {
             return Err(WireError::TrailingBytes);
         }
         Ok(ControlPacket {
@@ -380,8 +430,15 @@ pub struct InitiationRepr<'a> {
 impl<'a> InitiationRepr<'a> {
     /// Parses a complete control packet that must be an initiation.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, WireError> {
+        Self::parse_as(bytes, MessageType::HandshakeInitiation)
+    }
+
+    /// Parses a complete control packet that must be an initiation of the
+    /// given type ([`MessageType::HandshakeInitiation`] or
+    /// [`MessageType::AuthorityInitiation`], which share the layout).
+    pub fn parse_as(bytes: &'a [u8], message_type: MessageType) -> Result<Self, WireError> {
         let packet = ControlPacket::new_checked(bytes)?;
-        expect_type(&packet, MessageType::HandshakeInitiation)?;
+        expect_type(&packet, message_type)?;
         let (sender_spi, rest) = read_spi(body_of(bytes))?;
         let NoiseAndMacs { noise, mac1, mac2 } = split_noise_and_macs(rest)?;
         Ok(InitiationRepr {
@@ -399,11 +456,17 @@ impl<'a> InitiationRepr<'a> {
 
     /// Writes the packet to the start of `buf` and returns its length.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        self.emit_as(buf, MessageType::HandshakeInitiation)
+    }
+
+    /// Writes the packet with the given message type (see
+    /// [`parse_as`](Self::parse_as)).
+    pub fn emit_as(&self, buf: &mut [u8], message_type: MessageType) -> Result<usize, WireError> {
         check_spi(self.sender_spi)?;
         check_noise_len(self.noise.len())?;
         let len = self.buffer_len();
         let mut w = Writer::new(buf.get_mut(..len).ok_or(WireError::BufferTooSmall)?);
-        w.put(&header(MessageType::HandshakeInitiation))?;
+        w.put(&header(message_type))?;
         w.put(&self.sender_spi.to_be_bytes())?;
         w.put(self.noise)?;
         w.put(&self.mac1)?;
@@ -432,8 +495,15 @@ pub struct ResponseRepr<'a> {
 impl<'a> ResponseRepr<'a> {
     /// Parses a complete control packet that must be a response.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, WireError> {
+        Self::parse_as(bytes, MessageType::HandshakeResponse)
+    }
+
+    /// Parses a complete control packet that must be a response of the
+    /// given type ([`MessageType::HandshakeResponse`] or
+    /// [`MessageType::AuthorityResponse`], which share the layout).
+    pub fn parse_as(bytes: &'a [u8], message_type: MessageType) -> Result<Self, WireError> {
         let packet = ControlPacket::new_checked(bytes)?;
-        expect_type(&packet, MessageType::HandshakeResponse)?;
+        expect_type(&packet, message_type)?;
         let (sender_spi, rest) = read_spi(body_of(bytes))?;
         let (receiver_spi, rest) = read_spi(rest)?;
         let NoiseAndMacs { noise, mac1, mac2 } = split_noise_and_macs(rest)?;
@@ -453,12 +523,18 @@ impl<'a> ResponseRepr<'a> {
 
     /// Writes the packet to the start of `buf` and returns its length.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        self.emit_as(buf, MessageType::HandshakeResponse)
+    }
+
+    /// Writes the packet with the given message type (see
+    /// [`parse_as`](Self::parse_as)).
+    pub fn emit_as(&self, buf: &mut [u8], message_type: MessageType) -> Result<usize, WireError> {
         check_spi(self.sender_spi)?;
         check_spi(self.receiver_spi)?;
         check_noise_len(self.noise.len())?;
         let len = self.buffer_len();
         let mut w = Writer::new(buf.get_mut(..len).ok_or(WireError::BufferTooSmall)?);
-        w.put(&header(MessageType::HandshakeResponse))?;
+        w.put(&header(message_type))?;
         w.put(&self.sender_spi.to_be_bytes())?;
         w.put(&self.receiver_spi.to_be_bytes())?;
         w.put(self.noise)?;
@@ -483,8 +559,15 @@ pub struct CookieReplyRepr {
 impl CookieReplyRepr {
     /// Parses a complete control packet that must be a cookie reply.
     pub fn parse(bytes: &[u8]) -> Result<Self, WireError> {
+        Self::parse_as(bytes, MessageType::CookieReply)
+    }
+
+    /// Parses a complete control packet that must be a cookie reply of the
+    /// given type ([`MessageType::CookieReply`] or
+    /// [`MessageType::AuthorityCookieReply`], which share the layout).
+    pub fn parse_as(bytes: &[u8], message_type: MessageType) -> Result<Self, WireError> {
         let packet = ControlPacket::new_checked(bytes)?;
-        expect_type(&packet, MessageType::CookieReply)?;
+        expect_type(&packet, message_type)?;
         let (receiver_spi, rest) = read_spi(body_of(bytes))?;
         let (nonce, rest) = rest
             .split_first_chunk::<COOKIE_NONCE_LEN>()
@@ -509,10 +592,16 @@ impl CookieReplyRepr {
 
     /// Writes the packet to the start of `buf` and returns its length.
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, WireError> {
+        self.emit_as(buf, MessageType::CookieReply)
+    }
+
+    /// Writes the packet with the given message type (see
+    /// [`parse_as`](Self::parse_as)).
+    pub fn emit_as(&self, buf: &mut [u8], message_type: MessageType) -> Result<usize, WireError> {
         check_spi(self.receiver_spi)?;
         let len = self.buffer_len();
         let mut w = Writer::new(buf.get_mut(..len).ok_or(WireError::BufferTooSmall)?);
-        w.put(&header(MessageType::CookieReply))?;
+        w.put(&header(message_type))?;
         w.put(&self.receiver_spi.to_be_bytes())?;
         w.put(&self.nonce)?;
         w.put(&self.encrypted_cookie)?;
@@ -538,6 +627,9 @@ impl<'a> ControlRepr<'a> {
             MessageType::HandshakeInitiation => InitiationRepr::parse(bytes).map(Self::Initiation),
             MessageType::HandshakeResponse => ResponseRepr::parse(bytes).map(Self::Response),
             MessageType::CookieReply => CookieReplyRepr::parse(bytes).map(Self::CookieReply),
+            // The authority channel's messages are parsed by
+            // `crate::authority`, not by the tunnel's control plane.
+            other => Err(WireError::UnexpectedMessageType(other)),
         }
     }
 
@@ -951,7 +1043,7 @@ mod tests {
 
     #[test]
     fn unknown_message_types_are_refused() {
-        for ty in [0x00, 0x04, 0x7F, 0xFF] {
+        for ty in [0x00, 0x08, 0x7F, 0xFF] {
             let mut bytes = INITIATION_BYTES;
             bytes[4] = ty;
             assert_eq!(
@@ -1163,5 +1255,79 @@ mod tests {
         labels.sort_unstable();
         labels.dedup();
         assert_eq!(labels.len(), all.len());
+    }
+
+    #[test]
+    fn authority_types_share_the_layouts_under_their_own_type_byte() {
+        let mut buf = vec![0u8; 256];
+        let n = initiation()
+            .emit_as(&mut buf, MessageType::AuthorityInitiation)
+            .unwrap();
+        let mut expected = INITIATION_BYTES;
+        expected[4] = 0x04;
+        assert_eq!(buf[..n], expected);
+        assert_eq!(
+            InitiationRepr::parse_as(&buf[..n], MessageType::AuthorityInitiation).unwrap(),
+            initiation()
+        );
+        // The tunnel's parsers refuse it, and the other way round.
+        assert_eq!(
+            InitiationRepr::parse(&buf[..n]),
+            Err(WireError::UnexpectedMessageType(
+                MessageType::AuthorityInitiation
+            ))
+        );
+        assert_eq!(
+            ControlRepr::parse(&buf[..n]),
+            Err(WireError::UnexpectedMessageType(
+                MessageType::AuthorityInitiation
+            ))
+        );
+        assert!(
+            InitiationRepr::parse_as(&INITIATION_BYTES, MessageType::AuthorityInitiation).is_err()
+        );
+
+        let n = response()
+            .emit_as(&mut buf, MessageType::AuthorityResponse)
+            .unwrap();
+        assert_eq!(buf[4], 0x05);
+        assert_eq!(
+            ResponseRepr::parse_as(&buf[..n], MessageType::AuthorityResponse).unwrap(),
+            response()
+        );
+        let n = cookie_reply()
+            .emit_as(&mut buf, MessageType::AuthorityCookieReply)
+            .unwrap();
+        assert_eq!(buf[4], 0x06);
+        assert_eq!(
+            CookieReplyRepr::parse_as(&buf[..n], MessageType::AuthorityCookieReply).unwrap(),
+            cookie_reply()
+        );
+        let mut long = buf[..n].to_vec();
+        long.push(0);
+        assert_eq!(
+            CookieReplyRepr::parse_as(&long, MessageType::AuthorityCookieReply),
+            Err(WireError::TrailingBytes)
+        );
+        // A data message needs header, session, counter and tag.
+        let mut data = [0u8; AUTHORITY_DATA_MIN_LEN];
+        data[4] = 0x07;
+        assert!(ControlPacket::new_checked(&data[..]).is_ok());
+        assert_eq!(
+            ControlPacket::new_checked(&data[..AUTHORITY_DATA_MIN_LEN - 1]).err(),
+            Some(WireError::Truncated)
+        );
+        for (ty, authority) in [
+            (MessageType::HandshakeInitiation, false),
+            (MessageType::HandshakeResponse, false),
+            (MessageType::CookieReply, false),
+            (MessageType::AuthorityInitiation, true),
+            (MessageType::AuthorityResponse, true),
+            (MessageType::AuthorityCookieReply, true),
+            (MessageType::AuthorityData, true),
+        ] {
+            assert_eq!(ty.is_authority(), authority);
+            assert_eq!(MessageType::try_from(u8::from(ty)), Ok(ty));
+        }
     }
 }

@@ -28,6 +28,11 @@ fn esp_decapsulate_corpus() {
 }
 
 #[test]
+fn authority_corpus() {
+    replay("authority", fuzzing::authority);
+}
+
+#[test]
 fn control_corpus() {
     replay("control", fuzzing::control);
 }

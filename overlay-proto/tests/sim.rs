@@ -860,3 +860,17 @@ fn persistent_keepalive_can_be_started_and_stopped_at_runtime() {
         .node
         .set_persistent_keepalive(PeerId(999), None, now));
 }
+
+#[test]
+fn an_authority_message_reaching_a_node_is_dropped_and_counted() {
+    let mut w = world(9, LinkConditions::PERFECT);
+    w.establish();
+    // A well-formed authority initiation (type 0x04): the driver should
+    // have given it to its authority client or server, not to the node.
+    let mut datagram = vec![0, 0, 0, 0, 0x04, 0, 0, 0, 0, 0, 0x10, 0];
+    datagram.extend_from_slice(&[0x5a; 32 + 32]);
+    w.sim.inject(alice_endpoint(), bob_endpoint(), datagram);
+    w.sim.run_for(Duration::from_millis(100));
+    let bob = &w.sim.host(w.bob).node;
+    assert_eq!(bob.counters().drops(DropReason::AuthorityMessage), 1);
+}

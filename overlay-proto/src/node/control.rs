@@ -32,6 +32,11 @@ impl Node {
             MessageType::HandshakeInitiation => self.handle_initiation(now, src, &packet),
             MessageType::HandshakeResponse => self.handle_response(now, src, &packet),
             MessageType::CookieReply => self.handle_cookie_reply(now, datagram),
+            // The driver routes these to its authority client or server.
+            MessageType::AuthorityInitiation
+            | MessageType::AuthorityResponse
+            | MessageType::AuthorityCookieReply
+            | MessageType::AuthorityData => Err(DropReason::AuthorityMessage),
         }
     }
 
