@@ -9,9 +9,9 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use overlay_proto::lease::{EntityKind, MAX_GROUP_LEN, MAX_NAME_LEN};
+use overlay_proto::lease::EntityKind;
 
-use crate::directory::{DirectoryError, Entity};
+use crate::directory::{canonical_group, canonical_name, DirectoryError, Entity};
 use crate::ldif::{normalize_dn, LdifEntry};
 use crate::password::{PasswordError, PasswordHash};
 
@@ -229,21 +229,16 @@ fn group(entry: &LdifEntry) -> Result<(String, Vec<String>), String> {
     Ok((name, members))
 }
 
-/// The `cn` of a group: its RDN's value when `cn` has several values.
+/// The `cn` of a group, canonical ([`canonical_group`]): its RDN's value
+/// when `cn` has several values.
 fn group_name(entry: &LdifEntry) -> Result<String, String> {
     let values = entry.text_values("cn").map_err(|e| e.to_string())?;
     let name = match values.as_slice() {
         [] => return Err("no cn".to_owned()),
-        [one] => one.trim().to_owned(),
+        [one] => (*one).to_owned(),
         _ => rdn_value(&entry.dn, "cn").ok_or("several cn values and no cn RDN")?,
     };
-    if name.is_empty()
-        || name.len() > MAX_GROUP_LEN
-        || name.chars().any(|c| c == ',' || c.is_control())
-    {
-        return Err(format!("cn {name:?} is not a valid group name"));
-    }
-    Ok(name)
+    canonical_group(&name).ok_or_else(|| format!("cn {name:?} is not a valid group name"))
 }
 
 /// The value of the first RDN if its attribute is `attribute`.
@@ -254,25 +249,22 @@ fn rdn_value(dn: &str, attribute: &str) -> Option<String> {
     (name == attribute && !value.contains('\\')).then(|| value.to_owned())
 }
 
-/// A short name (`uid`, application or system `cn`): lowercased, it must be
-/// a lease name and a DNS label: 1–63 of `a-z`, `0-9`, `-`, `_`, not
-/// starting with `-`.
+/// A short name (`uid`, application or system `cn`, `permanetSystem`) in
+/// canonical form ([`canonical_name`]): a lease name and a DNS label. When
+/// the attribute has several values, the one the RDN uses (as the LDAP
+/// backend does).
 fn short_name(entry: &LdifEntry, attribute: &str) -> Result<String, String> {
-    let value = entry
-        .single_text(attribute)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("no {attribute}"))?;
-    let name = value.trim().to_ascii_lowercase();
-    let valid = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && !name.starts_with('-')
-        && name
-            .bytes()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_'));
-    if !valid {
-        return Err(format!("{attribute} {value:?} is not a valid name"));
-    }
-    Ok(name)
+    let values = entry.text_values(attribute).map_err(|e| e.to_string())?;
+    let value = match values.as_slice() {
+        [] => return Err(format!("no {attribute}")),
+        [one] => (*one).to_owned(),
+        many => rdn_value(&entry.dn, attribute)
+            .filter(|rdn| many.iter().any(|v| v.trim().eq_ignore_ascii_case(rdn)))
+            .ok_or_else(|| format!("{attribute} has several values, none of them the RDN's"))?,
+    };
+    canonical_name(&value).ok_or_else(|| {
+        format!("{attribute} {value:?} is not a valid name (a DNS label: a-z, 0-9, - and _)")
+    })
 }
 
 fn address(entry: &LdifEntry) -> Result<Option<Ipv6Addr>, String> {
@@ -328,7 +320,7 @@ fn user(
         let name = group_names
             .get(&group_dn)
             .cloned()
-            .or_else(|| rdn_value(&group_dn, "cn"));
+            .or_else(|| rdn_value(&group_dn, "cn").and_then(|g| canonical_group(&g)));
         match name {
             Some(name) => {
                 groups.insert(name);
@@ -360,8 +352,11 @@ fn application(entry: &LdifEntry) -> Result<Entity, String> {
         .text_values("permanetAllowedGroup")
         .map_err(|e| e.to_string())?
         .into_iter()
-        .map(|g| g.trim().to_owned())
-        .collect();
+        .map(|g| {
+            canonical_group(g)
+                .ok_or_else(|| format!("permanetAllowedGroup {g:?} is not a valid group name"))
+        })
+        .collect::<Result<_, String>>()?;
     allowed_groups.sort();
     allowed_groups.dedup();
     Ok(Entity {
