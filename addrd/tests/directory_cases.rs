@@ -90,6 +90,16 @@ trait Backend: Sized {
 
     /// Add the entries of `ldif` (records separated by blank lines).
     async fn add_entries(&mut self, ldif: &str);
+
+    /// A second directory object over the same data, as another addrd
+    /// replica has: for LDAP its own service connection; the embedded
+    /// store is one process's, so there it is a second handle in the same
+    /// process.
+    fn replica(&self) -> Self::Dir;
+
+    /// Every address reservation (the tombstones): address → holder DN,
+    /// read past the directory object.
+    async fn reservations(&self) -> BTreeMap<Ipv6Addr, String>;
 }
 
 /// The LDAP backend over a private slapd.
@@ -241,6 +251,38 @@ impl Backend for LdapBackend {
         self.ldapadd(&file);
         let _ = std::fs::remove_file(&file);
     }
+
+    fn replica(&self) -> LdapDirectory {
+        ldap_directory(&self.slapd)
+    }
+
+    async fn reservations(&self) -> BTreeMap<Ipv6Addr, String> {
+        let mut admin = admin(&self.slapd).await;
+        let (entries, _) = admin
+            .search(
+                &format!("ou=addresses,{BASE_DN}"),
+                Scope::OneLevel,
+                "(objectClass=permanetReservation)",
+                vec!["permanetAddress", "permanetHolder"],
+            )
+            .await
+            .and_then(|r| r.success())
+            .unwrap_or_else(|e| panic!("search reservations: {e}"));
+        let mut all = BTreeMap::new();
+        for entry in entries {
+            let entry = ldap3::SearchEntry::construct(entry);
+            let one = |attr: &str| match entry.attrs.get(attr).map(Vec::as_slice) {
+                Some([v]) => v.clone(),
+                other => panic!("{}: {attr} {other:?}", entry.dn),
+            };
+            let address: Ipv6Addr = one("permanetAddress")
+                .parse()
+                .unwrap_or_else(|e| panic!("{}: {e}", entry.dn));
+            assert!(all.insert(address, one("permanetHolder")).is_none());
+        }
+        let _ = admin.unbind().await;
+        all
+    }
 }
 
 /// The embedded backend over a copy of the example LDIF that the test
@@ -383,6 +425,16 @@ impl Backend for EmbeddedBackend {
         self.records.extend(records(ldif));
         self.write_and_reload().await;
     }
+
+    fn replica(&self) -> EmbeddedDirectory {
+        self.dir().clone()
+    }
+
+    async fn reservations(&self) -> BTreeMap<Ipv6Addr, String> {
+        let store = self.dir().store();
+        let all = store.reservations().unwrap_or_else(|e| panic!("{e}"));
+        all.into_iter().collect()
+    }
 }
 
 /// `ldap` and `embedded` tests of the generic case `$case`.
@@ -424,6 +476,7 @@ both!(
     addresses_assigned_and_kept,
     deleted_entity_address_never_reassigned,
     ten_thousand_entities_keep_their_addresses: bulk,
+    replicas_allocating_concurrently_never_collide: bulk,
 );
 
 async fn login<B: Backend>(b: &B, user: &str, password: &str) -> Result<Entity, AuthError> {
@@ -1020,4 +1073,92 @@ async fn both_backends_list_the_same_entities() {
     let from_ldap = entities(ldap.dir()).await;
     assert_eq!(from_ldap, entities(embedded.dir()).await);
     assert_eq!(addresses(&from_ldap).len(), 11);
+}
+
+/// The issue's "two addrd processes allocating concurrently never
+/// collide": two replicas (two directory objects; for LDAP two service
+/// connections) each assign an overlapping part of 2,000 users, four at a
+/// time each, all at once, from a candidate space small enough (4,096
+/// identifiers) that different users' candidates collide hundreds of
+/// times. Afterwards, read past the directory objects: every user's
+/// recorded address is reserved for that user, no address is recorded
+/// twice, there is no reservation without its user, and both replicas
+/// told each user of the overlap the same address.
+async fn replicas_allocating_concurrently_never_collide<B: Backend>(mut b: B) {
+    const N: usize = 2_000;
+    b.add_entries(&users_ldif("user", 0..N)).await;
+    let allocator = allocator().with_space(CandidateSpace {
+        user_ids: 4096,
+        max_attempts: 256,
+        ..CandidateSpace::default()
+    });
+    let users: Vec<Entity> = entities(b.dir())
+        .await
+        .into_iter()
+        .filter(|e| e.name.starts_with("user"))
+        .collect();
+    assert_eq!(users.len(), N);
+    let started = Instant::now();
+    let shares = [
+        (b.dir().clone(), users[..N * 3 / 4].to_vec()),
+        (b.replica(), users[N / 4..].to_vec()),
+    ];
+    let mut replicas = tokio::task::JoinSet::new();
+    for (dir, share) in shares {
+        let allocator = allocator.clone();
+        replicas.spawn(async move {
+            // Four workers per replica, each taking every fourth user.
+            let mut workers = tokio::task::JoinSet::new();
+            for w in 0..4 {
+                let (dir, allocator) = (dir.clone(), allocator.clone());
+                let mine: Vec<Entity> = share.iter().skip(w).step_by(4).cloned().collect();
+                workers.spawn(async move {
+                    let mut got = Vec::new();
+                    for user in mine {
+                        let a = allocator
+                            .assign(&dir, &user)
+                            .await
+                            .unwrap_or_else(|e| panic!("{}: {e}", user.dn));
+                        got.push((user.dn, a));
+                    }
+                    got
+                });
+            }
+            let mut got = Vec::new();
+            while let Some(part) = workers.join_next().await {
+                got.extend(part.unwrap_or_else(|e| panic!("worker: {e}")));
+            }
+            got
+        });
+    }
+    let mut told: HashMap<String, Ipv6Addr> = HashMap::new();
+    let mut retries = 0;
+    while let Some(got) = replicas.join_next().await {
+        for (dn, a) in got.unwrap_or_else(|e| panic!("replica: {e}")) {
+            retries += a.attempts.saturating_sub(1);
+            if let Some(other) = told.insert(dn.clone(), a.address) {
+                assert_eq!(other, a.address, "{dn}: the replicas disagree");
+            }
+        }
+    }
+    let took = started.elapsed();
+    assert_eq!(told.len(), N);
+    // The contention really happened.
+    assert!(retries > 100, "only {retries} collisions");
+
+    let mut now = entities(b.dir()).await;
+    now.retain(|e| e.name.starts_with("user"));
+    let recorded = addresses(&now);
+    let reservations = b.reservations().await;
+    for (dn, address) in &told {
+        assert_eq!(
+            recorded.get(&dn.to_ascii_lowercase()),
+            Some(address),
+            "{dn}"
+        );
+        let holder = reservations.get(address).map(|h| h.to_ascii_lowercase());
+        assert_eq!(holder, Some(dn.to_ascii_lowercase()), "{address}");
+    }
+    assert_eq!(reservations.len(), N, "a reservation without its user");
+    eprintln!("{N} users by two replicas: {took:?}, {retries} collisions retried");
 }

@@ -463,6 +463,47 @@ async fn server_stopped_then_restarted() {
     assert!(dir.lookup(EntityKind::User, "bob").await.is_ok());
 }
 
+/// The server restarted while addrd was idle, between two logins: the
+/// service connection addrd holds is dead, but the next login (and
+/// lookup, and reservation) succeeds at the first try on a new one, with
+/// no error and no back-off wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restarted_between_logins_is_not_noticed() {
+    let Some(mut slapd) = start(
+        "server_restarted_between_logins_is_not_noticed",
+        Options::default(),
+    ) else {
+        return;
+    };
+    let dir = directory(&slapd);
+    assert!(dir
+        .authenticate("alice", &pw("alice-lab-password"))
+        .await
+        .is_ok());
+    for round in 0..3 {
+        slapd.restart().unwrap_or_else(|e| panic!("restart: {e}"));
+        let started = Instant::now();
+        let alice = dir.authenticate("alice", &pw("alice-lab-password")).await;
+        assert_eq!(
+            alice.map(|a| a.groups).ok(),
+            Some(vec!["admins".to_string(), "staff".to_string()]),
+            "round {round}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "round {round}: {:?}",
+            started.elapsed()
+        );
+        slapd.restart().unwrap_or_else(|e| panic!("restart: {e}"));
+        let bob = dir.lookup(EntityKind::User, "bob").await;
+        assert_eq!(bob.ok().flatten().map(|b| b.dn), Some(BOB.to_string()));
+        slapd.restart().unwrap_or_else(|e| panic!("restart: {e}"));
+        let address = Ipv6Addr::from(0x2002_0b16_212c_0001_u128 << 64 | (round + 1));
+        let reserved = dir.reserve_address(address, ALICE).await;
+        assert_eq!(reserved.ok(), Some(Reservation::Created), "round {round}");
+    }
+}
+
 /// Two replicas (two directory objects, two service connections) race to
 /// reserve the same addresses: exactly one wins each time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
