@@ -1003,10 +1003,26 @@ permanetAllowedGroup: staff
 /// same addresses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_backends_list_the_same_entities() {
-    let test = "both_backends_list_the_same_entities";
-    let Some(mut ldap) = LdapBackend::start(test, false).await else {
+    compare_backends("both_backends_list_the_same_entities", false).await;
+}
+
+/// The same with slapd's memberof overlay: LDAP groups come from
+/// `memberOf` (group DNs) instead of the groups' `member` lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_backends_list_the_same_entities_with_member_of() {
+    compare_backends("both_backends_list_the_same_entities_with_member_of", true).await;
+}
+
+async fn compare_backends(test: &str, memberof: bool) {
+    let options = Options {
+        memberof,
+        ..Options::default()
+    };
+    let Some(slapd) = Slapd::start_or_skip(test, options) else {
         return;
     };
+    let dir = ldap_directory(&slapd);
+    let mut ldap = LdapBackend { slapd, dir };
     let Some(mut embedded) = EmbeddedBackend::start(test, false).await else {
         return;
     };

@@ -151,7 +151,8 @@ pub fn entity(
     let address = entry
         .single("permanetAddress")?
         .map(|v| {
-            v.parse::<Ipv6Addr>()
+            v.trim()
+                .parse::<Ipv6Addr>()
                 .map_err(|_| entry.bad(format!("permanetAddress {v:?} is not an IPv6 address")))
         })
         .transpose()?;
@@ -197,7 +198,7 @@ pub fn entity(
             e.public_ipv4 = entry
                 .single("permanetPublicIPv4")?
                 .map(|v| {
-                    v.parse::<Ipv4Addr>().map_err(|_| {
+                    v.trim().parse::<Ipv4Addr>().map_err(|_| {
                         entry.bad(format!("permanetPublicIPv4 {v:?} is not an IPv4 address"))
                     })
                 })
