@@ -48,6 +48,11 @@ use zeroize::Zeroizing;
 ///   application allowing one is malformed.
 /// - `dn`: as the directory spells it (compare DNs with
 ///   [`crate::ldif::normalize_dn`]).
+/// - Where: users are `inetOrgPerson` entries below `ou=people`,
+///   applications below `ou=applications`, systems below `ou=systems`,
+///   groups below `ou=groups` (the LDAP backend searches those subtrees of
+///   its base; the embedded one skips such entries elsewhere, naming them),
+///   so an `inetOrgPerson` service account under `ou=services` is no user.
 ///
 /// One difference stays: the embedded directory skips a malformed entry
 /// when it loads the file, so a lookup of it finds nothing, while the LDAP

@@ -955,8 +955,9 @@ async fn ten_thousand_entities_keep_their_addresses<B: Backend>(mut b: B) {
 
 /// Entries spelled in mixed case: names, group names, allowed groups, a
 /// system named in other case than its `cn`, member DNs in other case
-/// than the entries', an application with two `cn`s, and entries whose
-/// names cannot be lease names or DNS labels.
+/// than the entries', an application with two `cn`s; entries whose names
+/// cannot be lease names or DNS labels; a user and a group outside
+/// `ou=people` and `ou=groups` (where the LDAP backend does not look).
 const MIXED_CASE: &str = "\
 dn: uid=Erin,ou=people,dc=example,dc=org
 objectClass: inetOrgPerson
@@ -995,6 +996,18 @@ objectClass: permanetApplication
 cn: web.site
 permanetSystem: app1
 permanetAllowedGroup: staff
+
+dn: uid=backup-agent,ou=services,dc=example,dc=org
+objectClass: inetOrgPerson
+uid: backup-agent
+cn: Backup Agent
+sn: Agent
+userPassword: {SSHA}BO54xDHwIWdnsOmCcCegyTraMWzpeXP4
+
+dn: cn=outsiders,ou=services,dc=example,dc=org
+objectClass: groupOfNames
+cn: outsiders
+member: uid=alice,ou=people,dc=example,dc=org
 ";
 
 /// The same directory through both backends is the same list of
@@ -1060,6 +1073,13 @@ async fn compare_backends(test: &str, memberof: bool) {
             alice.map(|e| e.groups.clone()),
             Some(vec!["admins".into(), "ops".into(), "staff".into()])
         );
+    }
+    // Outside ou=people and ou=groups: no user, no group, on both.
+    for dir in [
+        login(&ldap, "backup-agent", "alice-lab-password").await,
+        login(&embedded, "backup-agent", "alice-lab-password").await,
+    ] {
+        assert_eq!(refusal(dir), RefusalReason::UnknownUser);
     }
     // Logins and lookups by another case give the same entity.
     for (dir_ldap, dir_embedded) in [(ldap.dir(), embedded.dir())] {

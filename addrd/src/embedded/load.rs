@@ -90,11 +90,54 @@ fn classify(entry: &LdifEntry) -> Result<Class, String> {
     let mut found = classes
         .into_iter()
         .filter(|(name, _)| entry.has_object_class(name));
-    match (found.next(), found.next()) {
-        (None, _) => Ok(Class::Other),
-        (Some((_, class)), None) => Ok(class),
-        (Some((a, _)), Some((b, _))) => Err(format!("is both {a} and {b}")),
+    let (name, class) = match (found.next(), found.next()) {
+        (None, _) => return Ok(Class::Other),
+        (Some(one), None) => one,
+        (Some((a, _)), Some((b, _))) => return Err(format!("is both {a} and {b}")),
+    };
+    // Where the LDAP backend looks for each kind (a subtree search under
+    // `ou=<subtree>,<base>`): an entry elsewhere would be a user (or
+    // application, system, group) here and nobody there. Reservations
+    // count wherever they are: a tombstone too many never hurts.
+    let subtree = match class {
+        Class::User => "people",
+        Class::Application => "applications",
+        Class::System => "systems",
+        Class::Group => "groups",
+        Class::Reservation | Class::Other => return Ok(class),
+    };
+    if !below_ou(&entry.dn, subtree) {
+        return Err(format!(
+            "a {name} entry outside ou={subtree}: the LDAP backend would not see it \
+             either; move it under ou={subtree}"
+        ));
     }
+    Ok(class)
+}
+
+/// Whether one of `dn`'s ancestors' RDNs (not its own) is `ou=<ou>`.
+fn below_ou(dn: &str, ou: &str) -> bool {
+    let normalized = normalize_dn(dn);
+    let wanted = format!("ou={ou}");
+    let mut rdns = Vec::new();
+    let mut current = String::new();
+    let mut escaped = false;
+    for c in normalized.chars() {
+        match c {
+            _ if escaped => {
+                current.push(c);
+                escaped = false;
+            }
+            '\\' => {
+                current.push(c);
+                escaped = true;
+            }
+            ',' => rdns.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    rdns.push(current);
+    rdns.iter().skip(1).any(|rdn| *rdn == wanted)
 }
 
 /// Build the directory from parsed entries. Returns the data and the
