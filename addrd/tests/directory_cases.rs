@@ -902,6 +902,11 @@ async fn deleted_entity_address_never_reassigned<B: Backend>(mut b: B) {
     assert_eq!(lookup(&b, EntityKind::User, "bob").await, None);
 
     b.add_entries(&users_ldif("new", 0..4)).await;
+    // A user without a password exists, and cannot log in.
+    assert_eq!(
+        refusal(login(&b, "new00000", "alice-lab-password").await),
+        RefusalReason::WrongPassword
+    );
     let mut refused = 0;
     for i in 0..4 {
         let name = format!("new{i:05}");
@@ -976,6 +981,7 @@ member: uid=ALICE,ou=People,dc=example,dc=org
 dn: cn=Backup,ou=systems,dc=example,dc=org
 objectClass: permanetSystem
 cn: Backup
+permanetDisabled: TRUE
 
 dn: cn=Vault,ou=applications,dc=example,dc=org
 objectClass: permanetApplication
@@ -1067,6 +1073,8 @@ async fn compare_backends(test: &str, memberof: bool) {
     let vault = vault.unwrap_or_else(|| panic!("vault"));
     assert_eq!(vault.allowed_groups, ["ops", "staff"]);
     assert_eq!(vault.system.as_deref(), Some("backup"));
+    let backup = from_ldap.iter().find(|e| e.name == "backup");
+    assert_eq!(backup.map(|e| e.disabled), Some(true));
     for b in [&from_ldap, &from_embedded] {
         let alice = b.iter().find(|e| e.name == "alice");
         assert_eq!(

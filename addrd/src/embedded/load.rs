@@ -310,6 +310,19 @@ fn short_name(entry: &LdifEntry, attribute: &str) -> Result<String, String> {
     })
 }
 
+/// `permanetDisabled` (users, applications and systems may carry it).
+fn disabled(entry: &LdifEntry) -> Result<bool, String> {
+    match entry
+        .single_text("permanetDisabled")
+        .map_err(|e| e.to_string())?
+        .map(str::trim)
+    {
+        None | Some("FALSE") => Ok(false),
+        Some("TRUE") => Ok(true),
+        Some(other) => Err(format!("permanetDisabled {other:?} is not TRUE or FALSE")),
+    }
+}
+
 fn address(entry: &LdifEntry) -> Result<Option<Ipv6Addr>, String> {
     entry
         .single_text("permanetAddress")
@@ -329,15 +342,7 @@ fn user(
 ) -> Result<(User, Option<PasswordError>), String> {
     let name = short_name(entry, "uid")?;
     let mut problem = None;
-    let disabled = match entry
-        .single_text("permanetDisabled")
-        .map_err(|e| e.to_string())?
-        .map(str::trim)
-    {
-        None | Some("FALSE") => false,
-        Some("TRUE") => true,
-        Some(other) => return Err(format!("permanetDisabled {other:?} is not TRUE or FALSE")),
-    };
+    let disabled = disabled(entry)?;
     let address = address(entry)?;
     let password = match entry
         .text_values("userPassword")
@@ -407,7 +412,7 @@ fn application(entry: &LdifEntry) -> Result<Entity, String> {
         name,
         kind: EntityKind::Application,
         groups: Vec::new(),
-        disabled: false,
+        disabled: disabled(entry)?,
         address: address(entry)?,
         allowed_groups,
         system: Some(system),
@@ -431,7 +436,7 @@ fn system(entry: &LdifEntry) -> Result<Entity, String> {
         name,
         kind: EntityKind::System,
         groups: Vec::new(),
-        disabled: false,
+        disabled: disabled(entry)?,
         address: address(entry)?,
         allowed_groups: Vec::new(),
         system: None,
