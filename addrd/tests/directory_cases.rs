@@ -960,7 +960,8 @@ async fn ten_thousand_entities_keep_their_addresses<B: Backend>(mut b: B) {
 
 /// Entries spelled in mixed case: names, group names, allowed groups, a
 /// system named in other case than its `cn`, member DNs in other case
-/// than the entries', an application with two `cn`s; entries whose names
+/// than the entries', an application with two `cn`s, a user with two
+/// passwords, a disabled system; entries whose names
 /// cannot be lease names or DNS labels; a user and a group outside
 /// `ou=people` and `ou=groups` (where the LDAP backend does not look).
 const MIXED_CASE: &str = "\
@@ -971,6 +972,7 @@ uid: Erin
 cn: Erin Example
 sn: Example
 userPassword: {SSHA}BO54xDHwIWdnsOmCcCegyTraMWzpeXP4
+userPassword: {SSHA}qP3cSQWutfRVU6+3KDJGJWJ6XGqeSgl/
 
 dn: cn=Ops,ou=groups,dc=example,dc=org
 objectClass: groupOfNames
@@ -1089,6 +1091,18 @@ async fn compare_backends(test: &str, memberof: bool) {
     ] {
         assert_eq!(refusal(dir), RefusalReason::UnknownUser);
     }
+    // Two passwords (alice's and bob's hashes): either logs erin in.
+    for password in ["alice-lab-password", "bob-lab-password"] {
+        let a = login(&ldap, "erin", password).await;
+        let b = login(&embedded, "erin", password).await;
+        let erin = Some("uid=Erin,ou=people,dc=example,dc=org".to_string());
+        assert_eq!(a.map(|e| e.dn).ok(), erin, "ldap, {password}");
+        assert_eq!(b.map(|e| e.dn).ok(), erin, "embedded, {password}");
+    }
+    assert_eq!(
+        refusal(login(&embedded, "erin", "dave-lab-password").await),
+        refusal(login(&ldap, "erin", "dave-lab-password").await)
+    );
     // Logins and lookups by another case give the same entity.
     for (dir_ldap, dir_embedded) in [(ldap.dir(), embedded.dir())] {
         let a = dir_ldap

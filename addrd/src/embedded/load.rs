@@ -40,9 +40,9 @@ pub(super) struct DirectoryData {
 #[derive(Debug)]
 pub(super) struct User {
     pub(super) entity: Entity,
-    /// `None`: no usable `userPassword` (absent or unsupported scheme);
-    /// every login is refused.
-    pub(super) password: Option<PasswordHash>,
+    /// The usable `userPassword` values; empty when there is none (absent
+    /// or unsupported scheme): every login is refused.
+    pub(super) password: Vec<PasswordHash>,
 }
 
 impl DirectoryData {
@@ -247,7 +247,7 @@ fn insert_unique<T>(
 pub(super) fn dummy_for(data: &DirectoryData) -> Option<PasswordHash> {
     let mut classes: HashMap<String, (usize, &PasswordHash)> = HashMap::new();
     for user in data.users.values() {
-        if let Some(hash) = &user.password {
+        for hash in &user.password {
             let key = hash.cost_class();
             classes.entry(key).or_insert((0, hash)).0 += 1;
         }
@@ -344,23 +344,21 @@ fn user(
     let mut problem = None;
     let disabled = disabled(entry)?;
     let address = address(entry)?;
-    let password = match entry
+    // Every usable `userPassword` value (an LDAP server accepts a bind
+    // with any of them). The user exists (DNS, netmaps) even when none is
+    // usable, but cannot log in; the load report says why.
+    let mut password = Vec::new();
+    for value in entry
         .text_values("userPassword")
         .map_err(|e| e.to_string())?
-        .as_slice()
     {
-        [] => None,
-        // The user exists (DNS, netmaps) even when the hash is unusable,
-        // but cannot log in; the load report says why.
-        [one] => match PasswordHash::parse(one) {
-            Ok(hash) => Some(hash),
+        match PasswordHash::parse(value) {
+            Ok(hash) => password.push(hash),
             Err(e) => {
-                problem = Some(e);
-                None
+                problem.get_or_insert(e);
             }
-        },
-        _ => return Err("more than one userPassword".to_owned()),
-    };
+        }
+    }
     let dn = normalize_dn(&entry.dn);
     let mut groups: BTreeSet<String> = member_groups.get(&dn).cloned().unwrap_or_default();
     for group_dn in entry.text_values("memberOf").map_err(|e| e.to_string())? {
