@@ -979,6 +979,8 @@ objectClass: groupOfNames
 cn: Ops
 member: UID=erin,ou=people,dc=example,dc=org
 member: uid=ALICE,ou=People,dc=example,dc=org
+member: cn=wiki,ou=applications,dc=example,dc=org
+member: cn=app1,ou=systems,dc=example,dc=org
 
 dn: cn=Backup,ou=systems,dc=example,dc=org
 objectClass: permanetSystem
@@ -1075,6 +1077,15 @@ async fn compare_backends(test: &str, memberof: bool) {
     let vault = vault.unwrap_or_else(|| panic!("vault"));
     assert_eq!(vault.allowed_groups, ["ops", "staff"]);
     assert_eq!(vault.system.as_deref(), Some("backup"));
+    // Applications and systems can be group members too.
+    for name in ["wiki", "app1"] {
+        let e = from_ldap.iter().find(|e| e.name == name);
+        assert_eq!(
+            e.map(|e| e.groups.clone()),
+            Some(vec!["ops".into()]),
+            "{name}"
+        );
+    }
     let backup = from_ldap.iter().find(|e| e.name == "backup");
     assert_eq!(backup.map(|e| e.disabled), Some(true));
     for b in [&from_ldap, &from_embedded] {

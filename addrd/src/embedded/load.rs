@@ -206,11 +206,14 @@ pub(super) fn build(entries: &[LdifEntry]) -> (DirectoryData, Vec<DirectoryError
                 }
                 inserted
             }),
-            Class::Application => application(entry)
+            Class::Application => groups_of(entry, &member_groups, &group_names)
+                .and_then(|groups| application(entry, groups))
                 .map(|app| insert_unique(&mut data.applications, app.name.clone(), app, |e| &e.dn)),
-            Class::System => system(entry).map(|system| {
-                insert_unique(&mut data.systems, system.name.clone(), system, |e| &e.dn)
-            }),
+            Class::System => groups_of(entry, &member_groups, &group_names)
+                .and_then(|groups| system(entry, groups))
+                .map(|system| {
+                    insert_unique(&mut data.systems, system.name.clone(), system, |e| &e.dn)
+                }),
             Class::Reservation => reservation(entry).map(|r| {
                 data.reservations.push(r);
                 Ok(())
@@ -359,6 +362,32 @@ fn user(
             }
         }
     }
+    let groups = groups_of(entry, member_groups, group_names)?;
+    let user = User {
+        entity: Entity {
+            dn: entry.dn.clone(),
+            name,
+            kind: EntityKind::User,
+            groups,
+            disabled,
+            address,
+            allowed_groups: Vec::new(),
+            system: None,
+            public_ipv4: None,
+        },
+        password,
+    };
+    Ok((user, problem))
+}
+
+/// The groups `entry` is a member of (by `member` on the groups, and by
+/// `memberOf` on the entry), canonical and sorted. Users, applications and
+/// systems alike, as the LDAP backend reads them.
+fn groups_of(
+    entry: &LdifEntry,
+    member_groups: &HashMap<String, BTreeSet<String>>,
+    group_names: &HashMap<String, String>,
+) -> Result<Vec<String>, String> {
     let dn = normalize_dn(&entry.dn);
     let mut groups: BTreeSet<String> = member_groups.get(&dn).cloned().unwrap_or_default();
     for group_dn in entry.text_values("memberOf").map_err(|e| e.to_string())? {
@@ -374,24 +403,10 @@ fn user(
             None => return Err(format!("memberOf {group_dn:?} names no group")),
         }
     }
-    let user = User {
-        entity: Entity {
-            dn: entry.dn.clone(),
-            name,
-            kind: EntityKind::User,
-            groups: groups.into_iter().collect(),
-            disabled,
-            address,
-            allowed_groups: Vec::new(),
-            system: None,
-            public_ipv4: None,
-        },
-        password,
-    };
-    Ok((user, problem))
+    Ok(groups.into_iter().collect())
 }
 
-fn application(entry: &LdifEntry) -> Result<Entity, String> {
+fn application(entry: &LdifEntry, groups: Vec<String>) -> Result<Entity, String> {
     let name = short_name(entry, "cn")?;
     let system = short_name(entry, "permanetSystem")?;
     let mut allowed_groups: Vec<String> = entry
@@ -409,7 +424,7 @@ fn application(entry: &LdifEntry) -> Result<Entity, String> {
         dn: entry.dn.clone(),
         name,
         kind: EntityKind::Application,
-        groups: Vec::new(),
+        groups,
         disabled: disabled(entry)?,
         address: address(entry)?,
         allowed_groups,
@@ -418,7 +433,7 @@ fn application(entry: &LdifEntry) -> Result<Entity, String> {
     })
 }
 
-fn system(entry: &LdifEntry) -> Result<Entity, String> {
+fn system(entry: &LdifEntry, groups: Vec<String>) -> Result<Entity, String> {
     let name = short_name(entry, "cn")?;
     let public_ipv4 = entry
         .single_text("permanetPublicIPv4")
@@ -433,7 +448,7 @@ fn system(entry: &LdifEntry) -> Result<Entity, String> {
         dn: entry.dn.clone(),
         name,
         kind: EntityKind::System,
-        groups: Vec::new(),
+        groups,
         disabled: disabled(entry)?,
         address: address(entry)?,
         allowed_groups: Vec::new(),
