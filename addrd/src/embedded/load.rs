@@ -1,10 +1,14 @@
 //! From LDIF entries to the embedded directory's in-memory data, by the
 //! directory vocabulary (`configs/ldap/permanet.schema`): users are
-//! `inetOrgPerson` entries, applications `permanetApplication`, systems
-//! `permanetSystem`, groups `groupOfNames`, reservations
-//! `permanetReservation`; other entries (the `dc=`/`ou=` scaffolding) are
-//! ignored. An entry that breaks the vocabulary is skipped whole, with a
-//! [`DirectoryError::BadEntry`] naming its DN.
+//! `inetOrgPerson` entries below `ou=people`, applications
+//! `permanetApplication` below `ou=applications`, systems `permanetSystem`
+//! below `ou=systems`, groups `groupOfNames` below `ou=groups`,
+//! reservations `permanetReservation` anywhere; other entries (the
+//! `dc=`/`ou=` scaffolding) are ignored. An entry that breaks the
+//! vocabulary is skipped whole, with a [`DirectoryError::BadEntry`] naming
+//! its DN. Names and groups take the canonical forms
+//! [`Entity`] documents, so that this backend and the LDAP one give the
+//! same entities for the same entries.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -390,18 +394,18 @@ fn groups_of(
 ) -> Result<Vec<String>, String> {
     let dn = normalize_dn(&entry.dn);
     let mut groups: BTreeSet<String> = member_groups.get(&dn).cloned().unwrap_or_default();
+    // `memberOf` values below `ou=groups` only, as the LDAP backend reads
+    // them; others (no group of ours) are ignored there and here.
     for group_dn in entry.text_values("memberOf").map_err(|e| e.to_string())? {
+        if !below_ou(group_dn, "groups") {
+            continue;
+        }
         let group_dn = normalize_dn(group_dn);
         let name = group_names
             .get(&group_dn)
             .cloned()
             .or_else(|| rdn_value(&group_dn, "cn").and_then(|g| canonical_group(&g)));
-        match name {
-            Some(name) => {
-                groups.insert(name);
-            }
-            None => return Err(format!("memberOf {group_dn:?} names no group")),
-        }
+        groups.extend(name);
     }
     Ok(groups.into_iter().collect())
 }
