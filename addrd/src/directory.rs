@@ -29,16 +29,47 @@ use overlay_proto::lease::EntityKind;
 use zeroize::Zeroizing;
 
 /// One user, application or system, as the directory describes it.
+///
+/// Both backends give the same `Entity` for the same entry (the shared
+/// cases in `addrd/tests/directory_cases.rs` check it); the canonical forms
+/// are:
+/// - `name`, `system`: the `uid`/`cn`/`permanetSystem` value trimmed and
+///   ASCII-lowercased ([`canonical_name`]); it must then be a lease name
+///   and a DNS label — 1 to 63 of `a-z 0-9 - _`, not starting with `-` —
+///   or the entry is skipped as malformed ([`DirectoryError::BadEntry`]).
+///   When `cn` has several values, the name is the one the RDN uses. Names
+///   are looked up and logged in without regard to case (`ALICE` is
+///   alice), as LDAP's `caseIgnoreMatch` does; nothing else is folded
+///   (`" alice"` is nobody).
+/// - `groups`, `allowed_groups`: each group `cn` (or `permanetAllowedGroup`
+///   value) trimmed and lowercased ([`canonical_group`]), sorted, without
+///   duplicates: `Staff` on an application names the group `staff`, as it
+///   does for the LDAP server. A group with an invalid name is skipped; an
+///   application allowing one is malformed.
+/// - `dn`: as the directory spells it (compare DNs with
+///   [`crate::ldif::normalize_dn`]).
+/// - Where: users are `inetOrgPerson` entries below `ou=people`,
+///   applications below `ou=applications`, systems below `ou=systems`,
+///   groups below `ou=groups` (the LDAP backend searches those subtrees of
+///   its base; the embedded one skips such entries elsewhere, naming them),
+///   so an `inetOrgPerson` service account under `ou=services` is no user.
+///
+/// One difference stays: the embedded directory skips a malformed entry
+/// when it loads the file, so a lookup of it finds nothing, while the LDAP
+/// backend reads entries live and a lookup of a malformed one is the
+/// [`DirectoryError::BadEntry`] that names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entity {
     /// The entry's distinguished name, as the directory spells it.
     pub dn: String,
-    /// Short name: the user's `uid`, the application's or system's `cn`.
-    /// Unique per kind; it is the lease name and the DNS label.
+    /// Short name: the user's `uid`, the application's or system's `cn`,
+    /// in canonical form ([`canonical_name`]). Unique per kind; it is the
+    /// lease name and the DNS label.
     pub name: String,
     /// User, application or system.
     pub kind: EntityKind,
-    /// The groups the entity is a member of, by group `cn`, sorted.
+    /// The groups the entity is a member of, by group `cn` in canonical
+    /// form ([`canonical_group`]), sorted.
     pub groups: Vec<String>,
     /// Disabled entries may not log in or renew.
     pub disabled: bool,
@@ -46,13 +77,44 @@ pub struct Entity {
     /// or application's /128, a system's system address (`::1` of its
     /// SVN).
     pub address: Option<Ipv6Addr>,
-    /// Applications only: the group (by `cn`) whose members may reach it.
+    /// Applications only: the groups (by `cn`, canonical, sorted) whose
+    /// members may reach it.
     pub allowed_groups: Vec<String>,
-    /// Applications only: the system (by `name`) whose SVN it lives in.
+    /// Applications only: the system (by `name`, canonical) whose SVN it
+    /// lives in.
     pub system: Option<String>,
     /// Systems only: the public IPv4 address its SVN's 6to4 prefix is
     /// built from; `None` puts the SVN under the home prefix.
     pub public_ipv4: Option<Ipv4Addr>,
+}
+
+/// The canonical form of an entity name (`uid`, `cn`, `permanetSystem`):
+/// trimmed, ASCII-lowercased, and valid as a lease name and a DNS label (1
+/// to [`overlay_proto::lease::MAX_NAME_LEN`] of `a-z 0-9 - _`, not
+/// starting with `-`).
+/// `None` when it is not valid.
+pub fn canonical_name(raw: &str) -> Option<String> {
+    let name = raw.trim().to_ascii_lowercase();
+    let valid = !name.is_empty()
+        && name.len() <= overlay_proto::lease::MAX_NAME_LEN
+        && !name.starts_with('-')
+        && name
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_'));
+    valid.then_some(name)
+}
+
+/// The canonical form of a group name (a group's `cn`, a
+/// `permanetAllowedGroup` value): trimmed and lowercased (Unicode, like
+/// LDAP's `caseIgnoreMatch`); valid in a lease (1 to
+/// [`overlay_proto::lease::MAX_GROUP_LEN`] bytes, no `,`, no control
+/// character). `None` when it is not valid.
+pub fn canonical_group(raw: &str) -> Option<String> {
+    let group = raw.trim().to_lowercase();
+    let valid = !group.is_empty()
+        && group.len() <= overlay_proto::lease::MAX_GROUP_LEN
+        && !group.chars().any(|c| c == ',' || c.is_control());
+    valid.then_some(group)
 }
 
 /// The password a login presents. Wiped when dropped; never logged.
@@ -190,4 +252,42 @@ pub trait Directory: Send + Sync {
         dn: &str,
         address: Ipv6Addr,
     ) -> impl Future<Output = Result<(), DirectoryError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_names_are_lowercase_dns_labels() {
+        assert_eq!(canonical_name("alice").as_deref(), Some("alice"));
+        assert_eq!(canonical_name(" Erin ").as_deref(), Some("erin"));
+        assert_eq!(canonical_name("WAP-News_2").as_deref(), Some("wap-news_2"));
+        let longest = "a".repeat(overlay_proto::lease::MAX_NAME_LEN);
+        assert_eq!(canonical_name(&longest), Some(longest.clone()));
+        for bad in [
+            "",
+            " ",
+            "-x",
+            "frank smith",
+            "web.site",
+            "al\0ice",
+            "*",
+            "é",
+        ] {
+            assert_eq!(canonical_name(bad), None, "{bad:?}");
+        }
+        assert_eq!(canonical_name(&format!("{longest}a")), None);
+    }
+
+    #[test]
+    fn canonical_groups_are_lowercase() {
+        assert_eq!(canonical_group(" Staff ").as_deref(), Some("staff"));
+        assert_eq!(canonical_group("Équipe Ops").as_deref(), Some("équipe ops"));
+        for bad in ["", "  ", "a,b", "a\nb"] {
+            assert_eq!(canonical_group(bad), None, "{bad:?}");
+        }
+        let long = "g".repeat(overlay_proto::lease::MAX_GROUP_LEN + 1);
+        assert_eq!(canonical_group(&long), None);
+    }
 }

@@ -387,15 +387,19 @@ impl Directory for EmbeddedDirectory {
             let found = (name.len() <= MAX_LOGIN_NAME_LEN)
                 .then(|| data.users.get(&name))
                 .flatten();
-            // Same work whatever is found: one verification against the
-            // user's hash, or against the dummy.
-            let hash: Option<&PasswordHash> = found
-                .and_then(|u| u.password.as_ref())
-                .or(data.dummy.as_ref());
-            let matches = hash.is_some_and(|h| h.verify(password.as_bytes()));
+            // Same work whatever is found: a verification against each of
+            // the user's hashes (almost always one), or against the dummy.
+            let hashes: Vec<&PasswordHash> = match found {
+                Some(u) if !u.password.is_empty() => u.password.iter().collect(),
+                _ => data.dummy.iter().collect(),
+            };
+            // Every hash is tried, not up to the first match.
+            let matches = hashes
+                .iter()
+                .fold(false, |any, h| h.verify(password.as_bytes()) | any);
             let check = match found {
                 None => Check::Refused(RefusalReason::UnknownUser),
-                Some(u) if u.password.is_none() || !matches => {
+                Some(u) if u.password.is_empty() || !matches => {
                     Check::Refused(RefusalReason::WrongPassword)
                 }
                 Some(u) if u.entity.disabled => Check::Refused(RefusalReason::Disabled),

@@ -463,6 +463,137 @@ async fn server_stopped_then_restarted() {
     assert!(dir.lookup(EntityKind::User, "bob").await.is_ok());
 }
 
+/// The server restarted while addrd was idle, between two logins: the
+/// service connection addrd holds is dead, but the next login (and
+/// lookup, and reservation) succeeds at the first try on a new one, with
+/// no error and no back-off wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restarted_between_logins_is_not_noticed() {
+    let Some(mut slapd) = start(
+        "server_restarted_between_logins_is_not_noticed",
+        Options::default(),
+    ) else {
+        return;
+    };
+    let dir = directory(&slapd);
+    assert!(dir
+        .authenticate("alice", &pw("alice-lab-password"))
+        .await
+        .is_ok());
+    for round in 0..3 {
+        slapd.restart().unwrap_or_else(|e| panic!("restart: {e}"));
+        let started = Instant::now();
+        let alice = dir.authenticate("alice", &pw("alice-lab-password")).await;
+        assert_eq!(
+            alice.map(|a| a.groups).ok(),
+            Some(vec!["admins".to_string(), "staff".to_string()]),
+            "round {round}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "round {round}: {:?}",
+            started.elapsed()
+        );
+        slapd.restart().unwrap_or_else(|e| panic!("restart: {e}"));
+        let bob = dir.lookup(EntityKind::User, "bob").await;
+        assert_eq!(bob.ok().flatten().map(|b| b.dn), Some(BOB.to_string()));
+        slapd.restart().unwrap_or_else(|e| panic!("restart: {e}"));
+        let address = Ipv6Addr::from(0x2002_0b16_212c_0001_u128 << 64 | (round + 1));
+        let reserved = dir.reserve_address(address, ALICE).await;
+        assert_eq!(reserved.ok(), Some(Reservation::Created), "round {round}");
+    }
+}
+
+/// A TCP relay to slapd that can stop taking new connections (accepted and
+/// closed at once, as a server going down) while those it holds go on.
+struct GateRelay {
+    port: u16,
+    closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GateRelay {
+    async fn start(target: u16) -> GateRelay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gate = closed.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if gate.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                tokio::spawn(async move {
+                    if let Ok(mut server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        GateRelay { port, closed, task }
+    }
+
+    fn close(&self, closed: bool) {
+        self.closed
+            .store(closed, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Drop for GateRelay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The server goes away in the middle of a login: the search (on the
+/// service connection) worked, the password bind (on a new connection)
+/// finds nobody. The login is `Unavailable`, never `Refused` (a wrong
+/// password must not be claimed when the password was not checked), and
+/// the same directory object logs in again once the server is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_gone_between_search_and_bind_is_unavailable() {
+    let Some(slapd) = start(
+        "server_gone_between_search_and_bind_is_unavailable",
+        Options::default(),
+    ) else {
+        return;
+    };
+    let port = slapd
+        .url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(0);
+    let relay = GateRelay::start(port).await;
+    let mut c = config(&slapd);
+    c.url = format!("ldap://127.0.0.1:{}", relay.port);
+    let dir = LdapDirectory::new(c).unwrap_or_else(|e| panic!("{e}"));
+    // The service connection is open.
+    assert!(dir.lookup(EntityKind::User, "alice").await.is_ok());
+    relay.close(true);
+    for password in ["alice-lab-password", "wrong"] {
+        match dir.authenticate("alice", &pw(password)).await {
+            Err(AuthError::Unavailable(DirectoryError::Connection(_))) => {}
+            other => panic!("{password}: {other:?}"),
+        }
+    }
+    // An unknown user takes the same path, and the same answer.
+    match dir.authenticate("mallory", &pw("x")).await {
+        Err(AuthError::Unavailable(_)) => {}
+        other => panic!("mallory: {other:?}"),
+    }
+    // Lookups (renewals) still work on the connection already open.
+    assert!(dir.lookup(EntityKind::User, "bob").await.is_ok());
+    relay.close(false);
+    let alice = dir.authenticate("alice", &pw("alice-lab-password")).await;
+    assert_eq!(alice.map(|a| a.dn).ok(), Some(ALICE.to_string()));
+}
+
 /// Two replicas (two directory objects, two service connections) race to
 /// reserve the same addresses: exactly one wins each time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

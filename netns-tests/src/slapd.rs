@@ -64,6 +64,10 @@ pub struct Options {
     /// Log every connection and operation (`-d stats`) to the log
     /// [`Slapd::log`] returns, for tests that check what a client asked.
     pub stats_log: bool,
+    /// Do not flush the database to disk at every write (`olcDbNoSync`):
+    /// for bulk tests (thousands of entries), whose time would otherwise
+    /// be the disk's flushes. The data is the test's, thrown away after.
+    pub no_sync: bool,
 }
 
 /// Why the test slapd could not be run.
@@ -309,6 +313,7 @@ impl Slapd {
             s.push_str("\n\n");
         }
         let svc = SERVICE_DN;
+        let no_sync = if options.no_sync { "TRUE" } else { "FALSE" };
         let _ = write!(
             s,
             "dn: olcDatabase={{-1}}frontend,cn=config\nobjectClass: olcDatabaseConfig\n\
@@ -318,7 +323,7 @@ impl Slapd {
              dn: olcDatabase={{1}}mdb,cn=config\nobjectClass: olcDatabaseConfig\n\
              objectClass: olcMdbConfig\nolcDatabase: {{1}}mdb\n\
              olcDbDirectory: {dir}/data\nolcSuffix: {BASE_DN}\nolcRootDN: {ADMIN_DN}\n\
-             olcRootPW: {ADMIN_PASSWORD}\nolcDbMaxSize: 1073741824\n\
+             olcRootPW: {ADMIN_PASSWORD}\nolcDbMaxSize: 1073741824\nolcDbNoSync: {no_sync}\n\
              olcDbIndex: objectClass eq\nolcDbIndex: uid eq\nolcDbIndex: cn eq\n\
              olcDbIndex: member eq\nolcDbIndex: permanetAddress eq\n\
              olcLimits: dn.exact=\"{svc}\" size.prtotal=unlimited\n\

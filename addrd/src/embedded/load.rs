@@ -1,17 +1,21 @@
 //! From LDIF entries to the embedded directory's in-memory data, by the
 //! directory vocabulary (`configs/ldap/permanet.schema`): users are
-//! `inetOrgPerson` entries, applications `permanetApplication`, systems
-//! `permanetSystem`, groups `groupOfNames`, reservations
-//! `permanetReservation`; other entries (the `dc=`/`ou=` scaffolding) are
-//! ignored. An entry that breaks the vocabulary is skipped whole, with a
-//! [`DirectoryError::BadEntry`] naming its DN.
+//! `inetOrgPerson` entries below `ou=people`, applications
+//! `permanetApplication` below `ou=applications`, systems `permanetSystem`
+//! below `ou=systems`, groups `groupOfNames` below `ou=groups`,
+//! reservations `permanetReservation` anywhere; other entries (the
+//! `dc=`/`ou=` scaffolding) are ignored. An entry that breaks the
+//! vocabulary is skipped whole, with a [`DirectoryError::BadEntry`] naming
+//! its DN. Names and groups take the canonical forms
+//! [`Entity`] documents, so that this backend and the LDAP one give the
+//! same entities for the same entries.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-use overlay_proto::lease::{EntityKind, MAX_GROUP_LEN, MAX_NAME_LEN};
+use overlay_proto::lease::EntityKind;
 
-use crate::directory::{DirectoryError, Entity};
+use crate::directory::{canonical_group, canonical_name, DirectoryError, Entity};
 use crate::ldif::{normalize_dn, LdifEntry};
 use crate::password::{PasswordError, PasswordHash};
 
@@ -40,9 +44,9 @@ pub(super) struct DirectoryData {
 #[derive(Debug)]
 pub(super) struct User {
     pub(super) entity: Entity,
-    /// `None`: no usable `userPassword` (absent or unsupported scheme);
-    /// every login is refused.
-    pub(super) password: Option<PasswordHash>,
+    /// The usable `userPassword` values; empty when there is none (absent
+    /// or unsupported scheme): every login is refused.
+    pub(super) password: Vec<PasswordHash>,
 }
 
 impl DirectoryData {
@@ -90,11 +94,54 @@ fn classify(entry: &LdifEntry) -> Result<Class, String> {
     let mut found = classes
         .into_iter()
         .filter(|(name, _)| entry.has_object_class(name));
-    match (found.next(), found.next()) {
-        (None, _) => Ok(Class::Other),
-        (Some((_, class)), None) => Ok(class),
-        (Some((a, _)), Some((b, _))) => Err(format!("is both {a} and {b}")),
+    let (name, class) = match (found.next(), found.next()) {
+        (None, _) => return Ok(Class::Other),
+        (Some(one), None) => one,
+        (Some((a, _)), Some((b, _))) => return Err(format!("is both {a} and {b}")),
+    };
+    // Where the LDAP backend looks for each kind (a subtree search under
+    // `ou=<subtree>,<base>`): an entry elsewhere would be a user (or
+    // application, system, group) here and nobody there. Reservations
+    // count wherever they are: a tombstone too many never hurts.
+    let subtree = match class {
+        Class::User => "people",
+        Class::Application => "applications",
+        Class::System => "systems",
+        Class::Group => "groups",
+        Class::Reservation | Class::Other => return Ok(class),
+    };
+    if !below_ou(&entry.dn, subtree) {
+        return Err(format!(
+            "a {name} entry outside ou={subtree}: the LDAP backend would not see it \
+             either; move it under ou={subtree}"
+        ));
     }
+    Ok(class)
+}
+
+/// Whether one of `dn`'s ancestors' RDNs (not its own) is `ou=<ou>`.
+fn below_ou(dn: &str, ou: &str) -> bool {
+    let normalized = normalize_dn(dn);
+    let wanted = format!("ou={ou}");
+    let mut rdns = Vec::new();
+    let mut current = String::new();
+    let mut escaped = false;
+    for c in normalized.chars() {
+        match c {
+            _ if escaped => {
+                current.push(c);
+                escaped = false;
+            }
+            '\\' => {
+                current.push(c);
+                escaped = true;
+            }
+            ',' => rdns.push(std::mem::take(&mut current)),
+            _ => current.push(c),
+        }
+    }
+    rdns.push(current);
+    rdns.iter().skip(1).any(|rdn| *rdn == wanted)
 }
 
 /// Build the directory from parsed entries. Returns the data and the
@@ -163,11 +210,14 @@ pub(super) fn build(entries: &[LdifEntry]) -> (DirectoryData, Vec<DirectoryError
                 }
                 inserted
             }),
-            Class::Application => application(entry)
+            Class::Application => groups_of(entry, &member_groups, &group_names)
+                .and_then(|groups| application(entry, groups))
                 .map(|app| insert_unique(&mut data.applications, app.name.clone(), app, |e| &e.dn)),
-            Class::System => system(entry).map(|system| {
-                insert_unique(&mut data.systems, system.name.clone(), system, |e| &e.dn)
-            }),
+            Class::System => groups_of(entry, &member_groups, &group_names)
+                .and_then(|groups| system(entry, groups))
+                .map(|system| {
+                    insert_unique(&mut data.systems, system.name.clone(), system, |e| &e.dn)
+                }),
             Class::Reservation => reservation(entry).map(|r| {
                 data.reservations.push(r);
                 Ok(())
@@ -204,7 +254,7 @@ fn insert_unique<T>(
 pub(super) fn dummy_for(data: &DirectoryData) -> Option<PasswordHash> {
     let mut classes: HashMap<String, (usize, &PasswordHash)> = HashMap::new();
     for user in data.users.values() {
-        if let Some(hash) = &user.password {
+        for hash in &user.password {
             let key = hash.cost_class();
             classes.entry(key).or_insert((0, hash)).0 += 1;
         }
@@ -229,21 +279,16 @@ fn group(entry: &LdifEntry) -> Result<(String, Vec<String>), String> {
     Ok((name, members))
 }
 
-/// The `cn` of a group: its RDN's value when `cn` has several values.
+/// The `cn` of a group, canonical ([`canonical_group`]): its RDN's value
+/// when `cn` has several values.
 fn group_name(entry: &LdifEntry) -> Result<String, String> {
     let values = entry.text_values("cn").map_err(|e| e.to_string())?;
     let name = match values.as_slice() {
         [] => return Err("no cn".to_owned()),
-        [one] => one.trim().to_owned(),
+        [one] => (*one).to_owned(),
         _ => rdn_value(&entry.dn, "cn").ok_or("several cn values and no cn RDN")?,
     };
-    if name.is_empty()
-        || name.len() > MAX_GROUP_LEN
-        || name.chars().any(|c| c == ',' || c.is_control())
-    {
-        return Err(format!("cn {name:?} is not a valid group name"));
-    }
-    Ok(name)
+    canonical_group(&name).ok_or_else(|| format!("cn {name:?} is not a valid group name"))
 }
 
 /// The value of the first RDN if its attribute is `attribute`.
@@ -254,25 +299,35 @@ fn rdn_value(dn: &str, attribute: &str) -> Option<String> {
     (name == attribute && !value.contains('\\')).then(|| value.to_owned())
 }
 
-/// A short name (`uid`, application or system `cn`): lowercased, it must be
-/// a lease name and a DNS label: 1–63 of `a-z`, `0-9`, `-`, `_`, not
-/// starting with `-`.
+/// A short name (`uid`, application or system `cn`, `permanetSystem`) in
+/// canonical form ([`canonical_name`]): a lease name and a DNS label. When
+/// the attribute has several values, the one the RDN uses (as the LDAP
+/// backend does).
 fn short_name(entry: &LdifEntry, attribute: &str) -> Result<String, String> {
-    let value = entry
-        .single_text(attribute)
+    let values = entry.text_values(attribute).map_err(|e| e.to_string())?;
+    let value = match values.as_slice() {
+        [] => return Err(format!("no {attribute}")),
+        [one] => (*one).to_owned(),
+        many => rdn_value(&entry.dn, attribute)
+            .filter(|rdn| many.iter().any(|v| v.trim().eq_ignore_ascii_case(rdn)))
+            .ok_or_else(|| format!("{attribute} has several values, none of them the RDN's"))?,
+    };
+    canonical_name(&value).ok_or_else(|| {
+        format!("{attribute} {value:?} is not a valid name (a DNS label: a-z, 0-9, - and _)")
+    })
+}
+
+/// `permanetDisabled` (users, applications and systems may carry it).
+fn disabled(entry: &LdifEntry) -> Result<bool, String> {
+    match entry
+        .single_text("permanetDisabled")
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("no {attribute}"))?;
-    let name = value.trim().to_ascii_lowercase();
-    let valid = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && !name.starts_with('-')
-        && name
-            .bytes()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_'));
-    if !valid {
-        return Err(format!("{attribute} {value:?} is not a valid name"));
+        .map(str::trim)
+    {
+        None | Some("FALSE") => Ok(false),
+        Some("TRUE") => Ok(true),
+        Some(other) => Err(format!("permanetDisabled {other:?} is not TRUE or FALSE")),
     }
-    Ok(name)
 }
 
 fn address(entry: &LdifEntry) -> Result<Option<Ipv6Addr>, String> {
@@ -294,54 +349,30 @@ fn user(
 ) -> Result<(User, Option<PasswordError>), String> {
     let name = short_name(entry, "uid")?;
     let mut problem = None;
-    let disabled = match entry
-        .single_text("permanetDisabled")
-        .map_err(|e| e.to_string())?
-        .map(str::trim)
-    {
-        None | Some("FALSE") => false,
-        Some("TRUE") => true,
-        Some(other) => return Err(format!("permanetDisabled {other:?} is not TRUE or FALSE")),
-    };
+    let disabled = disabled(entry)?;
     let address = address(entry)?;
-    let password = match entry
+    // Every usable `userPassword` value (an LDAP server accepts a bind
+    // with any of them). The user exists (DNS, netmaps) even when none is
+    // usable, but cannot log in; the load report says why.
+    let mut password = Vec::new();
+    for value in entry
         .text_values("userPassword")
         .map_err(|e| e.to_string())?
-        .as_slice()
     {
-        [] => None,
-        // The user exists (DNS, netmaps) even when the hash is unusable,
-        // but cannot log in; the load report says why.
-        [one] => match PasswordHash::parse(one) {
-            Ok(hash) => Some(hash),
+        match PasswordHash::parse(value) {
+            Ok(hash) => password.push(hash),
             Err(e) => {
-                problem = Some(e);
-                None
+                problem.get_or_insert(e);
             }
-        },
-        _ => return Err("more than one userPassword".to_owned()),
-    };
-    let dn = normalize_dn(&entry.dn);
-    let mut groups: BTreeSet<String> = member_groups.get(&dn).cloned().unwrap_or_default();
-    for group_dn in entry.text_values("memberOf").map_err(|e| e.to_string())? {
-        let group_dn = normalize_dn(group_dn);
-        let name = group_names
-            .get(&group_dn)
-            .cloned()
-            .or_else(|| rdn_value(&group_dn, "cn"));
-        match name {
-            Some(name) => {
-                groups.insert(name);
-            }
-            None => return Err(format!("memberOf {group_dn:?} names no group")),
         }
     }
+    let groups = groups_of(entry, member_groups, group_names)?;
     let user = User {
         entity: Entity {
             dn: entry.dn.clone(),
             name,
             kind: EntityKind::User,
-            groups: groups.into_iter().collect(),
+            groups,
             disabled,
             address,
             allowed_groups: Vec::new(),
@@ -353,23 +384,52 @@ fn user(
     Ok((user, problem))
 }
 
-fn application(entry: &LdifEntry) -> Result<Entity, String> {
+/// The groups `entry` is a member of (by `member` on the groups, and by
+/// `memberOf` on the entry), canonical and sorted. Users, applications and
+/// systems alike, as the LDAP backend reads them.
+fn groups_of(
+    entry: &LdifEntry,
+    member_groups: &HashMap<String, BTreeSet<String>>,
+    group_names: &HashMap<String, String>,
+) -> Result<Vec<String>, String> {
+    let dn = normalize_dn(&entry.dn);
+    let mut groups: BTreeSet<String> = member_groups.get(&dn).cloned().unwrap_or_default();
+    // `memberOf` values below `ou=groups` only, as the LDAP backend reads
+    // them; others (no group of ours) are ignored there and here.
+    for group_dn in entry.text_values("memberOf").map_err(|e| e.to_string())? {
+        if !below_ou(group_dn, "groups") {
+            continue;
+        }
+        let group_dn = normalize_dn(group_dn);
+        let name = group_names
+            .get(&group_dn)
+            .cloned()
+            .or_else(|| rdn_value(&group_dn, "cn").and_then(|g| canonical_group(&g)));
+        groups.extend(name);
+    }
+    Ok(groups.into_iter().collect())
+}
+
+fn application(entry: &LdifEntry, groups: Vec<String>) -> Result<Entity, String> {
     let name = short_name(entry, "cn")?;
     let system = short_name(entry, "permanetSystem")?;
     let mut allowed_groups: Vec<String> = entry
         .text_values("permanetAllowedGroup")
         .map_err(|e| e.to_string())?
         .into_iter()
-        .map(|g| g.trim().to_owned())
-        .collect();
+        .map(|g| {
+            canonical_group(g)
+                .ok_or_else(|| format!("permanetAllowedGroup {g:?} is not a valid group name"))
+        })
+        .collect::<Result<_, String>>()?;
     allowed_groups.sort();
     allowed_groups.dedup();
     Ok(Entity {
         dn: entry.dn.clone(),
         name,
         kind: EntityKind::Application,
-        groups: Vec::new(),
-        disabled: false,
+        groups,
+        disabled: disabled(entry)?,
         address: address(entry)?,
         allowed_groups,
         system: Some(system),
@@ -377,7 +437,7 @@ fn application(entry: &LdifEntry) -> Result<Entity, String> {
     })
 }
 
-fn system(entry: &LdifEntry) -> Result<Entity, String> {
+fn system(entry: &LdifEntry, groups: Vec<String>) -> Result<Entity, String> {
     let name = short_name(entry, "cn")?;
     let public_ipv4 = entry
         .single_text("permanetPublicIPv4")
@@ -392,8 +452,8 @@ fn system(entry: &LdifEntry) -> Result<Entity, String> {
         dn: entry.dn.clone(),
         name,
         kind: EntityKind::System,
-        groups: Vec::new(),
-        disabled: false,
+        groups,
+        disabled: disabled(entry)?,
         address: address(entry)?,
         allowed_groups: Vec::new(),
         system: None,

@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ldap3::ResultEntry;
 use overlay_proto::lease::EntityKind;
 
-use crate::directory::{DirectoryError, Entity};
+use crate::directory::{canonical_group, canonical_name, DirectoryError, Entity};
 
 /// The longest entity name (in bytes) that is looked up at all.
 pub const MAX_NAME_LEN: usize = 256;
@@ -118,13 +118,25 @@ pub fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_NAME_LEN && !name.chars().any(char::is_control)
 }
 
-/// Build the [`Entity`] of `kind` from `entry`. `groups` are the group
-/// `cn`s (the caller resolves `memberOf` or searches the groups).
+/// Build the [`Entity`] of `kind` from `entry`, in the canonical forms
+/// [`Entity`] documents. `groups` are the group `cn`s as the directory
+/// spells them (the caller resolves `memberOf` or searches the groups);
+/// invalid ones are dropped.
 pub fn entity(
     kind: EntityKind,
     entry: &RawEntry,
-    mut groups: Vec<String>,
+    groups: Vec<String>,
 ) -> Result<Entity, DirectoryError> {
+    let mut groups: Vec<String> = groups
+        .iter()
+        .filter_map(|g| {
+            let canonical = canonical_group(g);
+            if canonical.is_none() {
+                tracing::warn!(dn = %entry.dn, group = %g, "ignoring a group with an invalid name");
+            }
+            canonical
+        })
+        .collect();
     let name_attr = match kind {
         EntityKind::User => "uid",
         EntityKind::Application | EntityKind::System => "cn",
@@ -139,7 +151,8 @@ pub fn entity(
     let address = entry
         .single("permanetAddress")?
         .map(|v| {
-            v.parse::<Ipv6Addr>()
+            v.trim()
+                .parse::<Ipv6Addr>()
                 .map_err(|_| entry.bad(format!("permanetAddress {v:?} is not an IPv6 address")))
         })
         .transpose()?;
@@ -162,8 +175,21 @@ pub fn entity(
             let system = entry
                 .single("permanetSystem")?
                 .ok_or_else(|| entry.bad("no permanetSystem".into()))?;
-            e.system = Some(system.to_string());
-            let mut allowed: Vec<String> = entry.values("permanetAllowedGroup").to_vec();
+            let system = canonical_name(system).ok_or_else(|| {
+                entry.bad(format!("permanetSystem {system:?} is not a valid name"))
+            })?;
+            e.system = Some(system);
+            let mut allowed = entry
+                .values("permanetAllowedGroup")
+                .iter()
+                .map(|g| {
+                    canonical_group(g).ok_or_else(|| {
+                        entry.bad(format!(
+                            "permanetAllowedGroup {g:?} is not a valid group name"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<String>, DirectoryError>>()?;
             allowed.sort();
             allowed.dedup();
             e.allowed_groups = allowed;
@@ -172,7 +198,7 @@ pub fn entity(
             e.public_ipv4 = entry
                 .single("permanetPublicIPv4")?
                 .map(|v| {
-                    v.parse::<Ipv4Addr>().map_err(|_| {
+                    v.trim().parse::<Ipv4Addr>().map_err(|_| {
                         entry.bad(format!("permanetPublicIPv4 {v:?} is not an IPv4 address"))
                     })
                 })
@@ -182,9 +208,10 @@ pub fn entity(
     Ok(e)
 }
 
-/// The entity's short name: one value of `attr`, a valid name. A `cn`
-/// with several values (allowed by the schema) must have exactly one that
-/// is the RDN's; the backend takes the RDN value then.
+/// The entity's short name: one value of `attr`, in canonical form
+/// ([`canonical_name`]). A `cn` with several values (allowed by the
+/// schema) must have exactly one that is the RDN's; the backend takes the
+/// RDN value then.
 fn name_value(entry: &RawEntry, attr: &str) -> Result<String, DirectoryError> {
     let values = entry.values(attr);
     let name = match values {
@@ -195,10 +222,11 @@ fn name_value(entry: &RawEntry, attr: &str) -> Result<String, DirectoryError> {
             _ => return Err(entry.bad(format!("{attr} has several values"))),
         },
     };
-    if !valid_name(&name) {
-        return Err(entry.bad(format!("{attr} {name:?} is not a valid name")));
-    }
-    Ok(name)
+    canonical_name(&name).ok_or_else(|| {
+        entry.bad(format!(
+            "{attr} {name:?} is not a valid name (a DNS label: a-z, 0-9, - and _)"
+        ))
+    })
 }
 
 /// A DN in a form fit for comparing: attribute types and values
