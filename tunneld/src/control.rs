@@ -20,11 +20,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use overlay_proto::authority::LoginNeededReason;
 use overlay_proto::node::Node;
 use overlay_proto::session::{SaRole, SaStatus};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use crate::config::Config;
@@ -41,12 +43,19 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// The status request line.
 pub const STATUS_REQUEST: &str = "status";
 
+/// The reload request line.
+pub const RELOAD_REQUEST: &str = "reload";
+
 /// What does not change while the daemon runs: this node (and, in
 /// userspace mode, the stack whose counters the report carries).
 #[derive(Clone, Debug)]
 pub struct Identity {
     interface: Interface,
     userspace: Option<StackHandle>,
+    /// With `[addrd]`: `Some(reason)` while addrd wants a new login.
+    login_needed: Option<watch::Receiver<Option<LoginNeededReason>>>,
+    /// Where `reload` requests go (the daemon's main loop).
+    reload: Option<mpsc::Sender<()>>,
 }
 
 impl Identity {
@@ -67,7 +76,24 @@ impl Identity {
                     .then(|| config.tun_name.clone()),
             },
             userspace: None,
+            login_needed: None,
+            reload: None,
         }
+    }
+
+    /// Reports show whether addrd wants a new login (`[addrd]`).
+    pub fn with_login_needed(
+        mut self,
+        login_needed: watch::Receiver<Option<LoginNeededReason>>,
+    ) -> Self {
+        self.login_needed = Some(login_needed);
+        self
+    }
+
+    /// `reload` requests are sent to `reload`.
+    pub fn with_reload(mut self, reload: mpsc::Sender<()>) -> Self {
+        self.reload = Some(reload);
+        self
     }
 
     /// Reports also carry `stack`'s counters (userspace mode).
@@ -126,6 +152,10 @@ impl Identity {
                 failed: status.reload.failed,
                 last_error: status.reload.last_error.clone(),
             },
+            login_needed: self
+                .login_needed
+                .as_ref()
+                .and_then(|rx| rx.borrow().map(|reason| format!("{reason:?}"))),
         }
     }
 }
@@ -161,6 +191,10 @@ pub struct Report {
     /// SIGHUP reloads.
     #[serde(default)]
     pub reload: ReloadReport,
+    /// With `[addrd]`: addrd's reason while it refuses to renew until
+    /// `tunneld login` is run again; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_needed: Option<String>,
 }
 
 /// This node's lease, in a [`Report`].
@@ -294,6 +328,12 @@ impl Report {
         let _ = writeln!(s, "  role: {}, mode: {}", i.role, i.mode);
         if let Some(device) = &i.tun_device {
             let _ = writeln!(s, "  device: {device}");
+        }
+        if let Some(reason) = &self.login_needed {
+            let _ = writeln!(
+                s,
+                "  login needed: addrd will not renew the lease ({reason}); run `tunneld login`"
+            );
         }
         let _ = writeln!(
             s,
@@ -509,6 +549,12 @@ async fn answer(stream: UnixStream, handle: &TunnelHandle, identity: &Identity) 
             }
             None => error_json("the data plane has stopped"),
         },
+        RELOAD_REQUEST => match &identity.reload {
+            Some(reload) if reload.send(()).await.is_ok() => {
+                serde_json::json!({ "reload": "requested" }).to_string()
+            }
+            _ => error_json("this daemon does not take reload requests"),
+        },
         _ => error_json("unknown request"),
     };
     write.write_all(response.as_bytes()).await?;
@@ -584,6 +630,7 @@ mod tests {
                 failed: 2,
                 last_error: Some("t.toml: mtu: changed".to_owned()),
             },
+            login_needed: None,
         };
         let expected = "\
 interface: node

@@ -7,10 +7,9 @@
 //!   `peers[i].lease-file`), re-read and verified on every fetch, so an
 //!   external tool that rewrites the files keeps the daemon running past
 //!   its first lease's expiry;
-//! - [`AddrdLeaseSource`]: login, renewal and netmap refresh through addrd.
-//!   It cannot be built until addrd exists (issue #4): [`AddrdLeaseSource::connect`]
-//!   says so, and `tunneld run` refuses an `[addrd]` table with that
-//!   message. `docs/architecture.md` ("Leases from addrd") is its design.
+//! - [`AddrdLeaseSource`]: renewal and netmap refresh through addrd, after
+//!   `tunneld login` wrote the first lease. `docs/architecture.md`
+//!   ("Leases from addrd") is its design.
 //!
 //! [`maintain`] drives a source for a running daemon: it asks for a
 //! renewal at [`RenewalPolicy::renew_at`] of the lease's lifetime (with
@@ -29,7 +28,10 @@
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use overlay_proto::authority::LoginNeededReason;
 
 use overlay_proto::handshake::PublicKey;
 use overlay_proto::lease::{AuthorityKey, Lease, SignedLease};
@@ -38,9 +40,11 @@ use rand::Rng;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::config::{Addrd, Config, Problem};
+use crate::addrd::{self, AddrdClient, AddrdError};
+use crate::config::{Config, Problem};
 use crate::dataplane::{TunnelHandle, UpdateSource};
-use crate::reload::{ChangeSet, PeerUpdate, ReloadError};
+use crate::names::LeaseResolver;
+use crate::reload::{ChangeSet, PeerSettings, PeerUpdate, ReloadError};
 use crate::startup;
 
 /// Leases as a source has them now.
@@ -57,6 +61,9 @@ pub struct LeaseSet {
     /// Peer leases that could not be used this time, and why (logged; the
     /// node keeps the lease it holds until it expires).
     pub problems: Vec<String>,
+    /// Whether peers the node does not hold yet are added (addrd's netmap)
+    /// rather than skipped (lease files: a peer is added by SIGHUP).
+    pub adds_peers: bool,
 }
 
 /// Why a fetch gave no usable lease for this node.
@@ -78,14 +85,14 @@ pub enum LeaseSourceError {
         /// This node's key.
         own_key: PublicKey,
     },
-    /// Login, renewal and netmap refresh through addrd do not exist yet.
-    #[error(
-        "[addrd] is configured ({endpoint}), but leases from addrd are not implemented until \
-         addrd exists (issue #4); remove the [addrd] table and use lease-file"
-    )]
-    AddrdNotImplemented {
-        /// `addrd.endpoint`.
-        endpoint: std::net::SocketAddr,
+    /// addrd could not be asked, or gave no usable answer.
+    #[error("addrd: {0}")]
+    Addrd(AddrdError),
+    /// addrd will not renew the lease: a user must run `tunneld login`.
+    #[error("login needed: addrd will not renew this lease ({reason:?}); run `tunneld login`")]
+    LoginNeeded {
+        /// addrd's reason.
+        reason: LoginNeededReason,
     },
 }
 
@@ -169,6 +176,7 @@ impl LeaseSource for FileLeaseSource {
             peers,
             removed: Vec::new(),
             problems,
+            adds_peers: false,
         })
     }
 
@@ -177,31 +185,158 @@ impl LeaseSource for FileLeaseSource {
     }
 }
 
-/// Leases from addrd: login, renewal, netmap refresh (issue #4). It has
-/// no values: [`AddrdLeaseSource::connect`] is the one way to make one and
-/// says it is not implemented yet.
+/// Leases from addrd: renewal (`Renew`, no password) then the netmap
+/// (`Netmap` pages), every lease verified with `authority-key`. The lease
+/// `tunneld login` wrote is where it starts; each renewed lease and each
+/// netmap is written back to `lease-file` and its netmap cache
+/// ([`crate::addrd`]), so a restarted daemon starts from the newest. A
+/// `LoginNeeded` answer is [`LeaseSourceError::LoginNeeded`], published on
+/// [`AddrdLeaseSource::login_needed`] for `status`. Peers in the netmap are
+/// added to the node ([`LeaseSet::adds_peers`]) and taught to the names
+/// resolver, if one is given.
 #[derive(Debug)]
-pub enum AddrdLeaseSource {}
+pub struct AddrdLeaseSource {
+    client: AddrdClient,
+    authority: AuthorityKey,
+    held: SignedLease,
+    lease_file: PathBuf,
+    resolver: Option<Arc<LeaseResolver>>,
+    login_needed: watch::Sender<Option<LoginNeededReason>>,
+}
 
 impl AddrdLeaseSource {
-    /// Log in to the addrd the config's `[addrd]` table names. Not
-    /// implemented until addrd exists: always
-    /// [`LeaseSourceError::AddrdNotImplemented`].
-    pub fn connect(addrd: &Addrd) -> Result<Self, LeaseSourceError> {
-        Err(LeaseSourceError::AddrdNotImplemented {
-            endpoint: addrd.endpoint,
-        })
+    /// A source renewing `held` (the lease read from `lease_file` at
+    /// start-up) through `client`.
+    pub fn new(
+        client: AddrdClient,
+        authority: AuthorityKey,
+        held: SignedLease,
+        lease_file: PathBuf,
+    ) -> Self {
+        AddrdLeaseSource {
+            client,
+            authority,
+            held,
+            lease_file,
+            resolver: None,
+            login_needed: watch::channel(None).0,
+        }
+    }
+
+    /// Teach every netmap peer's name to `resolver`.
+    pub fn with_resolver(mut self, resolver: Option<Arc<LeaseResolver>>) -> Self {
+        self.resolver = resolver;
+        self
+    }
+
+    /// `Some(reason)` while addrd refuses to renew until a new login.
+    pub fn login_needed(&self) -> watch::Receiver<Option<LoginNeededReason>> {
+        self.login_needed.subscribe()
     }
 }
 
 impl LeaseSource for AddrdLeaseSource {
     async fn fetch(&mut self, _now: UnixTime) -> Result<LeaseSet, LeaseSourceError> {
-        match *self {}
+        // A `tunneld login` since the last fetch wrote a newer lease: renew
+        // that one (the held one may be the reason addrd said LoginNeeded).
+        if let Ok(on_disk) =
+            startup::read_lease_file(&self.authority, &self.lease_file, startup::now().unix)
+        {
+            if on_disk.lease().public_key == self.held.lease().public_key
+                && is_renewal(self.held.lease(), on_disk.lease())
+            {
+                self.held = on_disk;
+            }
+        }
+        let own = match self.client.renew(&self.held, &self.authority).await {
+            Ok(lease) => lease,
+            Err(AddrdError::LoginNeeded { reason }) => {
+                self.login_needed.send_replace(Some(reason));
+                return Err(LeaseSourceError::LoginNeeded { reason });
+            }
+            Err(e) => return Err(LeaseSourceError::Addrd(e)),
+        };
+        self.login_needed.send_replace(None);
+        let mut problems = Vec::new();
+        if let Err(e) = addrd::write_lease_file(&self.lease_file, &own) {
+            problems.push(format!(
+                "renewed lease not saved to {}: {e}",
+                self.lease_file.display()
+            ));
+        }
+        self.held = own.clone();
+        let netmap = self
+            .client
+            .netmap(&self.authority)
+            .await
+            .map_err(LeaseSourceError::Addrd)?;
+        problems.extend(netmap.problems);
+        let cache = addrd::netmap_cache_path(&self.lease_file);
+        if let Err(e) = addrd::write_netmap_cache(&cache, &netmap.leases) {
+            problems.push(format!("netmap not saved to {}: {e}", cache.display()));
+        }
+        if let Some(resolver) = &self.resolver {
+            resolver.learn(own.lease());
+            for lease in &netmap.leases {
+                resolver.learn(lease.lease());
+            }
+        }
+        Ok(LeaseSet {
+            own,
+            peers: netmap.leases,
+            removed: netmap.removed,
+            problems,
+            adds_peers: true,
+        })
     }
 
     fn name(&self) -> &'static str {
         "addrd"
     }
+}
+
+/// The change that gives the node the peers of the netmap cache `tunneld
+/// login` (or the daemon's last netmap refresh) wrote next to `lease-file`:
+/// each verified lease is added, or renews the peer the node holds. Leases
+/// of this node's key and of statically configured peers (`[[peers]]`,
+/// whose settings SIGHUP owns) are left out. Returns the change and a line
+/// per lease or file that could not be used.
+pub fn netmap_cache_change(
+    config: &Config,
+    own_key: PublicKey,
+    now: UnixTime,
+) -> (ChangeSet, Vec<String>) {
+    let path = addrd::netmap_cache_path(&config.lease_file);
+    let (leases, mut problems) = match addrd::read_netmap_cache(&path, &config.authority_key, now) {
+        Ok(read) => read,
+        Err(e) => (Vec::new(), vec![e.to_string()]),
+    };
+    let mut configured = Vec::with_capacity(config.peers.len());
+    for peer in &config.peers {
+        match startup::read_lease_file(&config.authority_key, &peer.lease_file, now) {
+            Ok(lease) => configured.push(lease.lease().public_key),
+            Err(problem) => problems.push(problem.to_string()),
+        }
+    }
+    let peers = leases
+        .into_iter()
+        .filter(|lease| {
+            let key = lease.lease().public_key;
+            key != *own_key.as_bytes() && !configured.contains(&key)
+        })
+        .map(|lease| PeerUpdate {
+            lease,
+            settings: Some(PeerSettings {
+                endpoint: None,
+                persistent_keepalive: None,
+            }),
+        })
+        .collect();
+    let change = ChangeSet {
+        peers,
+        ..ChangeSet::default()
+    };
+    (change, problems)
 }
 
 /// When to renew, how to retry, when to warn.
@@ -376,7 +511,7 @@ pub async fn maintain<S: LeaseSource>(
                 for problem in &set.problems {
                     warn!(source = source.name(), "netmap refresh: {problem}");
                 }
-                match refresh_peers(&handle, set.peers, set.removed).await {
+                match refresh_peers(&handle, set.peers, set.removed, set.adds_peers).await {
                     Err(ReloadError::Stopped) => return,
                     Err(e) => warn!(source = source.name(), "netmap refresh refused: {e}"),
                     Ok(_) => {}
@@ -445,12 +580,15 @@ pub async fn maintain<S: LeaseSource>(
 }
 
 /// Give known peers their refreshed leases and remove the ones the source
-/// dropped. A refresh never adds a peer: a renewal for a peer the node
-/// does not hold is skipped ([`PeerUpdate::settings`]).
+/// dropped. Unless `add` (addrd's netmap), a refresh never adds a peer: a
+/// renewal for a peer the node does not hold is skipped
+/// ([`PeerUpdate::settings`]); with `add` a new peer is added with no
+/// endpoint and the node's default keepalive.
 async fn refresh_peers(
     handle: &TunnelHandle,
     peers: Vec<SignedLease>,
     removed: Vec<PublicKey>,
+    add: bool,
 ) -> Result<crate::reload::Applied, ReloadError> {
     if peers.is_empty() && removed.is_empty() {
         return Ok(crate::reload::Applied::default());
@@ -460,7 +598,10 @@ async fn refresh_peers(
             .into_iter()
             .map(|lease| PeerUpdate {
                 lease,
-                settings: None,
+                settings: add.then_some(PeerSettings {
+                    endpoint: None,
+                    persistent_keepalive: None,
+                }),
             })
             .collect(),
         remove: removed,

@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod addrd;
 pub mod config;
 pub mod control;
 pub mod dataplane;

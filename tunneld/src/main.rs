@@ -6,7 +6,8 @@
 //! | 0 | success |
 //! | 1 | error (bad config, unreadable key, TUN device not permitted, no daemon running) |
 //! | 2 | usage error (from clap) |
-//! | 3 | not implemented yet (an `[addrd]` table) |
+//! | 3 | `login`: refused by addrd (wrong user or password, not allowed, too many attempts) |
+//! | 4 | `login`: addrd unreachable or not answering (timeout; also a wrong pinned `addrd.public-key`) |
 
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::net::SocketAddrV6;
@@ -29,9 +30,11 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{reload as log_reload, Registry};
 
 use overlay_proto::addr::SystemVirtualNetwork;
+use overlay_proto::authority::{ClientTimers, Password};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tunneld::access::AccessPolicy;
+use tunneld::addrd::{self, AddrdClient, AddrdError};
 use tunneld::config::{Config, LogLevel, Mode, Role};
 use tunneld::control::{self, ControlSocket, Report};
 use tunneld::dataplane::{ChannelPort, InnerPort, Stopped, Tunnel, TunnelHandle, UpdateSource};
@@ -89,6 +92,25 @@ enum Command {
     Genkey,
     /// Read a base64 private key on stdin, print its public key (like `wg pubkey`).
     Pubkey,
+    /// Log in to addrd: get this node's lease and netmap, and have a
+    /// running daemon pick them up.
+    Login {
+        /// Config file (TOML) with an `[addrd]` table.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Directory user name (asked on the terminal if not given).
+        #[arg(long, value_name = "NAME")]
+        user: Option<String>,
+        /// Read the password from stdin (one line) instead of the terminal.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Give up after this many seconds without an answer from addrd.
+        #[arg(long, value_name = "SECS", default_value_t = 30)]
+        timeout: u64,
+        /// The running daemon's control socket (asked to reload).
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
     /// Show the running daemon's state.
     Status {
         /// Machine-readable output.
@@ -107,8 +129,10 @@ enum Outcome {
     Success,
     /// Done, but the answer is "no" (e.g. no daemon running); already printed.
     Failure,
-    /// The feature is not written yet; already printed.
-    NotImplemented,
+    /// addrd refused the login; already printed.
+    Refused,
+    /// addrd did not answer in time; already printed.
+    Unreachable,
 }
 
 fn main() -> ExitCode {
@@ -118,12 +142,26 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => Ok(check_config(&file)),
         Command::Genkey => genkey(),
         Command::Pubkey => pubkey(),
+        Command::Login {
+            config,
+            user,
+            password_stdin,
+            timeout,
+            socket,
+        } => login(&LoginArgs {
+            config,
+            user,
+            password_stdin,
+            timeout: Duration::from_secs(timeout.max(1)),
+            socket,
+        }),
         Command::Status { json, socket } => Ok(status(&socket, json)),
     };
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Failure) => ExitCode::from(1),
-        Ok(Outcome::NotImplemented) => ExitCode::from(3),
+        Ok(Outcome::Refused) => ExitCode::from(3),
+        Ok(Outcome::Unreachable) => ExitCode::from(4),
         Err(e) => {
             eprintln!("tunneld: {e:#}");
             ExitCode::from(1)
@@ -142,13 +180,6 @@ fn run(path: &Path, socket: &Path) -> anyhow::Result<Outcome> {
     let log_level = init_logging(config.log_level);
     let prepared = startup::prepare_config(config, startup::now(), os_seed()?)?;
     info!("{}", startup::summary(&prepared));
-    if let Some(addrd) = &prepared.config.addrd {
-        // Never `Ok`: the source has no values until issue #4.
-        let Err(e) = AddrdLeaseSource::connect(addrd);
-        error!("{e}");
-        eprintln!("tunneld: {}: {e}", prepared.config.path.display());
-        return Ok(Outcome::NotImplemented);
-    }
     if let Some(keylog) = &prepared.config.dangerous_esp_keylog {
         warn!(
             "DANGER: dangerous-esp-keylog is set: the keys of every SA will be written to {}; \
@@ -174,7 +205,23 @@ async fn serve(
     log_level: Option<LogLevelHandle>,
 ) -> anyhow::Result<Outcome> {
     let running = Running::new(&prepared);
-    let startup::Prepared { config, node, .. } = prepared;
+    let startup::Prepared {
+        config, mut node, ..
+    } = prepared;
+    if config.addrd.is_some() {
+        // The netmap `tunneld login` (or the last refresh) cached: the
+        // peers are in the node before the names resolver reads it.
+        let (change, problems) =
+            leases::netmap_cache_change(&config, *node.public_key(), startup::now().unix);
+        for problem in problems {
+            warn!("netmap cache: {problem}");
+        }
+        let mut unused = AccessPolicy::default();
+        match reload::apply(&mut node, &mut unused, change, std::time::Instant::now()) {
+            Ok(applied) => info!(peers = applied.added, "peers added from the netmap cache"),
+            Err(e) => warn!("netmap cache not used: {e}"),
+        }
+    }
     let signals = Signals {
         terminate: signal(SignalKind::terminate()).context("installing a SIGTERM handler")?,
         interrupt: signal(SignalKind::interrupt()).context("installing a SIGINT handler")?,
@@ -183,16 +230,18 @@ async fn serve(
     // The control socket first: it is what tells a second daemon on the
     // same socket to stop before it takes any other resource.
     let control = ControlSocket::bind(socket).await?;
-    let daemon = Daemon {
+    let mut daemon = Daemon {
         control,
         signals,
         running,
         log_level,
+        resolver: None,
     };
     match config.mode {
         Mode::Userspace => {
             let (port, channels) = ChannelPort::new(PORT_QUEUE);
-            let stack = start_userspace(&config, &node, channels).await?;
+            let (stack, resolver) = start_userspace(&config, &node, channels).await?;
+            daemon.resolver = resolver;
             let result = daemon.serve_tunnel(node, port, Some(stack.clone())).await;
             stack.shutdown();
             result
@@ -226,6 +275,9 @@ struct Daemon {
     /// The config running now (SIGHUP replaces it).
     running: Running,
     log_level: Option<LogLevelHandle>,
+    /// The SOCKS5 proxy's names resolver (userspace client), which learns
+    /// addrd's netmap.
+    resolver: Option<Arc<LeaseResolver>>,
 }
 
 impl Daemon {
@@ -249,6 +301,7 @@ impl Daemon {
                 },
             mut running,
             log_level,
+            resolver,
         } = self;
         let config = running.config.clone();
         let own_key = *node.public_key();
@@ -271,11 +324,54 @@ impl Daemon {
         let listen = tunnel
             .local_addr()
             .context("reading the UDP socket address")?;
-        let identity = control::Identity::new(&config, tunnel.node(), listen);
-        let identity = Arc::new(match &stack {
+        let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel(1);
+        let identity =
+            control::Identity::new(&config, tunnel.node(), listen).with_reload(reload_tx);
+        let identity = match &stack {
             Some(stack) => identity.with_userspace(stack.clone()),
             None => identity,
-        });
+        };
+        // Renewal: through addrd, or by re-reading the lease files, before
+        // the lease runs out.
+        let identity = match &config.addrd {
+            Some(addrd) => {
+                let keypair = keys::read_private_key_file(&config.private_key_file)
+                    .map_err(|p| config.error("private-key-file", p))?;
+                let client = AddrdClient::bind(addrd, keypair, ClientTimers::default(), os_seed()?)
+                    .await
+                    .with_context(|| {
+                        format!("opening a UDP socket for addrd at {}", addrd.endpoint)
+                    })?;
+                let source = AddrdLeaseSource::new(
+                    client,
+                    config.authority_key,
+                    own_lease.clone(),
+                    config.lease_file.clone(),
+                )
+                .with_resolver(resolver.clone());
+                let identity = identity.with_login_needed(source.login_needed());
+                info!(endpoint = %addrd.endpoint, "leases renewed through addrd");
+                tokio::spawn(leases::maintain(
+                    source,
+                    handle.clone(),
+                    own_lease.clone(),
+                    RenewalPolicy::default(),
+                    OsRng.next_u64(),
+                ));
+                identity
+            }
+            None => {
+                tokio::spawn(leases::maintain(
+                    FileLeaseSource::new(lease_files_rx),
+                    handle.clone(),
+                    own_lease.clone(),
+                    RenewalPolicy::default(),
+                    OsRng.next_u64(),
+                ));
+                identity
+            }
+        };
+        let identity = Arc::new(identity);
         let metrics = match config.metrics_listen {
             Some(addr) => Some(MetricsServer::bind(addr).await?),
             None => None,
@@ -289,14 +385,6 @@ impl Daemon {
             let source = MetricsSource::new(handle.clone(), stack.clone());
             tokio::spawn(metrics.serve(source));
         }
-        // Renewal: re-read the lease files before the lease runs out.
-        tokio::spawn(leases::maintain(
-            FileLeaseSource::new(lease_files_rx),
-            handle.clone(),
-            own_lease,
-            RenewalPolicy::default(),
-            OsRng.next_u64(),
-        ));
         info!(%listen, socket = %control.path().display(), "data plane running, control socket listening");
         let stopped_early = {
             let serving = control.serve(handle.clone(), identity);
@@ -307,7 +395,13 @@ impl Daemon {
                     _ = terminate.recv() => { info!("SIGTERM: shutting down"); break None }
                     _ = interrupt.recv() => { info!("SIGINT: shutting down"); break None }
                     _ = hangup.recv() => {
-                        if reload_config(&mut running, &handle, log_level.as_ref()).await {
+                        if reload_config(&mut running, &handle, log_level.as_ref(), own_key, resolver.as_deref()).await {
+                            lease_files.send_replace(LeaseFiles::of(&running.config, own_key));
+                        }
+                    }
+                    Some(()) = reload_rx.recv() => {
+                        info!("reload requested on the control socket");
+                        if reload_config(&mut running, &handle, log_level.as_ref(), own_key, resolver.as_deref()).await {
                             lease_files.send_replace(LeaseFiles::of(&running.config, own_key));
                         }
                     }
@@ -340,6 +434,8 @@ async fn reload_config(
     running: &mut Running,
     handle: &TunnelHandle,
     log_level: Option<&LogLevelHandle>,
+    own_key: overlay_proto::handshake::PublicKey,
+    resolver: Option<&LeaseResolver>,
 ) -> bool {
     let path = running.config.path.clone();
     info!(config = %path.display(), "SIGHUP: reloading the config");
@@ -380,6 +476,9 @@ async fn reload_config(
             // the first line the new level lets through.
             debug!(?applied, "reload details");
             *running = next;
+            if running.config.addrd.is_some() {
+                reload_netmap_cache(&running.config, own_key, handle, resolver).await;
+            }
             true
         }
         Err(e) => {
@@ -387,6 +486,33 @@ async fn reload_config(
             error!("reload refused, still running the previous config: {e}");
             false
         }
+    }
+}
+
+/// With `[addrd]`, a reload also takes the netmap cache `tunneld login`
+/// wrote: its peers are added or renewed, and their names learnt.
+async fn reload_netmap_cache(
+    config: &Config,
+    own_key: overlay_proto::handshake::PublicKey,
+    handle: &TunnelHandle,
+    resolver: Option<&LeaseResolver>,
+) {
+    let (change, problems) = leases::netmap_cache_change(config, own_key, startup::now().unix);
+    for problem in problems {
+        warn!("netmap cache: {problem}");
+    }
+    if let Some(resolver) = resolver {
+        for update in &change.peers {
+            resolver.learn(update.lease.lease());
+        }
+    }
+    match handle.update(change, UpdateSource::Reload).await {
+        Ok(applied) => info!(
+            peers_added = applied.added,
+            peers_updated = applied.updated,
+            "netmap cache applied"
+        ),
+        Err(e) => warn!("netmap cache not applied: {e}"),
     }
 }
 
@@ -398,7 +524,7 @@ async fn start_userspace(
     config: &Config,
     node: &overlay_proto::node::Node,
     channels: tunneld::dataplane::PortChannels,
-) -> anyhow::Result<StackHandle> {
+) -> anyhow::Result<(StackHandle, Option<Arc<LeaseResolver>>)> {
     let prefix = node.local_lease().lease().prefix;
     // A user or application owns a /128; a system answers on `::1` of its
     // system virtual network.
@@ -410,19 +536,22 @@ async fn start_userspace(
     stack_config.mtu = config.mtu;
     let (stack, handle) = UserspaceStack::new(stack_config, channels);
     tokio::spawn(stack.run());
+    let mut names = None;
     match config.role {
         Role::Client => {
             if let Some(socks) = config.socks_listen {
                 let listener = TcpListener::bind(socks)
                     .await
                     .with_context(|| format!("binding the SOCKS5 listener {socks}"))?;
-                // The leases this node holds name what it can reach; the
-                // addrd resolver replaces this with the addrd issue.
-                let resolver = LeaseResolver::from_node(config.overlay_zone.clone(), node);
+                // The leases this node holds name what it can reach; with
+                // `[addrd]` it also learns each netmap's.
+                let resolver =
+                    Arc::new(LeaseResolver::from_node(config.overlay_zone.clone(), node));
                 info!(zone = %config.overlay_zone, "SOCKS5 resolves overlay names from known leases");
+                names = Some(Arc::clone(&resolver));
                 tokio::spawn(log_exit(
                     "SOCKS5 proxy",
-                    serve_socks(listener, handle.clone(), Arc::new(resolver)),
+                    serve_socks(listener, handle.clone(), resolver),
                 ));
             }
             for forward in &config.port_forwards {
@@ -451,7 +580,7 @@ async fn start_userspace(
             }
         }
     }
-    Ok(handle)
+    Ok((handle, names))
 }
 
 /// Log why a serving task ended.
@@ -472,11 +601,6 @@ fn check_config(path: &Path) -> Outcome {
     match startup::prepare(path, startup::now(), seed) {
         Ok(prepared) => {
             println!("ok: {}: {}", path.display(), startup::summary(&prepared));
-            if let Some(addrd) = &prepared.config.addrd {
-                // Never `Ok`: the source has no values until issue #4.
-                let Err(e) = AddrdLeaseSource::connect(addrd);
-                eprintln!("warning: {}: {e}", path.display());
-            }
             Outcome::Success
         }
         Err(e) => {
@@ -508,6 +632,166 @@ fn pubkey() -> anyhow::Result<Outcome> {
         .map_err(|e| anyhow::anyhow!("invalid private key on stdin: {e}"))?;
     println!("{}", keypair.public());
     Ok(Outcome::Success)
+}
+
+/// `tunneld login`'s arguments.
+struct LoginArgs {
+    config: PathBuf,
+    user: Option<String>,
+    password_stdin: bool,
+    timeout: Duration,
+    socket: PathBuf,
+}
+
+/// Longest password accepted (the authority channel's limit).
+const MAX_PASSWORD_LEN: usize = 1024;
+
+/// Log in to addrd: read the password (terminal with echo off, or stdin),
+/// get and verify this node's lease, write it to `lease-file` and the
+/// netmap to its cache, then ask a running daemon to reload.
+fn login(args: &LoginArgs) -> anyhow::Result<Outcome> {
+    let config = Config::load(&args.config)?;
+    let Some(addrd) = config.addrd.clone() else {
+        anyhow::bail!(
+            "{}: no [addrd] table: login needs addrd's endpoint and public-key",
+            config.path.display()
+        );
+    };
+    let keypair = keys::read_private_key_file(&config.private_key_file)
+        .map_err(|p| config.error("private-key-file", p))?;
+    let user = match &args.user {
+        Some(user) => user.clone(),
+        None if args.password_stdin => {
+            anyhow::bail!("--user is required with --password-stdin")
+        }
+        None => prompt_user()?,
+    };
+    let password = if args.password_stdin {
+        read_password_stdin()?
+    } else {
+        let typed = Zeroizing::new(
+            rpassword::prompt_password(format!("Password for {user}: "))
+                .context("reading the password from the terminal")?,
+        );
+        Zeroizing::new(typed.as_bytes().to_vec())
+    };
+    if password.is_empty() {
+        anyhow::bail!("empty password");
+    }
+    if password.len() > MAX_PASSWORD_LEN {
+        anyhow::bail!("password longer than {MAX_PASSWORD_LEN} bytes");
+    }
+    let password = Password::new(password);
+    let timers = ClientTimers {
+        request_timeout: args.timeout,
+        ..ClientTimers::default()
+    };
+    let seed = os_seed()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let exchanged = runtime.block_on(async {
+        let mut client = AddrdClient::bind(&addrd, keypair, timers, seed).await?;
+        let (lease, _version) = client.login(&user, password, &config.authority_key).await?;
+        let netmap = client.netmap(&config.authority_key).await;
+        Ok::<_, AddrdError>((lease, netmap))
+    });
+    let (lease, netmap) = match exchanged {
+        Ok(done) => done,
+        Err(e @ AddrdError::Refused { .. }) => {
+            eprintln!("tunneld login: {e}");
+            return Ok(Outcome::Refused);
+        }
+        Err(e @ (AddrdError::Unreachable { .. } | AddrdError::NoAnswer { .. })) => {
+            eprintln!("tunneld login: {e}");
+            return Ok(Outcome::Unreachable);
+        }
+        Err(e) => anyhow::bail!("login failed: {e}"),
+    };
+    addrd::write_lease_file(&config.lease_file, &lease)
+        .with_context(|| format!("writing the lease to {}", config.lease_file.display()))?;
+    let l = lease.lease();
+    println!(
+        "logged in as {user}: lease serial {} for {} ({}), valid until unix time {}, written to {}",
+        l.serial,
+        l.prefix,
+        l.name,
+        l.not_after.as_secs(),
+        config.lease_file.display()
+    );
+    let cache = addrd::netmap_cache_path(&config.lease_file);
+    match netmap {
+        Ok(netmap) => {
+            for problem in &netmap.problems {
+                eprintln!("warning: {problem}");
+            }
+            addrd::write_netmap_cache(&cache, &netmap.leases)
+                .with_context(|| format!("writing the netmap to {}", cache.display()))?;
+            println!(
+                "netmap version {}: {} peer lease(s) written to {}",
+                netmap.version,
+                netmap.leases.len(),
+                cache.display()
+            );
+        }
+        Err(e) => eprintln!(
+            "warning: the netmap could not be fetched ({e}); the daemon fetches it at its next renewal"
+        ),
+    }
+    match control_request(&args.socket, control::RELOAD_REQUEST) {
+        Ok(answer) if answer.contains("\"requested\"") => {
+            println!(
+                "the running daemon ({}) is reloading",
+                args.socket.display()
+            );
+        }
+        Ok(answer) => eprintln!(
+            "warning: the daemon on {} did not reload: {}; send it SIGHUP",
+            args.socket.display(),
+            answer.trim_end()
+        ),
+        Err(e) => println!("{e}; `tunneld run` will use the new lease"),
+    }
+    Ok(Outcome::Success)
+}
+
+/// Ask the user name on the terminal.
+fn prompt_user() -> anyhow::Result<String> {
+    if !io::stdin().is_terminal() {
+        anyhow::bail!("--user is required when stdin is not a terminal");
+    }
+    eprint!("User: ");
+    io::stderr().flush().context("writing the prompt")?;
+    let mut line = String::new();
+    io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the user name")?;
+    let user = line.trim().to_owned();
+    if user.is_empty() {
+        anyhow::bail!("empty user name");
+    }
+    Ok(user)
+}
+
+/// The password from stdin: its first line, without the line ending.
+fn read_password_stdin() -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let mut input = Zeroizing::new(Vec::with_capacity(MAX_PASSWORD_LEN + 2));
+    io::stdin()
+        .lock()
+        .take(MAX_PASSWORD_LEN as u64 + 3)
+        .read_to_end(&mut input)
+        .context("reading the password from stdin")?;
+    let end = input
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(input.len());
+    let mut line = input.get(..end).unwrap_or_default();
+    if let Some(stripped) = line.strip_suffix(b"\r") {
+        line = stripped;
+    }
+    Ok(Zeroizing::new(line.to_vec()))
 }
 
 fn status(socket: &Path, json: bool) -> Outcome {
@@ -554,6 +838,11 @@ fn status(socket: &Path, json: bool) -> Outcome {
 
 /// Send `status` over the control socket and read the one-line answer.
 fn query(socket: &Path) -> Result<String, String> {
+    control_request(socket, control::STATUS_REQUEST)
+}
+
+/// Send `request` over the control socket and read the one-line answer.
+fn control_request(socket: &Path, request: &str) -> Result<String, String> {
     let not_running = |why: &dyn std::fmt::Display| {
         format!(
             "no daemon running (control socket {} {why})",
@@ -575,7 +864,7 @@ fn query(socket: &Path) -> Result<String, String> {
     stream
         .set_write_timeout(Some(STATUS_TIMEOUT))
         .map_err(io_error)?;
-    writeln!(stream, "{}", control::STATUS_REQUEST).map_err(io_error)?;
+    writeln!(stream, "{request}").map_err(io_error)?;
     let mut answer = String::new();
     io::BufReader::new(stream)
         .read_line(&mut answer)

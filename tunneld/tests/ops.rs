@@ -11,7 +11,6 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use netns_tests::{unix_now, wait_until};
-use overlay_proto::handshake::StaticKeypair;
 
 #[allow(dead_code)] // each test binary uses part of it
 mod common;
@@ -562,33 +561,6 @@ fn an_unrenewed_lease_is_reported_as_expired() {
     // Still running and answering, on the lease it had.
     assert_eq!(daemon.status()["lease"]["serial"], 1);
     daemon.stop();
-}
-
-#[test]
-fn an_addrd_table_is_refused_as_not_implemented() {
-    let setup = Setup::client(0x4a);
-    let addrd_key = StaticKeypair::from_private([0x4b; 32]).public();
-    let config = setup.client_config(
-        &format!("\n[addrd]\nendpoint = \"127.0.0.1:4999\"\npublic-key = \"{addrd_key}\""),
-        &[],
-    );
-    let mut daemon = setup.spawn(&config);
-    assert_eq!(daemon.wait_exit().code(), Some(3));
-    let stderr = daemon.log();
-    assert!(
-        stderr.contains("[addrd] is configured") && stderr.contains("issue #4"),
-        "{stderr}"
-    );
-    assert!(!setup.path("tunneld.sock").exists());
-    // check-config accepts the file and warns.
-    let path = setup.path("tunneld.toml");
-    let out = tunneld(&["check-config", path.to_str().unwrap()], b"");
-    assert_eq!(out.status.code(), Some(0));
-    let stderr = text(&out.stderr);
-    assert!(
-        stderr.starts_with("warning: ") && stderr.contains("issue #4"),
-        "{stderr}"
-    );
 }
 
 #[test]

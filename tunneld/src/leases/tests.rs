@@ -1,5 +1,5 @@
 //! The renewal schedule on a fake clock, the file source with leases
-//! verified at chosen times, and the addrd placeholder.
+//! verified at chosen times.
 
 #![allow(clippy::unwrap_used)]
 
@@ -194,19 +194,5 @@ async fn the_file_source_rereads_and_verifies_the_files() {
     assert!(
         matches!(error, LeaseSourceError::WrongKey { .. }),
         "{error}"
-    );
-}
-
-#[test]
-fn addrd_is_refused_with_a_clear_message() {
-    let addrd = Addrd {
-        endpoint: "192.0.2.1:4500".parse().unwrap(),
-        public_key: StaticKeypair::from_private([3; 32]).public(),
-    };
-    let error = AddrdLeaseSource::connect(&addrd).unwrap_err();
-    let text = error.to_string();
-    assert!(
-        text.contains("[addrd]") && text.contains("issue #4") && text.contains("192.0.2.1:4500"),
-        "{text}"
     );
 }

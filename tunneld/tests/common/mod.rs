@@ -5,5 +5,6 @@
 //! drive. A test binary includes this module with `#[allow(dead_code)]`:
 //! each uses only part of it.
 
+pub mod addrd;
 pub mod daemon;
 pub mod node;
