@@ -1,11 +1,16 @@
-//! The control socket: how `tunneld status` asks the running daemon.
+//! The control socket: how `tunneld status` (and `tunneld login`) ask the
+//! running daemon.
 //!
 //! The daemon listens on a Unix stream socket (default
 //! `/run/permanet/tunneld.sock`, mode 0600, in a directory it creates with
 //! mode 0700). A client writes one request line and reads one JSON
-//! document back, then the daemon closes the connection. The only request
-//! is `status`: the answer is a [`Report`], built from the data plane's
-//! [`Status`] snapshot and the node's fixed [`Identity`].
+//! document back, then the daemon closes the connection. Requests:
+//! `status`, answered with a [`Report`] built from the data plane's
+//! [`Status`] snapshot and the node's fixed [`Identity`]; and `reload`
+//! (what `tunneld login` sends after it wrote a new lease), which asks the
+//! daemon to reload as on SIGHUP and answers `{"reload":"requested"}`. The
+//! socket is mode 0600 in a 0700 directory: only the daemon's user (or
+//! root) can ask either.
 //!
 //! [`ControlSocket::bind`] replaces a stale socket file (one nobody
 //! answers on) and refuses to steal a live one; dropping the
