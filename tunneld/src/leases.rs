@@ -61,9 +61,10 @@ pub struct LeaseSet {
     /// Peer leases that could not be used this time, and why (logged; the
     /// node keeps the lease it holds until it expires).
     pub problems: Vec<String>,
-    /// Whether peers the node does not hold yet are added (addrd's netmap)
-    /// rather than skipped (lease files: a peer is added by SIGHUP).
-    pub adds_peers: bool,
+    /// Peers the node should hold (addrd's netmap): added if it does not
+    /// hold them (no endpoint, the node's default keepalive), renewed if it
+    /// does. `peers` only renews (lease files: a peer is added by SIGHUP).
+    pub new_peers: Vec<SignedLease>,
 }
 
 /// Why a fetch gave no usable lease for this node.
@@ -176,7 +177,7 @@ impl LeaseSource for FileLeaseSource {
             peers,
             removed: Vec::new(),
             problems,
-            adds_peers: false,
+            new_peers: Vec::new(),
         })
     }
 
@@ -202,6 +203,9 @@ pub struct AddrdLeaseSource {
     lease_file: PathBuf,
     resolver: Option<Arc<LeaseResolver>>,
     login_needed: watch::Sender<Option<LoginNeededReason>>,
+    /// Keys of the `[[peers]]` the config names: their settings are the
+    /// config's, so the netmap only renews their leases.
+    configured: watch::Receiver<Vec<PublicKey>>,
 }
 
 impl AddrdLeaseSource {
@@ -220,7 +224,16 @@ impl AddrdLeaseSource {
             lease_file,
             resolver: None,
             login_needed: watch::channel(None).0,
+            configured: watch::channel(Vec::new()).1,
         }
+    }
+
+    /// The keys of the configured `[[peers]]`, kept current by the daemon
+    /// across reloads: the netmap renews their leases but never replaces
+    /// their settings.
+    pub fn with_configured_peers(mut self, configured: watch::Receiver<Vec<PublicKey>>) -> Self {
+        self.configured = configured;
+        self
     }
 
     /// Teach every netmap peer's name to `resolver`.
@@ -281,12 +294,17 @@ impl LeaseSource for AddrdLeaseSource {
                 resolver.learn(lease.lease());
             }
         }
+        let configured = self.configured.borrow().clone();
+        let (peers, new_peers) = netmap
+            .leases
+            .into_iter()
+            .partition(|lease| configured.contains(&PublicKey(lease.lease().public_key)));
         Ok(LeaseSet {
             own,
-            peers: netmap.leases,
+            peers,
             removed: netmap.removed,
             problems,
-            adds_peers: true,
+            new_peers,
         })
     }
 
@@ -297,9 +315,9 @@ impl LeaseSource for AddrdLeaseSource {
 
 /// The change that gives the node the peers of the netmap cache `tunneld
 /// login` (or the daemon's last netmap refresh) wrote next to `lease-file`:
-/// each verified lease is added, or renews the peer the node holds. Leases
-/// of this node's key and of statically configured peers (`[[peers]]`,
-/// whose settings SIGHUP owns) are left out. Returns the change and a line
+/// each verified lease is added, or renews the peer the node holds. A lease
+/// of this node's key is left out; one of a statically configured peer
+/// (`[[peers]]`, whose settings SIGHUP owns) only renews it. Returns the change and a line
 /// per lease or file that could not be used.
 pub fn netmap_cache_change(
     config: &Config,
@@ -320,16 +338,15 @@ pub fn netmap_cache_change(
     }
     let peers = leases
         .into_iter()
-        .filter(|lease| {
-            let key = lease.lease().public_key;
-            key != *own_key.as_bytes() && !configured.contains(&key)
-        })
-        .map(|lease| PeerUpdate {
-            lease,
-            settings: Some(PeerSettings {
-                endpoint: None,
-                persistent_keepalive: None,
-            }),
+        .filter(|lease| lease.lease().public_key != *own_key.as_bytes())
+        .map(|lease| {
+            // A configured peer keeps its settings: its lease is renewed.
+            let settings =
+                (!configured.contains(&lease.lease().public_key)).then_some(PeerSettings {
+                    endpoint: None,
+                    persistent_keepalive: None,
+                });
+            PeerUpdate { lease, settings }
         })
         .collect();
     let change = ChangeSet {
@@ -511,7 +528,7 @@ pub async fn maintain<S: LeaseSource>(
                 for problem in &set.problems {
                     warn!(source = source.name(), "netmap refresh: {problem}");
                 }
-                match refresh_peers(&handle, set.peers, set.removed, set.adds_peers).await {
+                match refresh_peers(&handle, set.peers, set.new_peers, set.removed).await {
                     Err(ReloadError::Stopped) => return,
                     Err(e) => warn!(source = source.name(), "netmap refresh refused: {e}"),
                     Ok(_) => {}
@@ -579,31 +596,33 @@ pub async fn maintain<S: LeaseSource>(
     }
 }
 
-/// Give known peers their refreshed leases and remove the ones the source
-/// dropped. Unless `add` (addrd's netmap), a refresh never adds a peer: a
-/// renewal for a peer the node does not hold is skipped
-/// ([`PeerUpdate::settings`]); with `add` a new peer is added with no
+/// Give known peers their refreshed leases, add or renew `new_peers`, and
+/// remove the ones the source dropped. A lease in `peers` never adds a
+/// peer: a renewal for a peer the node does not hold is skipped
+/// ([`PeerUpdate::settings`]); one in `new_peers` is added with no
 /// endpoint and the node's default keepalive.
 async fn refresh_peers(
     handle: &TunnelHandle,
     peers: Vec<SignedLease>,
+    new_peers: Vec<SignedLease>,
     removed: Vec<PublicKey>,
-    add: bool,
 ) -> Result<crate::reload::Applied, ReloadError> {
-    if peers.is_empty() && removed.is_empty() {
+    if peers.is_empty() && new_peers.is_empty() && removed.is_empty() {
         return Ok(crate::reload::Applied::default());
     }
+    let renewals = peers.into_iter().map(|lease| PeerUpdate {
+        lease,
+        settings: None,
+    });
+    let additions = new_peers.into_iter().map(|lease| PeerUpdate {
+        lease,
+        settings: Some(PeerSettings {
+            endpoint: None,
+            persistent_keepalive: None,
+        }),
+    });
     let change = ChangeSet {
-        peers: peers
-            .into_iter()
-            .map(|lease| PeerUpdate {
-                lease,
-                settings: add.then_some(PeerSettings {
-                    endpoint: None,
-                    persistent_keepalive: None,
-                }),
-            })
-            .collect(),
+        peers: renewals.chain(additions).collect(),
         remove: removed,
         ..ChangeSet::default()
     };

@@ -307,6 +307,8 @@ impl Daemon {
         let own_key = *node.public_key();
         let own_lease = node.local_lease().clone();
         let (lease_files, lease_files_rx) = watch::channel(LeaseFiles::of(&config, own_key));
+        let (configured, configured_rx) =
+            watch::channel(running.peers.keys().copied().collect::<Vec<_>>());
         let (tunnel, handle) = Tunnel::bind(node, config.listen, port)
             .await
             .with_context(|| format!("binding UDP socket {}", config.listen))?;
@@ -348,7 +350,8 @@ impl Daemon {
                     own_lease.clone(),
                     config.lease_file.clone(),
                 )
-                .with_resolver(resolver.clone());
+                .with_resolver(resolver.clone())
+                .with_configured_peers(configured_rx);
                 let identity = identity.with_login_needed(source.login_needed());
                 info!(endpoint = %addrd.endpoint, "leases renewed through addrd");
                 tokio::spawn(leases::maintain(
@@ -397,12 +400,14 @@ impl Daemon {
                     _ = hangup.recv() => {
                         if reload_config(&mut running, &handle, log_level.as_ref(), own_key, resolver.as_deref()).await {
                             lease_files.send_replace(LeaseFiles::of(&running.config, own_key));
+                            configured.send_replace(running.peers.keys().copied().collect());
                         }
                     }
                     Some(()) = reload_rx.recv() => {
                         info!("reload requested on the control socket");
                         if reload_config(&mut running, &handle, log_level.as_ref(), own_key, resolver.as_deref()).await {
                             lease_files.send_replace(LeaseFiles::of(&running.config, own_key));
+                            configured.send_replace(running.peers.keys().copied().collect());
                         }
                     }
                     result = &mut tunnel => break Some(result),

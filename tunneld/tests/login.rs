@@ -241,15 +241,37 @@ fn a_running_daemon_renews_through_addrd_and_adds_the_netmap_peers() {
     let out = login(&setup, USER, PASSWORD, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     // A peer that joins after the login: the renewal's netmap brings it.
+    // The first is also configured with its own keepalive, which the
+    // netmap must not replace.
     let (leases, keys) = netmap(2);
+    setup.write("srv0.lease", &leases[0], 0o644);
     addrd.state().netmap = leases;
-    let mut daemon = setup.start(&std::fs::read_to_string(setup.path("tunneld.toml")).unwrap());
+    let config = setup.client_config(
+        &format!(
+            "{}
+[[peers]]
+lease-file = \"srv0.lease\"
+persistent-keepalive = 7
+",
+            addrd.config_table()
+        ),
+        &[],
+    );
+    let mut daemon = setup.start(&config);
     let status = daemon.wait_for_status("the lease renewed through addrd", |s| {
         s["lease"]["serial"].as_u64().unwrap() >= 2 && s["peers"].as_array().unwrap().len() == 2
     });
     let peers = status["peers"].to_string();
     for key in &keys {
         assert!(peers.contains(key), "{peers}");
+    }
+    for peer in status["peers"].as_array().unwrap() {
+        let keepalive = &peer["persistent_keepalive"];
+        if peer["public_key"] == keys[0].as_str() {
+            assert_eq!(keepalive, 7, "{peer}");
+        } else {
+            assert_ne!(keepalive, 7, "{peer}");
+        }
     }
     assert!(status["lease"]["not_after"].as_u64().unwrap() > unix_now() + 3000);
     // The renewed lease and netmap were saved for the next start.
