@@ -178,7 +178,19 @@ fn run(path: &Path, socket: &Path) -> anyhow::Result<Outcome> {
         }
     };
     let log_level = init_logging(config.log_level);
-    let prepared = startup::prepare_config(config, startup::now(), os_seed()?)?;
+    let login_hint = config.addrd.is_some().then(|| {
+        format!(
+            "with [addrd], `tunneld login --config {}` gets a new lease",
+            config.path.display()
+        )
+    });
+    let prepared = match startup::prepare_config(config, startup::now(), os_seed()?) {
+        Ok(prepared) => prepared,
+        Err(e) => match login_hint {
+            Some(hint) => anyhow::bail!("{e}\n{hint}"),
+            None => return Err(e.into()),
+        },
+    };
     info!("{}", startup::summary(&prepared));
     if let Some(keylog) = &prepared.config.dangerous_esp_keylog {
         warn!(

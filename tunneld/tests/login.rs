@@ -117,9 +117,19 @@ fn login_writes_a_verified_lease_and_netmap_and_run_starts_with_them() {
         .spawn()
         .unwrap();
     let proc_dir = format!("/proc/{}", child.id());
-    let cmdline = std::fs::read(format!("{proc_dir}/cmdline")).unwrap();
-    let environ = std::fs::read(format!("{proc_dir}/environ")).unwrap_or_default();
-    assert!(String::from_utf8_lossy(&cmdline).contains("login"));
+    // Once the child runs tunneld (not the forked test binary any more).
+    let mut cmdline = Vec::new();
+    wait_until(
+        "login's argv in /proc",
+        TIMEOUT,
+        || {
+            cmdline = std::fs::read(format!("{proc_dir}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline).contains("--password-stdin")
+        },
+        || format!("/proc/{}/cmdline", child.id()),
+    );
+    let environ = std::fs::read(format!("{proc_dir}/environ")).unwrap();
+    assert!(!environ.is_empty());
     child
         .stdin
         .take()
@@ -323,4 +333,17 @@ fn login_needed_shows_in_status_and_a_new_login_reaches_the_running_daemon() {
     assert!(status["reload"]["applied"].as_u64().unwrap() >= 1);
     daemon.stop();
     assert_nowhere(setup.path("").as_path(), PASSWORD.as_bytes());
+}
+
+#[test]
+fn run_before_login_says_to_log_in() {
+    let addrd = FakeAddrd::start(0x6d, USER, PASSWORD.as_bytes());
+    let setup = client(0x6e, &addrd);
+    let mut daemon = setup.spawn(&std::fs::read_to_string(setup.path("tunneld.toml")).unwrap());
+    assert_eq!(daemon.wait_exit().code(), Some(1));
+    let log = daemon.log();
+    assert!(
+        log.contains("lease-file") && log.contains("tunneld login --config"),
+        "{log}"
+    );
 }
