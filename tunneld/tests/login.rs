@@ -347,3 +347,20 @@ fn run_before_login_says_to_log_in() {
         "{log}"
     );
 }
+
+#[test]
+fn a_lease_for_another_key_is_refused_and_not_written() {
+    let addrd = FakeAddrd::start(0x6f, USER, PASSWORD.as_bytes());
+    let other = StaticKeypair::from_private([0x5f; 32]).public();
+    addrd.state().lease_key = Some(other);
+    let setup = client(0x5e, &addrd);
+    let out = login(&setup, USER, PASSWORD, &[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is for public key") && stderr.contains(&other.to_string()),
+        "{stderr}"
+    );
+    assert!(!setup.path("tunneld.lease").exists());
+    assert!(!setup.path("tunneld.lease.netmap").exists());
+}

@@ -43,6 +43,9 @@ pub struct FakeState {
     pub netmap_version: u64,
     /// Kinds of the requests executed, in order.
     pub requests: Vec<&'static str>,
+    /// Issue leases for this key instead of the client's (a broken or
+    /// compromised addrd).
+    pub lease_key: Option<PublicKey>,
 }
 
 /// A running fake addrd. See the module documentation.
@@ -81,6 +84,7 @@ impl FakeAddrd {
             netmap: Vec::new(),
             netmap_version: 1,
             requests: Vec::new(),
+            lease_key: None,
         }));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -158,8 +162,9 @@ fn answer(state: &mut FakeState, incoming: &Incoming) -> Response {
         Request::Login { user, password } => {
             if *user == state.user && password.expose() == state.password.as_slice() {
                 state.serial += 1;
+                let key = state.lease_key.unwrap_or(incoming.client_key);
                 Response::LoginOk {
-                    lease: issue(incoming.client_key, state.serial, state.login_lifetime),
+                    lease: issue(key, state.serial, state.login_lifetime),
                     netmap_version: state.netmap_version,
                 }
             } else {
