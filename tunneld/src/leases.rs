@@ -206,6 +206,9 @@ pub struct AddrdLeaseSource {
     /// Keys of the `[[peers]]` the config names: their settings are the
     /// config's, so the netmap only renews their leases.
     configured: watch::Receiver<Vec<PublicKey>>,
+    /// Keys of the peers the last netmap (or the cache read at start-up)
+    /// listed: one missing from the next full netmap is removed.
+    netmap_keys: Vec<PublicKey>,
 }
 
 impl AddrdLeaseSource {
@@ -225,7 +228,15 @@ impl AddrdLeaseSource {
             resolver: None,
             login_needed: watch::channel(None).0,
             configured: watch::channel(Vec::new()).1,
+            netmap_keys: Vec::new(),
         }
+    }
+
+    /// The peers the node took from the netmap cache at start-up: those
+    /// the first netmap no longer lists are removed.
+    pub fn with_netmap_peers(mut self, keys: Vec<PublicKey>) -> Self {
+        self.netmap_keys = keys;
+        self
     }
 
     /// The keys of the configured `[[peers]]`, kept current by the daemon
@@ -295,6 +306,23 @@ impl LeaseSource for AddrdLeaseSource {
             }
         }
         let configured = self.configured.borrow().clone();
+        let listed: Vec<PublicKey> = netmap
+            .leases
+            .iter()
+            .map(|lease| PublicKey(lease.lease().public_key))
+            .collect();
+        // The netmap is the whole list (fetched from version 0): a peer it
+        // brought before and no longer lists is gone, unless configured.
+        let mut removed = netmap.removed;
+        removed.extend(
+            self.netmap_keys
+                .iter()
+                .filter(|key| !listed.contains(key) && !configured.contains(key)),
+        );
+        removed.retain(|key| !configured.contains(key));
+        removed.sort_unstable_by_key(|key| *key.as_bytes());
+        removed.dedup();
+        self.netmap_keys = listed;
         let (peers, new_peers) = netmap
             .leases
             .into_iter()
@@ -302,7 +330,7 @@ impl LeaseSource for AddrdLeaseSource {
         Ok(LeaseSet {
             own,
             peers,
-            removed: netmap.removed,
+            removed,
             problems,
             new_peers,
         })

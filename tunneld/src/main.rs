@@ -220,6 +220,7 @@ async fn serve(
     let startup::Prepared {
         config, mut node, ..
     } = prepared;
+    let mut netmap_peers = Vec::new();
     if config.addrd.is_some() {
         // The netmap `tunneld login` (or the last refresh) cached: the
         // peers are in the node before the names resolver reads it.
@@ -228,6 +229,12 @@ async fn serve(
         for problem in problems {
             warn!("netmap cache: {problem}");
         }
+        netmap_peers = change
+            .peers
+            .iter()
+            .filter(|update| update.settings.is_some())
+            .map(|update| overlay_proto::handshake::PublicKey(update.lease.lease().public_key))
+            .collect();
         let mut unused = AccessPolicy::default();
         match reload::apply(&mut node, &mut unused, change, std::time::Instant::now()) {
             Ok(applied) => info!(peers = applied.added, "peers added from the netmap cache"),
@@ -248,6 +255,7 @@ async fn serve(
         running,
         log_level,
         resolver: None,
+        netmap_peers,
     };
     match config.mode {
         Mode::Userspace => {
@@ -290,6 +298,8 @@ struct Daemon {
     /// The SOCKS5 proxy's names resolver (userspace client), which learns
     /// addrd's netmap.
     resolver: Option<Arc<LeaseResolver>>,
+    /// With `[addrd]`: the peers added from the netmap cache at start-up.
+    netmap_peers: Vec<overlay_proto::handshake::PublicKey>,
 }
 
 impl Daemon {
@@ -314,6 +324,7 @@ impl Daemon {
             mut running,
             log_level,
             resolver,
+            netmap_peers,
         } = self;
         let config = running.config.clone();
         let own_key = *node.public_key();
@@ -363,7 +374,8 @@ impl Daemon {
                     config.lease_file.clone(),
                 )
                 .with_resolver(resolver.clone())
-                .with_configured_peers(configured_rx);
+                .with_configured_peers(configured_rx)
+                .with_netmap_peers(netmap_peers);
                 let identity = identity.with_login_needed(source.login_needed());
                 info!(endpoint = %addrd.endpoint, "leases renewed through addrd");
                 tokio::spawn(leases::maintain(

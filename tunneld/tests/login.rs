@@ -364,3 +364,32 @@ fn a_lease_for_another_key_is_refused_and_not_written() {
     assert!(!setup.path("tunneld.lease").exists());
     assert!(!setup.path("tunneld.lease.netmap").exists());
 }
+
+#[test]
+fn a_peer_the_netmap_no_longer_lists_is_removed() {
+    let addrd = FakeAddrd::start(0x5d, USER, PASSWORD.as_bytes());
+    let (leases, keys) = netmap(2);
+    {
+        let mut state = addrd.state();
+        state.login_lifetime = 3;
+        state.netmap = leases.clone();
+    }
+    let setup = client(0x5c, &addrd);
+    let out = login(&setup, USER, PASSWORD, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // srv0 leaves before the daemon's first renewal.
+    addrd.state().netmap = vec![leases[1].clone()];
+    let mut daemon = setup.start(&std::fs::read_to_string(setup.path("tunneld.toml")).unwrap());
+    // Both were in the node from the cache at start-up.
+    let log = daemon.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("peers added from the netmap cache") && l.contains("peers=2")),
+        "{log}"
+    );
+    let status = daemon.wait_for_status("srv0 removed by the renewal's netmap", |s| {
+        s["lease"]["serial"].as_u64().unwrap() >= 2 && s["peers"].as_array().unwrap().len() == 1
+    });
+    assert_eq!(status["peers"][0]["public_key"], keys[1].as_str());
+    daemon.stop();
+}
