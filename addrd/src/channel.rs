@@ -522,14 +522,19 @@ impl Shared {
             }
             Err(e) => return self.failure(&ServiceError::State(e)),
         };
-        match state.revoked_at(session.kind, &session.name) {
+        match self
+            .service
+            .revocations()
+            .revoked_at(session.kind, &session.name)
+            .await
+        {
             Ok(Some(at)) if at >= session.started => {
                 return Response::LoginNeeded {
                     reason: LoginNeededReason::Revoked,
                 }
             }
             Ok(_) => {}
-            Err(e) => return self.failure(&ServiceError::State(e)),
+            Err(e) => return self.failure(&ServiceError::Revocation(e)),
         }
         let now = unix_now();
         let netmap = if session.kind == EntityKind::User {

@@ -637,6 +637,7 @@ struct Daemon {
     service: Arc<Service<Backend>>,
     zone: Option<ZoneHandle>,
     log_level: Option<LogLevelHandle>,
+    audit: Arc<AuditLog>,
 }
 
 async fn serve(config: Config, log_level: Option<LogLevelHandle>) -> anyhow::Result<Outcome> {
@@ -731,6 +732,7 @@ async fn serve(config: Config, log_level: Option<LogLevelHandle>) -> anyhow::Res
         service,
         zone: Some(zone),
         log_level,
+        audit,
     };
     info!(
         entities = entities.len(),
@@ -770,10 +772,15 @@ struct Signals {
 }
 
 impl Daemon {
-    /// SIGHUP: the log level from the config file, the embedded LDIF, then
-    /// addresses and the zone. Other keys need a restart.
+    /// SIGHUP: the audit log reopened, the log level from the config file,
+    /// the embedded LDIF, then addresses and the zone. Other keys need a
+    /// restart.
     async fn reload(&mut self) -> Duration {
         info!("SIGHUP: reloading");
+        // After log rotation: lines go to a new file at the same path.
+        if let Err(e) = self.audit.reopen() {
+            error!(error = %e, "audit log not reopened; writing to the old file");
+        }
         match Config::load(&self.config.path) {
             Ok(new) => {
                 if let Some(handle) = &self.log_level {

@@ -54,7 +54,7 @@ impl Setup {
             dir: tempfile::tempdir().unwrap(),
         };
         let socket = setup.path("run/addrd.sock");
-        let mut config: String = reference
+        let config: String = reference
             .lines()
             .map(|l| {
                 if l.starts_with("control-socket") {
@@ -63,6 +63,10 @@ impl Setup {
                     "listen = \"127.0.0.1:0\"\n".to_owned()
                 } else if l.starts_with("listen = [") {
                     "listen = [\"127.0.0.1:0\"]\n".to_owned()
+                } else if l.starts_with("lockout-threshold") {
+                    "lockout-threshold = 3\n".to_owned()
+                } else if l.starts_with("lockout-period") {
+                    "lockout-period = 60\n".to_owned()
                 } else if l.starts_with("# audit-log") {
                     "audit-log = \"audit.log\"\n".to_owned()
                 } else {
@@ -70,7 +74,6 @@ impl Setup {
                 }
             })
             .collect();
-        config.push_str("\n[login]\nlockout-threshold = 3\nlockout-period = 60\n");
         setup.write("addrd.toml", config.as_bytes(), 0o644);
         setup.write("ldap/example-org.ldif", EXAMPLE.as_bytes(), 0o644);
         for key in ["addrd.key", "authority.key", "allocation.key"] {
@@ -650,6 +653,22 @@ fn login_with_slapd_is_busy_while_it_is_down() {
     assert_eq!(
         lease.lease().address().to_string(),
         setup.address_of("alice")
+    );
+    // A revocation (in the directory) ends the session at its renewal.
+    let mut other = Terminal::new(&setup, daemon.channel);
+    let bob = lease_of(&other.login("bob", "bob-lab-password").unwrap(), &authority);
+    let out = setup.addrd(&["revoke", "bob"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let answer = other
+        .ask(Request::Renew {
+            lease: bob.as_bytes().to_vec(),
+        })
+        .unwrap();
+    assert_eq!(
+        answer,
+        Response::LoginNeeded {
+            reason: LoginNeededReason::Revoked
+        }
     );
     let refused = terminal.login("alice", "wrong").unwrap();
     assert!(matches!(refused, Response::LoginRefused { .. }));
