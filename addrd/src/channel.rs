@@ -567,30 +567,12 @@ impl Shared {
             }
         };
         let version = netmap_version(&netmap);
-        if since_version == version && cursor == 0 {
-            return Response::Netmap(NetmapPage {
-                version,
-                ..NetmapPage::default()
-            });
-        }
         let leases: Vec<Vec<u8>> = netmap
             .leases
             .into_iter()
             .map(SignedLease::into_bytes)
             .collect();
-        let Some(rest) = usize::try_from(cursor)
-            .ok()
-            .and_then(|start| leases.get(start..))
-        else {
-            return Response::Error {
-                code: ErrorCode::BadRequest,
-            };
-        };
-        let (mut page, took, _) = fill_netmap_page(version, rest, &[], TARGET_RECORD_LEN);
-        if took < rest.len() {
-            page.next_cursor = Some(cursor + took as u64);
-        }
-        Response::Netmap(page)
+        netmap_page(version, &leases, since_version, cursor)
     }
 
     /// The answer to a failure on addrd's side: busy while the directory
@@ -648,6 +630,31 @@ pub fn netmap_version(netmap: &Netmap) -> u64 {
     u64::from_be_bytes(bytes).max(1)
 }
 
+/// The page of `leases` (netmap `version`) that starts at `cursor`, for a
+/// client holding `since_version`: empty when that is current, else the
+/// leases from `cursor` that fit a record, with the next page's cursor.
+fn netmap_page(version: u64, leases: &[Vec<u8>], since_version: u64, cursor: u64) -> Response {
+    if since_version == version && cursor == 0 {
+        return Response::Netmap(NetmapPage {
+            version,
+            ..NetmapPage::default()
+        });
+    }
+    let Some(rest) = usize::try_from(cursor)
+        .ok()
+        .and_then(|start| leases.get(start..))
+    else {
+        return Response::Error {
+            code: ErrorCode::BadRequest,
+        };
+    };
+    let (mut page, took, _) = fill_netmap_page(version, rest, &[], TARGET_RECORD_LEN);
+    if took < rest.len() {
+        page.next_cursor = Some(cursor + took as u64);
+    }
+    Response::Netmap(page)
+}
+
 /// The one refusal answer.
 fn refused(retry_after: Duration) -> Response {
     Response::LoginRefused {
@@ -678,7 +685,82 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic)]
     use super::*;
+
+    fn page(response: Response) -> NetmapPage {
+        match response {
+            Response::Netmap(page) => page,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn netmap_pages_cover_every_lease_once_within_the_target() {
+        let leases: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 200]).collect();
+        let mut seen = Vec::new();
+        let mut cursor = 0;
+        let mut pages = 0;
+        loop {
+            let p = page(netmap_page(7, &leases, 0, cursor));
+            assert_eq!(p.version, 7);
+            let mut record = vec![0u8; Response::Netmap(p.clone()).buffer_len()];
+            let len = Response::Netmap(p.clone())
+                .emit(overlay_proto::authority::RequestId(1), &mut record)
+                .unwrap();
+            assert!(len <= TARGET_RECORD_LEN, "{len}");
+            seen.extend(p.leases.iter().cloned());
+            pages += 1;
+            match p.next_cursor {
+                Some(next) => cursor = next,
+                None => break,
+            }
+        }
+        assert!(pages > 1);
+        assert_eq!(seen, leases);
+        // Current: an empty page; a cursor past the end: a bad request.
+        assert!(page(netmap_page(7, &leases, 7, 0)).leases.is_empty());
+        assert_eq!(
+            netmap_page(7, &leases, 0, 41),
+            Response::Error {
+                code: ErrorCode::BadRequest
+            }
+        );
+        assert_eq!(page(netmap_page(7, &leases, 0, 40)).leases.len(), 0);
+        assert!(page(netmap_page(7, &[], 0, 0)).leases.is_empty());
+    }
+
+    #[test]
+    fn netmap_version_follows_the_serials_and_is_never_zero() {
+        let authority = overlay_proto::lease::LeaseAuthority::from_seed([3; 32]);
+        let lease = |serial: u64| {
+            let lease = overlay_proto::lease::Lease {
+                kind: EntityKind::System,
+                serial,
+                not_before: UnixTime::from_secs(1),
+                not_after: UnixTime::from_secs(2),
+                public_key: [1; 32],
+                prefix: "fd00:1:2:3::/64".parse().unwrap(),
+                name: "app1".into(),
+                dn: "cn=app1,ou=systems,dc=example,dc=org".into(),
+                groups: Vec::new(),
+            };
+            authority.sign(&lease).unwrap()
+        };
+        let netmap = |serials: &[u64]| Netmap {
+            authority: authority.public_key(),
+            leases: serials.iter().map(|&s| lease(s)).collect(),
+        };
+        let empty = netmap_version(&netmap(&[]));
+        let one = netmap_version(&netmap(&[5]));
+        let renewed = netmap_version(&netmap(&[6]));
+        let two = netmap_version(&netmap(&[5, 9]));
+        assert_ne!(empty, 0);
+        assert_eq!(one, netmap_version(&netmap(&[5])));
+        assert_ne!(one, renewed);
+        assert_ne!(one, two);
+        assert_ne!(empty, one);
+    }
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
