@@ -439,6 +439,11 @@ fn login_is_permanent_renews_and_is_revoked() {
 
     let audit = setup.audit();
     assert!(!audit.contains(ALICE_PASSWORD), "{audit}");
+    let mode = fs::metadata(setup.path("audit.log"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "audit log mode {mode:o}");
     let mut events: Vec<String> = audit
         .lines()
         .map(|l| {
@@ -644,6 +649,21 @@ fn netmap_lists_the_systems_a_user_may_reach() {
     };
     assert_eq!(same.version, netmap_version);
     assert!(same.leases.is_empty());
+
+    // Junk on the channel is dropped and counted; the daemon answers on.
+    let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for datagram in [&b""[..], b"\x00", &[0xff; 64], &[0u8; 3000]] {
+        junk.send_to(datagram, daemon.channel).unwrap();
+    }
+    let start = Instant::now();
+    while setup.status()["login"]["server.drop.malformed"]
+        .as_u64()
+        .unwrap_or(0)
+        < 3
+    {
+        assert!(start.elapsed() < DEADLINE, "{}", setup.status());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // A key without a session gets no netmap.
     let mut stranger = Terminal::new(&setup, daemon.channel);
