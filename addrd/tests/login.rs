@@ -557,6 +557,8 @@ fn regrouped_and_disabled_users_lose_access_at_renewal() {
     }
     assert_ne!(without_admin, EXAMPLE);
     setup.write("ldap/example-org.ldif", without_admin.as_bytes(), 0o644);
+    // Log rotation: the SIGHUP also reopens the audit log.
+    fs::rename(setup.path("audit.log"), setup.path("audit.log.1")).unwrap();
     daemon.signal(nix::sys::signal::Signal::SIGHUP);
     daemon.wait_for_log("zone rebuilt", 1);
     let renewed = terminal
@@ -590,7 +592,11 @@ fn regrouped_and_disabled_users_lose_access_at_renewal() {
         }
     );
     daemon.stop();
+    let rotated = fs::read_to_string(setup.path("audit.log.1")).unwrap();
+    assert!(rotated.contains("\"login_accepted\""), "{rotated}");
+    assert_eq!(rotated.lines().count(), 1, "{rotated}");
     let audit = setup.audit();
+    assert!(audit.contains("\"renewal_granted\""), "{audit}");
     assert!(audit.contains("\"reason\":\"disabled\""), "{audit}");
 }
 
