@@ -118,6 +118,19 @@ pub struct Config {
     pub dns: Dns,
     /// `[directory]`.
     pub directory: DirectoryConfig,
+    /// `[login]`: lockouts of the login channel.
+    pub login: LoginLimits,
+}
+
+/// `[login]`: how repeated refusals lock a user out of password logins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoginLimits {
+    /// `lockout-threshold`: consecutive refusals that lock a user out
+    /// (default 10; 0: never).
+    pub lockout_threshold: u32,
+    /// `lockout-period`: the first lockout's length (default 900 s, 1 s to
+    /// 24 h); each further one in a row is twice as long, at most 24 h.
+    pub lockout_period: Duration,
 }
 
 /// `[dns]`: the overlay zone and where it is served.
@@ -357,6 +370,14 @@ struct RawConfig {
     address_plan: Option<RawPlan>,
     dns: Option<RawDns>,
     directory: Option<RawDirectory>,
+    login: Option<RawLogin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawLogin {
+    lockout_threshold: Option<u32>,
+    lockout_period: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -434,7 +455,22 @@ impl Checker<'_> {
         let plan = self.plan(raw.address_plan, ipv4_policy)?;
         let dns = self.dns(raw.dns)?;
         let directory = self.directory(raw.directory)?;
+        let raw_login = raw.login.unwrap_or(RawLogin {
+            lockout_threshold: None,
+            lockout_period: None,
+        });
+        let login = LoginLimits {
+            lockout_threshold: raw_login.lockout_threshold.unwrap_or(10),
+            lockout_period: self.seconds(
+                "login.lockout-period",
+                raw_login.lockout_period,
+                Duration::from_secs(900),
+                Duration::from_secs(1),
+                Duration::from_secs(24 * 3600),
+            )?,
+        };
         Ok(Config {
+            login,
             path: self.file.to_owned(),
             log_level: raw.log_level.unwrap_or(LogLevel::Info),
             listen: raw.listen.unwrap_or(DEFAULT_LISTEN),

@@ -103,7 +103,7 @@ pub struct StatusReport {
     pub authority_key: String,
     /// The login channel's static public key (base64).
     pub static_public_key: String,
-    /// The login channel's configured UDP address.
+    /// The login channel's bound UDP address.
     pub listen: String,
     /// DNS addresses served.
     pub dns_listen: Vec<String>,
@@ -113,6 +113,10 @@ pub struct StatusReport {
     pub bindings: usize,
     /// Control requests refused as malformed.
     pub bad_requests: u64,
+    /// The login channel's counters (`channel.*`, `server.*`, `guard.*`,
+    /// `audit.*`); empty when it is not served.
+    #[serde(default)]
+    pub login: std::collections::BTreeMap<String, u64>,
 }
 
 /// One binding, as `addrd bindings` shows it.
@@ -225,7 +229,7 @@ pub struct Context {
     pub zone: Option<ZoneHandle>,
     /// The login channel's static public key.
     pub static_public_key: PublicKey,
-    /// The login channel's configured address.
+    /// The login channel's bound address.
     pub listen: String,
     /// DNS addresses actually bound.
     pub dns_listen: Vec<String>,
@@ -233,6 +237,8 @@ pub struct Context {
     pub started: Instant,
     /// Requests refused as malformed (unknown, too long, not UTF-8).
     pub bad_requests: AtomicU64,
+    /// The login channel, when served.
+    pub login: Option<crate::channel::ChannelHandle>,
 }
 
 /// The listening control socket.
@@ -469,6 +475,11 @@ fn status(context: &Context) -> StatusReport {
             .unwrap_or_else(PoisonError::into_inner)
             .len(),
         bad_requests: context.bad_requests.load(Ordering::Relaxed),
+        login: context
+            .login
+            .as_ref()
+            .map(crate::channel::ChannelHandle::counters)
+            .unwrap_or_default(),
     }
 }
 

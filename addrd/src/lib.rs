@@ -21,14 +21,16 @@
 //! (serials, lifetimes, the lease book, netmaps), [`state`] keeps
 //! sessions, revocations and the lease book, [`revocations`] keeps
 //! `addrd revoke` where every replica sees it, [`service`] is what a login,
-//! a renewal or an administrator asks, [`control`] is the running
-//! daemon's Unix control socket.
+//! a renewal or an administrator asks, [`channel`] serves logins,
+//! renewals and netmaps on the UDP login channel, [`control`] is the
+//! running daemon's Unix control socket.
 #![forbid(unsafe_code)]
 
 pub mod alloc;
 pub mod audit;
 pub mod backend;
 pub mod bindings;
+pub mod channel;
 pub mod config;
 pub mod control;
 pub mod directory;

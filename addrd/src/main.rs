@@ -21,12 +21,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use addrd::alloc::Allocator;
+use addrd::audit::AuditLog;
 use addrd::backend::Backend;
 use addrd::bindings::{BindingCache, BindingCacheConfig};
+use addrd::channel::LoginChannel;
 use addrd::config::{Config, DirectoryConfig, LogLevel};
 use addrd::control::{self, ClientError, Context, ControlSocket, EntityReport, Response};
 use addrd::directory::{AuthError, Directory, Password};
 use addrd::dns::{DnsServer, ZoneConfig, ZoneHandle};
+use addrd::guard::GuardConfig;
 use addrd::issuer::{IssuePolicy, Issuer};
 use addrd::keys;
 use addrd::revocations::{LdapRevocations, Revocations};
@@ -634,6 +637,7 @@ struct Daemon {
     service: Arc<Service<Backend>>,
     zone: Option<ZoneHandle>,
     log_level: Option<LogLevelHandle>,
+    audit: Arc<AuditLog>,
 }
 
 async fn serve(config: Config, log_level: Option<LogLevelHandle>) -> anyhow::Result<Outcome> {
@@ -683,32 +687,57 @@ async fn serve(config: Config, log_level: Option<LogLevelHandle>) -> anyhow::Res
         )
     };
     let bindings = Arc::new(Mutex::new(BindingCache::new(BindingCacheConfig::default())));
+    let audit = Arc::new(match &config.audit_log {
+        Some(path) => AuditLog::open(path).with_context(|| format!("{file}: audit-log"))?,
+        None => AuditLog::tracing_only(),
+    });
+    let guard = GuardConfig {
+        lockout_threshold: config.login.lockout_threshold,
+        lockout_period: config.login.lockout_period,
+        max_lockout_period: GuardConfig::default()
+            .max_lockout_period
+            .max(config.login.lockout_period),
+        ..GuardConfig::default()
+    };
+    let channel = LoginChannel::bind(
+        config.listen,
+        static_key.clone(),
+        guard,
+        Arc::clone(&service),
+        Arc::clone(&audit),
+    )
+    .await
+    .with_context(|| format!("{file}: listen"))?;
+    let channel_addr = channel
+        .local_addr()
+        .with_context(|| format!("{file}: listen"))?;
+    let channel_handle = channel.handle();
+    let channel_task = tokio::spawn(channel.serve());
     let context = Arc::new(Context {
         service: Arc::clone(&service),
         bindings,
         zone: Some(zone.clone()),
         static_public_key: static_key.public(),
-        listen: config.listen.to_string(),
+        listen: channel_addr.to_string(),
         dns_listen: dns
             .as_ref()
             .map(|d| d.local_addrs().iter().map(ToString::to_string).collect())
             .unwrap_or_default(),
         started: Instant::now(),
         bad_requests: AtomicU64::new(0),
+        login: Some(channel_handle),
     });
-    // The login channel (overlay-proto's login protocol over UDP on
-    // `listen`, with `static_key`) plugs in here: it takes `service`
-    // (login, renew) and feeds `context.bindings`.
-    warn!(listen = %config.listen, "the login channel is not served by this build; leases come from `addrd issue-lease`");
     let mut daemon = Daemon {
         config,
         service,
         zone: Some(zone),
         log_level,
+        audit,
     };
     info!(
         entities = entities.len(),
         dns = ?context.dns_listen,
+        login = %channel_addr,
         control = %control.path().display(),
         "addrd running"
     );
@@ -725,6 +754,7 @@ async fn serve(config: Config, log_level: Option<LogLevelHandle>) -> anyhow::Res
             }
         }
     }
+    channel_task.abort();
     if let Some(dns) = dns {
         if let Err(e) = dns.shutdown().await {
             warn!(error = %e, "DNS shutdown");
@@ -742,10 +772,15 @@ struct Signals {
 }
 
 impl Daemon {
-    /// SIGHUP: the log level from the config file, the embedded LDIF, then
-    /// addresses and the zone. Other keys need a restart.
+    /// SIGHUP: the audit log reopened, the log level from the config file,
+    /// the embedded LDIF, then addresses and the zone. Other keys need a
+    /// restart.
     async fn reload(&mut self) -> Duration {
         info!("SIGHUP: reloading");
+        // After log rotation: lines go to a new file at the same path.
+        if let Err(e) = self.audit.reopen() {
+            error!(error = %e, "audit log not reopened; writing to the old file");
+        }
         match Config::load(&self.config.path) {
             Ok(new) => {
                 if let Some(handle) = &self.log_level {

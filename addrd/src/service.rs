@@ -1,9 +1,8 @@
 //! What addrd does for a login, a renewal and an administrator, over a
 //! [`Directory`] and an [`Issuer`]: the seam between the daemon's parts.
-//! The login channel (the module that will own the UDP socket and speak
-//! the overlay-proto login protocol; not part of this module) calls
-//! [`Service::login`] and [`Service::renew`]; the control socket and the
-//! admin commands call the rest.
+//! The login channel ([`crate::channel`]) calls [`Service::login`] and
+//! [`Service::renew`]; the control socket and the admin commands call the
+//! rest.
 //!
 //! - **Login**: the directory checks the password
 //!   ([`Directory::authenticate`]); a session starts for the client's
@@ -158,10 +157,12 @@ impl<D: Directory> Service<D> {
             .state()
             .session(&public_key.0)?
             .ok_or(ServiceError::NoSession)?;
+        // Through the revocation list, not the state file: with LDAP it is
+        // in the directory, where every replica's `addrd revoke` lands.
         if let Some(at) = self
-            .issuer
-            .state()
-            .revoked_at(session.kind, &session.name)?
+            .revocations
+            .revoked_at(session.kind, &session.name)
+            .await?
         {
             if at >= session.started {
                 return Err(ServiceError::Revoked(session.name));

@@ -55,6 +55,8 @@ impl Setup {
             .map(|l| {
                 if l.starts_with("control-socket") {
                     format!("control-socket = \"{}\"\n", socket.display())
+                } else if l.starts_with("listen = \"") {
+                    "listen = \"127.0.0.1:0\"\n".to_owned()
                 } else if l.starts_with("listen = [") {
                     "listen = [\"127.0.0.1:0\"]\n".to_owned()
                 } else {

@@ -104,6 +104,7 @@ async fn fixture() -> Fixture {
         dns_listen: Vec::new(),
         started: Instant::now(),
         bad_requests: AtomicU64::new(0),
+        login: None,
     });
     let socket = ControlSocket::bind(&dir.path().join("run/addrd.sock"))
         .await

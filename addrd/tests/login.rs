@@ -1,0 +1,766 @@
+//! The login channel of a real `addrd run`, driven by an in-test
+//! `AuthorityClient` over a UDP socket on loopback: logins, refusals and
+//! their timing, lockouts, renewals, revocation, directory changes,
+//! netmaps, the audit log, with the embedded backend on the example
+//! organisation and with a real slapd.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use netns_tests::slapd::{Options, Slapd, BASE_DN, SERVICE_DN};
+use overlay_proto::authority::{
+    AuthorityClient, ClientConfig, ClientError, ClientTimers, LoginNeededReason, MessageError,
+    Password, Request, RequestId, Response,
+};
+use overlay_proto::handshake::{PublicKey, StaticKeypair};
+use overlay_proto::lease::{AuthorityKey, EntityKind, SignedLease};
+use overlay_proto::time::{Now, UnixTime};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_addrd");
+const REFERENCE: &str = include_str!("../../configs/addrd.toml");
+const EXAMPLE: &str = include_str!("../../configs/ldap/example-org.ldif");
+const DEADLINE: Duration = Duration::from_secs(30);
+/// The guard's default response floor.
+const FLOOR: Duration = Duration::from_secs(1);
+const ALICE_PASSWORD: &str = "alice-lab-password";
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// A directory with the reference config (control socket, login channel
+/// and DNS on free loopback ports, an audit log, lockouts after 3
+/// refusals), the example LDIF, and fresh key files.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        Setup::with_config(REFERENCE)
+    }
+
+    fn with_config(reference: &str) -> Setup {
+        let setup = Setup {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let socket = setup.path("run/addrd.sock");
+        let config: String = reference
+            .lines()
+            .map(|l| {
+                if l.starts_with("control-socket") {
+                    format!("control-socket = \"{}\"\n", socket.display())
+                } else if l.starts_with("listen = \"") {
+                    "listen = \"127.0.0.1:0\"\n".to_owned()
+                } else if l.starts_with("listen = [") {
+                    "listen = [\"127.0.0.1:0\"]\n".to_owned()
+                } else if l.starts_with("lockout-threshold") {
+                    "lockout-threshold = 3\n".to_owned()
+                } else if l.starts_with("lockout-period") {
+                    "lockout-period = 60\n".to_owned()
+                } else if l.starts_with("# audit-log") {
+                    "audit-log = \"audit.log\"\n".to_owned()
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        setup.write("addrd.toml", config.as_bytes(), 0o644);
+        setup.write("ldap/example-org.ldif", EXAMPLE.as_bytes(), 0o644);
+        for key in ["addrd.key", "authority.key", "allocation.key"] {
+            let out = setup.addrd(&["genkey"], b"");
+            assert!(out.status.success());
+            setup.write(key, &out.stdout, 0o600);
+        }
+        setup
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, bytes: &[u8], mode: u32) -> PathBuf {
+        let path = self.path(name);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, bytes).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    fn addrd(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(self.path("addrd.toml"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn authority(&self) -> AuthorityKey {
+        let out = self.addrd(&["authority-key"], b"");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let key = PublicKey::from_str(text(&out.stdout).trim()).unwrap();
+        AuthorityKey::from_bytes(&key.0).unwrap()
+    }
+
+    fn static_public(&self) -> PublicKey {
+        let private =
+            PublicKey::from_str(text(&fs::read(self.path("addrd.key")).unwrap()).trim()).unwrap();
+        StaticKeypair::from_private(private.0).public()
+    }
+
+    fn status(&self) -> Value {
+        let out = self.addrd(&["status"], b"");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn address_of(&self, name: &str) -> String {
+        let out = self.addrd(&["show", name, "--json"], b"");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0]["address"].as_str().unwrap().to_owned()
+    }
+
+    fn audit(&self) -> String {
+        fs::read_to_string(self.path("audit.log")).unwrap_or_default()
+    }
+
+    fn start(&self) -> Daemon {
+        Daemon::start(self)
+    }
+}
+
+/// A running `addrd run`; killed (by PID) on drop if still running.
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    channel: SocketAddr,
+}
+
+impl Daemon {
+    fn start(setup: &Setup) -> Daemon {
+        let mut child = Command::new(BIN)
+            .arg("run")
+            .arg("--config")
+            .arg(setup.path("addrd.toml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let mut daemon = Daemon {
+            child,
+            log,
+            channel: "127.0.0.1:1".parse().unwrap(),
+        };
+        daemon.wait_for_log("addrd running", 1);
+        daemon.channel = setup.status()["listen"].as_str().unwrap().parse().unwrap();
+        daemon
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn wait_for_log(&self, needle: &str, count: usize) {
+        let start = Instant::now();
+        while self.log().matches(needle).count() < count {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "no {needle:?} (x{count}) in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
+    fn stop(mut self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "{status}:\n{}", self.log());
+                break;
+            }
+            assert!(start.elapsed() < DEADLINE, "still running:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn now() -> Now {
+    Now {
+        instant: Instant::now(),
+        unix: UnixTime::from_duration(
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap(),
+        ),
+    }
+}
+
+/// A terminal: an `AuthorityClient` over a UDP socket on loopback.
+struct Terminal {
+    client: AuthorityClient,
+    socket: UdpSocket,
+    keypair: StaticKeypair,
+}
+
+impl Terminal {
+    fn new(setup: &Setup, server: SocketAddr) -> Terminal {
+        Terminal::with_key(
+            setup,
+            server,
+            StaticKeypair::generate(&mut rand::rngs::OsRng),
+        )
+    }
+
+    fn with_key(setup: &Setup, server: SocketAddr, keypair: StaticKeypair) -> Terminal {
+        let config = ClientConfig {
+            keypair: keypair.clone(),
+            server_key: setup.static_public(),
+            server,
+            psk: None,
+            timers: ClientTimers::default(),
+        };
+        let mut seed = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+        Terminal {
+            client: AuthorityClient::new(config, seed, now()),
+            socket: UdpSocket::bind("127.0.0.1:0").unwrap(),
+            keypair,
+        }
+    }
+
+    fn key(&self) -> PublicKey {
+        self.keypair.public()
+    }
+
+    /// Send `request` and drive the client until its answer.
+    fn ask(&mut self, request: Request) -> Result<Response, ClientError> {
+        let id = self.client.send(now(), request);
+        let start = Instant::now();
+        let mut buf = [0u8; 4096];
+        loop {
+            while let Some(t) = self.client.poll_transmit() {
+                self.socket.send_to(&t.contents, t.destination).unwrap();
+            }
+            while let Some((rid, answer)) = self.client.poll_response() {
+                if rid == id {
+                    return answer;
+                }
+            }
+            assert!(start.elapsed() < DEADLINE, "no answer");
+            self.socket
+                .set_read_timeout(Some(Duration::from_millis(20)))
+                .unwrap();
+            if let Ok((len, src)) = self.socket.recv_from(&mut buf) {
+                self.client.handle_datagram(now(), src, &mut buf[..len]);
+            }
+            self.client.handle_timeout(now());
+        }
+    }
+
+    fn login(&mut self, user: &str, password: &str) -> Result<Response, ClientError> {
+        self.ask(Request::Login {
+            user: user.to_owned(),
+            password: Password::from_slice(password.as_bytes()),
+        })
+    }
+}
+
+fn lease_of(response: &Response, authority: &AuthorityKey) -> SignedLease {
+    let bytes = match response {
+        Response::LoginOk { lease, .. } | Response::Renewed { lease } => lease,
+        other => panic!("no lease in {other:?}"),
+    };
+    SignedLease::verify(bytes, authority, now().unix).unwrap()
+}
+
+fn encoding(response: &Response) -> Vec<u8> {
+    let mut out = vec![0u8; response.buffer_len()];
+    response.emit(RequestId(0), &mut out).unwrap();
+    out
+}
+
+// ------------------------------------------------------------ embedded
+
+#[test]
+fn login_is_permanent_renews_and_is_revoked() {
+    let setup = Setup::new();
+    let authority = setup.authority();
+    let daemon = setup.start();
+    let alice_address = setup.address_of("alice");
+
+    let mut terminal = Terminal::new(&setup, daemon.channel);
+    let ok = terminal.login("alice", ALICE_PASSWORD).unwrap();
+    let lease = lease_of(&ok, &authority);
+    assert_eq!(lease.lease().public_key, terminal.key().0);
+    assert_eq!(lease.lease().kind, EntityKind::User);
+    assert_eq!(lease.lease().name, "alice");
+    assert_eq!(lease.lease().address().to_string(), alice_address);
+    assert!(lease.lease().is_member("staff") && lease.lease().is_member("admins"));
+
+    // Renewal without the password.
+    let renewed = terminal
+        .ask(Request::Renew {
+            lease: lease.as_bytes().to_vec(),
+        })
+        .unwrap();
+    let renewed = lease_of(&renewed, &authority);
+    assert!(renewed.lease().serial > lease.lease().serial);
+    assert_eq!(renewed.lease().prefix, lease.lease().prefix);
+
+    // Someone else's lease is not renewed on this key.
+    let mut other = Terminal::new(&setup, daemon.channel);
+    assert_eq!(
+        other
+            .ask(Request::Renew {
+                lease: lease.as_bytes().to_vec()
+            })
+            .unwrap(),
+        Response::LoginNeeded {
+            reason: LoginNeededReason::KeyMismatch
+        }
+    );
+
+    let status = setup.status();
+    assert_eq!(status["login"]["channel.logins"], 1, "{status}");
+    assert_eq!(status["login"]["guard.accepted"], 1, "{status}");
+    assert!(status["login"]["server.handshakes"].as_u64().unwrap() >= 2);
+
+    // A login being checked (it takes at least the floor) does not hold up
+    // the socket: a renewal is answered meanwhile.
+    let channel = daemon.channel;
+    let slow = {
+        let mut stranger = Terminal::new(&setup, channel);
+        std::thread::spawn(move || stranger.login("mallory", "guess").unwrap())
+    };
+    let start = Instant::now();
+    while setup.status()["login"]["channel.logins"] != 2 {
+        assert!(start.elapsed() < DEADLINE, "the second login never arrived");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let start = Instant::now();
+    let renewed_again = terminal
+        .ask(Request::Renew {
+            lease: renewed.as_bytes().to_vec(),
+        })
+        .unwrap();
+    assert!(matches!(renewed_again, Response::Renewed { .. }));
+    assert!(
+        start.elapsed() < FLOOR,
+        "renewal took {:?}",
+        start.elapsed()
+    );
+    assert!(
+        !slow.is_finished(),
+        "the login was answered before the floor"
+    );
+    assert!(matches!(
+        slow.join().unwrap(),
+        Response::LoginRefused { .. }
+    ));
+    daemon.stop();
+
+    // After a restart, the same key and a new one (a new terminal) get the
+    // same address; the old session still renews.
+    let daemon = setup.start();
+    let mut terminal = Terminal::with_key(&setup, daemon.channel, terminal.keypair.clone());
+    let again = lease_of(
+        &terminal.login("alice", ALICE_PASSWORD).unwrap(),
+        &authority,
+    );
+    assert_eq!(again.lease().prefix, lease.lease().prefix);
+    let mut fresh = Terminal::new(&setup, daemon.channel);
+    let new_key = lease_of(&fresh.login("alice", ALICE_PASSWORD).unwrap(), &authority);
+    assert_eq!(new_key.lease().prefix, lease.lease().prefix);
+    assert_eq!(new_key.lease().public_key, fresh.key().0);
+
+    // Revoked: no renewal; a new login works.
+    let out = setup.addrd(&["revoke", "alice"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let answer = fresh
+        .ask(Request::Renew {
+            lease: new_key.as_bytes().to_vec(),
+        })
+        .unwrap();
+    assert_eq!(
+        answer,
+        Response::LoginNeeded {
+            reason: LoginNeededReason::Revoked
+        }
+    );
+    // The revocation covers sessions started in the same second: wait for
+    // the next one before logging in again.
+    std::thread::sleep(Duration::from_millis(1100));
+    let back = lease_of(&fresh.login("alice", ALICE_PASSWORD).unwrap(), &authority);
+    assert_eq!(back.lease().prefix, lease.lease().prefix);
+    daemon.stop();
+
+    let audit = setup.audit();
+    assert!(!audit.contains(ALICE_PASSWORD), "{audit}");
+    let mode = fs::metadata(setup.path("audit.log"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "audit log mode {mode:o}");
+    let mut events: Vec<String> = audit
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    events.sort();
+    let mut expected = [
+        "login_accepted",
+        "renewal_granted",
+        "renewal_refused",
+        "renewal_granted",
+        "login_refused",
+        "login_accepted",
+        "login_accepted",
+        "renewal_refused",
+        "login_accepted",
+    ];
+    expected.sort_unstable();
+    assert_eq!(events, expected, "{audit}");
+}
+
+#[test]
+fn refusals_look_alike_take_the_floor_and_lock_out() {
+    let setup = Setup::new();
+    let daemon = setup.start();
+    let mut terminal = Terminal::new(&setup, daemon.channel);
+
+    let timed = |terminal: &mut Terminal, user: &str, password: &str| {
+        let start = Instant::now();
+        let answer = terminal.login(user, password).unwrap();
+        (answer, start.elapsed())
+    };
+    let (wrong, wrong_took) = timed(&mut terminal, "alice", "not-alices-password");
+    let (unknown, unknown_took) = timed(&mut terminal, "mallory", "whatever");
+    let (disabled, disabled_took) = timed(&mut terminal, "carol", "carol-lab-password");
+    assert!(matches!(wrong, Response::LoginRefused { .. }), "{wrong:?}");
+    assert_eq!(encoding(&wrong), encoding(&unknown));
+    assert_eq!(encoding(&wrong), encoding(&disabled));
+    for took in [wrong_took, unknown_took, disabled_took] {
+        assert!(took >= FLOOR, "answered after {took:?}");
+    }
+    // An empty password cannot even be sent: the wire format forbids it.
+    assert!(matches!(
+        terminal.login("alice", ""),
+        Err(ClientError::Encode(MessageError::BadPassword))
+    ));
+
+    // bob: growing delays, then a lockout that even his password does not
+    // pass.
+    let mut retries = Vec::new();
+    for attempt in 0..3 {
+        let answer = terminal.login("bob", "wrong").unwrap();
+        let Response::LoginRefused { retry_after_secs } = answer else {
+            panic!("{answer:?}")
+        };
+        retries.push(retry_after_secs);
+        if attempt < 2 {
+            std::thread::sleep(Duration::from_secs(u64::from(retry_after_secs)));
+        }
+    }
+    assert!(retries[0] < retries[1], "{retries:?}");
+    assert!(retries[2] >= 60, "{retries:?}");
+    let locked = terminal.login("bob", "bob-lab-password").unwrap();
+    assert!(matches!(locked, Response::LoginRefused { retry_after_secs } if retry_after_secs > 1));
+
+    let status = setup.status();
+    assert_eq!(status["login"]["guard.lockouts_started"], 1, "{status}");
+    daemon.stop();
+    let audit = setup.audit();
+    for secret in [
+        "not-alices-password",
+        "carol-lab-password",
+        "bob-lab-password",
+        "whatever",
+    ] {
+        assert!(!audit.contains(secret), "{audit}");
+    }
+    assert!(audit.contains("\"lockout_started\""), "{audit}");
+    // One line per event: 3 refusals, 3 for bob, his lockout, the locked
+    // attempt.
+    assert_eq!(audit.lines().count(), 8, "{audit}");
+}
+
+#[test]
+fn regrouped_and_disabled_users_lose_access_at_renewal() {
+    let setup = Setup::new();
+    let authority = setup.authority();
+    let daemon = setup.start();
+    let mut terminal = Terminal::new(&setup, daemon.channel);
+    let lease = lease_of(
+        &terminal.login("alice", ALICE_PASSWORD).unwrap(),
+        &authority,
+    );
+    assert!(lease.lease().is_member("admins"));
+
+    // alice leaves admins.
+    let mut without_admin = String::new();
+    let mut in_admins = false;
+    for line in EXAMPLE.lines() {
+        if line.starts_with("dn: ") {
+            in_admins = line.starts_with("dn: cn=admins,");
+        }
+        if !(in_admins && line == "member: uid=alice,ou=people,dc=example,dc=org") {
+            without_admin.push_str(line);
+            without_admin.push('\n');
+        }
+    }
+    assert_ne!(without_admin, EXAMPLE);
+    setup.write("ldap/example-org.ldif", without_admin.as_bytes(), 0o644);
+    // Log rotation: the SIGHUP also reopens the audit log.
+    fs::rename(setup.path("audit.log"), setup.path("audit.log.1")).unwrap();
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_for_log("zone rebuilt", 1);
+    let renewed = terminal
+        .ask(Request::Renew {
+            lease: lease.as_bytes().to_vec(),
+        })
+        .unwrap();
+    let renewed = lease_of(&renewed, &authority);
+    assert!(!renewed.lease().is_member("admins"));
+    assert!(renewed.lease().is_member("staff"));
+
+    // alice disabled.
+    let disabled = without_admin.replacen(
+        "dn: uid=alice,ou=people,dc=example,dc=org\n",
+        "dn: uid=alice,ou=people,dc=example,dc=org\npermanetDisabled: TRUE\n",
+        1,
+    );
+    assert_ne!(disabled, without_admin);
+    setup.write("ldap/example-org.ldif", disabled.as_bytes(), 0o644);
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon.wait_for_log("zone rebuilt", 2);
+    let answer = terminal
+        .ask(Request::Renew {
+            lease: renewed.as_bytes().to_vec(),
+        })
+        .unwrap();
+    assert_eq!(
+        answer,
+        Response::LoginNeeded {
+            reason: LoginNeededReason::AccountDisabled
+        }
+    );
+    daemon.stop();
+    let rotated = fs::read_to_string(setup.path("audit.log.1")).unwrap();
+    assert!(rotated.contains("\"login_accepted\""), "{rotated}");
+    assert_eq!(rotated.lines().count(), 1, "{rotated}");
+    let audit = setup.audit();
+    assert!(audit.contains("\"renewal_granted\""), "{audit}");
+    assert!(audit.contains("\"reason\":\"disabled\""), "{audit}");
+}
+
+#[test]
+fn netmap_lists_the_systems_a_user_may_reach() {
+    let setup = Setup::new();
+    let authority = setup.authority();
+    let daemon = setup.start();
+    let server_key = StaticKeypair::generate(&mut rand::rngs::OsRng).public();
+    setup.write("app1.pub", format!("{server_key}\n").as_bytes(), 0o644);
+    let out = setup.addrd(
+        &[
+            "issue-lease",
+            "app1",
+            "--kind",
+            "system",
+            "--public-key-file",
+            setup.path("app1.pub").to_str().unwrap(),
+            "--out",
+            setup.path("app1.lease").to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let app1 = fs::read(setup.path("app1.lease")).unwrap();
+
+    let mut terminal = Terminal::new(&setup, daemon.channel);
+    let ok = terminal.login("alice", ALICE_PASSWORD).unwrap();
+    let Response::LoginOk { netmap_version, .. } = ok else {
+        panic!("{ok:?}")
+    };
+    let page = terminal
+        .ask(Request::Netmap {
+            since_version: 0,
+            cursor: 0,
+        })
+        .unwrap();
+    let Response::Netmap(page) = page else {
+        panic!("{page:?}")
+    };
+    assert_eq!(page.version, netmap_version);
+    assert_eq!(page.leases, [app1]);
+    assert_eq!(page.next_cursor, None);
+    let verified = SignedLease::verify(&page.leases[0], &authority, now().unix).unwrap();
+    assert_eq!(verified.lease().name, "app1");
+
+    // Up to date: an empty page of the same version.
+    let same = terminal
+        .ask(Request::Netmap {
+            since_version: netmap_version,
+            cursor: 0,
+        })
+        .unwrap();
+    let Response::Netmap(same) = same else {
+        panic!("{same:?}")
+    };
+    assert_eq!(same.version, netmap_version);
+    assert!(same.leases.is_empty());
+
+    // Junk on the channel is dropped and counted; the daemon answers on.
+    let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for datagram in [&b""[..], b"\x00", &[0xff; 64], &[0u8; 3000]] {
+        junk.send_to(datagram, daemon.channel).unwrap();
+    }
+    let start = Instant::now();
+    while setup.status()["login"]["server.drop.malformed"]
+        .as_u64()
+        .unwrap_or(0)
+        < 3
+    {
+        assert!(start.elapsed() < DEADLINE, "{}", setup.status());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // A key without a session gets no netmap.
+    let mut stranger = Terminal::new(&setup, daemon.channel);
+    assert!(matches!(
+        stranger
+            .ask(Request::Netmap {
+                since_version: 0,
+                cursor: 0
+            })
+            .unwrap(),
+        Response::LoginNeeded { .. }
+    ));
+    daemon.stop();
+}
+
+// --------------------------------------------------------------- slapd
+
+#[test]
+fn login_with_slapd_is_busy_while_it_is_down() {
+    let Some(mut slapd) = Slapd::start_or_skip(
+        "login_with_slapd_is_busy_while_it_is_down",
+        Options::default(),
+    ) else {
+        return;
+    };
+    let directory = format!(
+        "[directory]\nbackend = \"ldap\"\nurl = \"{}\"\nbind-dn = \"{SERVICE_DN}\"\n\
+         bind-password-file = \"{}\"\nbase-dn = \"{BASE_DN}\"\ntimeout = 5\n",
+        slapd.url(),
+        slapd.service_password_file().display()
+    );
+    let reference = REFERENCE.split("[directory]").next().unwrap();
+    let setup = Setup::with_config(&format!("{reference}{directory}"));
+    let authority = setup.authority();
+    let daemon = setup.start();
+    let mut terminal = Terminal::new(&setup, daemon.channel);
+    let lease = lease_of(
+        &terminal.login("alice", ALICE_PASSWORD).unwrap(),
+        &authority,
+    );
+    assert_eq!(
+        lease.lease().address().to_string(),
+        setup.address_of("alice")
+    );
+    // A revocation (in the directory) ends the session at its renewal.
+    let mut other = Terminal::new(&setup, daemon.channel);
+    let bob = lease_of(&other.login("bob", "bob-lab-password").unwrap(), &authority);
+    let out = setup.addrd(&["revoke", "bob"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let answer = other
+        .ask(Request::Renew {
+            lease: bob.as_bytes().to_vec(),
+        })
+        .unwrap();
+    assert_eq!(
+        answer,
+        Response::LoginNeeded {
+            reason: LoginNeededReason::Revoked
+        }
+    );
+    let refused = terminal.login("alice", "wrong").unwrap();
+    assert!(matches!(refused, Response::LoginRefused { .. }));
+
+    slapd.stop();
+    std::thread::sleep(Duration::from_secs(1)); // alice's delay after the refusal
+    let busy = terminal.login("alice", ALICE_PASSWORD).unwrap();
+    assert!(matches!(busy, Response::ServerBusy { .. }), "{busy:?}");
+    let renewal = terminal
+        .ask(Request::Renew {
+            lease: lease.as_bytes().to_vec(),
+        })
+        .unwrap();
+    assert!(
+        matches!(renewal, Response::ServerBusy { .. }),
+        "{renewal:?}"
+    );
+
+    slapd.restart().unwrap();
+    let start = Instant::now();
+    loop {
+        match terminal.login("alice", ALICE_PASSWORD).unwrap() {
+            Response::LoginOk { .. } => break,
+            Response::ServerBusy { .. } | Response::LoginRefused { .. } => {
+                assert!(start.elapsed() < DEADLINE, "{}", daemon.log());
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    daemon.stop();
+    let audit = setup.audit();
+    assert!(!audit.contains(ALICE_PASSWORD), "{audit}");
+    assert!(audit.contains("directory_unavailable"), "{audit}");
+}
