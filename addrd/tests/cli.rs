@@ -5,14 +5,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv6Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_client::client::{Client, ClientHandle};
 use hickory_client::proto::rr::{DNSClass, Name, RData, RecordType};
@@ -20,25 +17,14 @@ use hickory_client::proto::runtime::TokioRuntimeProvider;
 use hickory_client::proto::udp::UdpClientStream;
 use netns_tests::slapd::{Options, Slapd, BASE_DN, SERVICE_DN};
 use overlay_proto::handshake::{PublicKey, StaticKeypair};
-use overlay_proto::lease::{AuthorityKey, EntityKind, SignedLease};
+use overlay_proto::lease::{EntityKind, SignedLease};
 use overlay_proto::time::UnixTime;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_addrd");
-const REFERENCE: &str = include_str!("../../configs/addrd.toml");
-const EXAMPLE: &str = include_str!("../../configs/ldap/example-org.ldif");
-const DEADLINE: Duration = Duration::from_secs(30);
+#[allow(dead_code)] // each test binary uses part of it
+mod common;
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8(bytes.to_vec()).unwrap()
-}
-
-/// A directory with the reference config (only the control socket and
-/// the DNS port changed), the example LDIF where the config expects it,
-/// and three fresh key files made by `addrd genkey`.
-struct Setup {
-    dir: tempfile::TempDir,
-}
+use common::{text, Setup, BIN, EXAMPLE, REFERENCE};
 
 impl Setup {
     fn new() -> Setup {
@@ -46,84 +32,16 @@ impl Setup {
     }
 
     fn with_config(reference: &str) -> Setup {
-        let setup = Setup {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let socket = setup.path("run/addrd.sock");
-        let config: String = reference
-            .lines()
-            .map(|l| {
-                if l.starts_with("control-socket") {
-                    format!("control-socket = \"{}\"\n", socket.display())
-                } else if l.starts_with("listen = \"") {
-                    "listen = \"127.0.0.1:0\"\n".to_owned()
-                } else if l.starts_with("listen = [") {
-                    "listen = [\"127.0.0.1:0\"]\n".to_owned()
-                } else {
-                    format!("{l}\n")
-                }
-            })
-            .collect();
-        setup.write("addrd.toml", config.as_bytes(), 0o644);
-        setup.write("ldap/example-org.ldif", EXAMPLE.as_bytes(), 0o644);
-        for key in ["addrd.key", "authority.key", "allocation.key"] {
-            let out = setup.addrd(&["genkey"], b"");
-            assert!(out.status.success());
-            setup.write(key, &out.stdout, 0o600);
-        }
-        setup
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn config(&self) -> PathBuf {
-        self.path("addrd.toml")
-    }
-
-    fn write(&self, name: &str, bytes: &[u8], mode: u32) -> PathBuf {
-        let path = self.path(name);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, bytes).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-        path
-    }
-
-    /// Run `addrd ARGS --config CONFIG` with `stdin`.
-    fn addrd(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .arg("--config")
-            .arg(self.config())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        child.wait_with_output().unwrap()
-    }
-
-    fn authority(&self) -> AuthorityKey {
-        let out = self.addrd(&["authority-key"], b"");
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        let key = PublicKey::from_str(text(&out.stdout).trim()).unwrap();
-        AuthorityKey::from_bytes(&key.0).unwrap()
+        Setup::with_edits(reference, &[])
     }
 
     fn users_json(&self) -> Vec<Value> {
-        let out = self.addrd(&["users", "--json"], b"");
-        assert!(out.status.success(), "{}", text(&out.stderr));
+        let out = self.addrd_ok(&["users", "--json"]);
         serde_json::from_slice::<Value>(&out.stdout)
             .unwrap()
             .as_array()
             .unwrap()
             .clone()
-    }
-
-    fn start(&self) -> Daemon {
-        Daemon::start(self)
     }
 }
 
@@ -134,94 +52,9 @@ fn address_of(users: &[Value], name: &str) -> Option<String> {
         .and_then(|u| u["address"].as_str().map(str::to_owned))
 }
 
-/// A running `addrd run`; killed (by PID) on drop if still running.
-struct Daemon {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Daemon {
-    fn start(setup: &Setup) -> Daemon {
-        let mut child = Command::new(BIN)
-            .arg("run")
-            .arg("--config")
-            .arg(setup.config())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let daemon = Daemon { child, log };
-        daemon.wait_for_log("addrd running", 1);
-        daemon
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// Wait until `needle` appears `count` times in the log.
-    fn wait_for_log(&self, needle: &str, count: usize) {
-        let start = Instant::now();
-        while self.log().matches(needle).count() < count {
-            assert!(
-                start.elapsed() < DEADLINE,
-                "no {needle:?} (x{count}) in the log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, signal).unwrap();
-    }
-
-    /// SIGTERM and wait for a clean exit.
-    fn stop(mut self) -> String {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "{status}:\n{}", self.log());
-                break;
-            }
-            assert!(start.elapsed() < DEADLINE, "still running:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // The reader thread sees EOF once the process is gone.
-        let start = Instant::now();
-        while !self.log().contains("addrd stopped") && start.elapsed() < DEADLINE {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        self.log()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
 /// The DNS address the running daemon bound (from `addrd status`).
 fn dns_addr(setup: &Setup) -> SocketAddr {
-    let out = setup.addrd(&["status"], b"");
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = setup.addrd_ok(&["status"]);
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
     status["dns_listen"][0].as_str().unwrap().parse().unwrap()
 }
@@ -312,8 +145,7 @@ fn bad_config_and_usage_exit_codes() {
 #[test]
 fn users_and_show_on_the_example_organisation() {
     let setup = Setup::new();
-    let out = setup.addrd(&["users"], b"");
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = setup.addrd_ok(&["users"]);
     let table = text(&out.stdout);
     let lines: Vec<&str> = table.lines().collect();
     assert!(lines[0].starts_with("NAME"), "{table}");
@@ -493,8 +325,7 @@ fn issue_lease_output_verifies() {
 #[test]
 fn revoke_persists() {
     let setup = Setup::new();
-    let out = setup.addrd(&["revoke", "bob"], b"");
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = setup.addrd_ok(&["revoke", "bob"]);
     assert!(text(&out.stdout).contains("revoked user bob"));
     let users = setup.users_json();
     let bob = users.iter().find(|u| u["name"] == "bob").unwrap();
@@ -549,11 +380,9 @@ fn run_serves_dns_and_restarts_keep_every_address() {
     );
 
     // Admin commands go through the control socket while it runs.
-    let out = setup.addrd(&["bindings"], b"");
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = setup.addrd_ok(&["bindings"]);
     assert_eq!(text(&out.stdout), "no bindings\n");
-    let out = setup.addrd(&["revoke", "bob"], b"");
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    setup.addrd_ok(&["revoke", "bob"]);
     let out = setup.addrd(&["show", &alice], b"");
     assert!(text(&out.stdout).contains("name:     alice"));
     // check-login goes through the daemon, which holds the store.
@@ -713,8 +542,7 @@ fn revoke_with_slapd_is_seen_by_every_replica() {
     let first = ldap_setup(&slapd);
     // Another addrd (own state file, own keys) on the same directory.
     let second = ldap_setup(&slapd);
-    let out = first.addrd(&["revoke", "bob"], b"");
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    first.addrd_ok(&["revoke", "bob"]);
     let revoked_at = |setup: &Setup, name: &str| {
         setup
             .users_json()
@@ -728,8 +556,7 @@ fn revoke_with_slapd_is_seen_by_every_replica() {
     assert_eq!(revoked_at(&second, "alice"), None);
     // Through a running daemon too.
     let daemon = second.start();
-    let out = second.addrd(&["revoke", "alice"], b"");
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    second.addrd_ok(&["revoke", "alice"]);
     daemon.stop();
     assert!(revoked_at(&first, "alice").is_some());
     let out = first.addrd(&["revoke", "nobody"], b"");

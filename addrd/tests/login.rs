@@ -6,13 +6,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use netns_tests::slapd::{Options, Slapd, BASE_DN, SERVICE_DN};
@@ -25,96 +21,30 @@ use overlay_proto::lease::{AuthorityKey, EntityKind, SignedLease};
 use overlay_proto::time::{Now, UnixTime};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_addrd");
-const REFERENCE: &str = include_str!("../../configs/addrd.toml");
-const EXAMPLE: &str = include_str!("../../configs/ldap/example-org.ldif");
-const DEADLINE: Duration = Duration::from_secs(30);
+#[allow(dead_code)] // each test binary uses part of it
+mod common;
+
+use common::{text, Setup, DEADLINE, EXAMPLE, REFERENCE};
+
 /// The guard's default response floor.
 const FLOOR: Duration = Duration::from_secs(1);
 const ALICE_PASSWORD: &str = "alice-lab-password";
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8(bytes.to_vec()).unwrap()
-}
-
-/// A directory with the reference config (control socket, login channel
-/// and DNS on free loopback ports, an audit log, lockouts after 3
-/// refusals), the example LDIF, and fresh key files.
-struct Setup {
-    dir: tempfile::TempDir,
-}
+/// The login tests' config edits: an audit log, lockouts after 3 refusals.
+const LOGIN_EDITS: [(&str, &str); 3] = [
+    ("lockout-threshold", "lockout-threshold = 3"),
+    ("lockout-period", "lockout-period = 60"),
+    ("# audit-log", "audit-log = \"audit.log\""),
+];
 
 impl Setup {
+    /// The reference config with the test paths and [`LOGIN_EDITS`].
     fn new() -> Setup {
         Setup::with_config(REFERENCE)
     }
 
     fn with_config(reference: &str) -> Setup {
-        let setup = Setup {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let socket = setup.path("run/addrd.sock");
-        let config: String = reference
-            .lines()
-            .map(|l| {
-                if l.starts_with("control-socket") {
-                    format!("control-socket = \"{}\"\n", socket.display())
-                } else if l.starts_with("listen = \"") {
-                    "listen = \"127.0.0.1:0\"\n".to_owned()
-                } else if l.starts_with("listen = [") {
-                    "listen = [\"127.0.0.1:0\"]\n".to_owned()
-                } else if l.starts_with("lockout-threshold") {
-                    "lockout-threshold = 3\n".to_owned()
-                } else if l.starts_with("lockout-period") {
-                    "lockout-period = 60\n".to_owned()
-                } else if l.starts_with("# audit-log") {
-                    "audit-log = \"audit.log\"\n".to_owned()
-                } else {
-                    format!("{l}\n")
-                }
-            })
-            .collect();
-        setup.write("addrd.toml", config.as_bytes(), 0o644);
-        setup.write("ldap/example-org.ldif", EXAMPLE.as_bytes(), 0o644);
-        for key in ["addrd.key", "authority.key", "allocation.key"] {
-            let out = setup.addrd(&["genkey"], b"");
-            assert!(out.status.success());
-            setup.write(key, &out.stdout, 0o600);
-        }
-        setup
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn write(&self, name: &str, bytes: &[u8], mode: u32) -> PathBuf {
-        let path = self.path(name);
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, bytes).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
-        path
-    }
-
-    fn addrd(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .arg("--config")
-            .arg(self.path("addrd.toml"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        child.wait_with_output().unwrap()
-    }
-
-    fn authority(&self) -> AuthorityKey {
-        let out = self.addrd(&["authority-key"], b"");
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        let key = PublicKey::from_str(text(&out.stdout).trim()).unwrap();
-        AuthorityKey::from_bytes(&key.0).unwrap()
+        Setup::with_edits(reference, &LOGIN_EDITS)
     }
 
     fn static_public(&self) -> PublicKey {
@@ -124,14 +54,12 @@ impl Setup {
     }
 
     fn status(&self) -> Value {
-        let out = self.addrd(&["status"], b"");
-        assert!(out.status.success(), "{}", text(&out.stderr));
+        let out = self.addrd_ok(&["status"]);
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
     fn address_of(&self, name: &str) -> String {
-        let out = self.addrd(&["show", name, "--json"], b"");
-        assert!(out.status.success(), "{}", text(&out.stderr));
+        let out = self.addrd_ok(&["show", name, "--json"]);
         let v: Value = serde_json::from_slice(&out.stdout).unwrap();
         v[0]["address"].as_str().unwrap().to_owned()
     }
@@ -140,90 +68,33 @@ impl Setup {
         fs::read_to_string(self.path("audit.log")).unwrap_or_default()
     }
 
-    fn start(&self) -> Daemon {
-        Daemon::start(self)
+    /// `addrd run`, and the login channel it bound.
+    fn start_login(&self) -> Daemon {
+        let daemon = self.start();
+        let channel = self.status()["listen"].as_str().unwrap().parse().unwrap();
+        Daemon { daemon, channel }
     }
 }
 
-/// A running `addrd run`; killed (by PID) on drop if still running.
+/// A running `addrd run` and its login channel.
 struct Daemon {
-    child: Child,
-    log: Arc<Mutex<String>>,
+    daemon: common::Daemon,
     channel: SocketAddr,
 }
 
-impl Daemon {
-    fn start(setup: &Setup) -> Daemon {
-        let mut child = Command::new(BIN)
-            .arg("run")
-            .arg("--config")
-            .arg(setup.path("addrd.toml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let mut daemon = Daemon {
-            child,
-            log,
-            channel: "127.0.0.1:1".parse().unwrap(),
-        };
-        daemon.wait_for_log("addrd running", 1);
-        daemon.channel = setup.status()["listen"].as_str().unwrap().parse().unwrap();
-        daemon
-    }
+/// The common daemon's log, waits and signals.
+impl std::ops::Deref for Daemon {
+    type Target = common::Daemon;
 
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn wait_for_log(&self, needle: &str, count: usize) {
-        let start = Instant::now();
-        while self.log().matches(needle).count() < count {
-            assert!(
-                start.elapsed() < DEADLINE,
-                "no {needle:?} (x{count}) in the log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn signal(&self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, signal).unwrap();
-    }
-
-    fn stop(mut self) {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "{status}:\n{}", self.log());
-                break;
-            }
-            assert!(start.elapsed() < DEADLINE, "still running:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    fn deref(&self) -> &common::Daemon {
+        &self.daemon
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
+impl Daemon {
+    /// SIGTERM and wait for a clean exit.
+    fn stop(self) {
+        self.daemon.stop();
     }
 }
 
@@ -328,7 +199,7 @@ fn encoding(response: &Response) -> Vec<u8> {
 fn login_is_permanent_renews_and_is_revoked() {
     let setup = Setup::new();
     let authority = setup.authority();
-    let daemon = setup.start();
+    let daemon = setup.start_login();
     let alice_address = setup.address_of("alice");
 
     let mut terminal = Terminal::new(&setup, daemon.channel);
@@ -404,7 +275,7 @@ fn login_is_permanent_renews_and_is_revoked() {
 
     // After a restart, the same key and a new one (a new terminal) get the
     // same address; the old session still renews.
-    let daemon = setup.start();
+    let daemon = setup.start_login();
     let mut terminal = Terminal::with_key(&setup, daemon.channel, terminal.keypair.clone());
     let again = lease_of(
         &terminal.login("alice", ALICE_PASSWORD).unwrap(),
@@ -417,8 +288,7 @@ fn login_is_permanent_renews_and_is_revoked() {
     assert_eq!(new_key.lease().public_key, fresh.key().0);
 
     // Revoked: no renewal; a new login works.
-    let out = setup.addrd(&["revoke", "alice"], b"");
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    setup.addrd_ok(&["revoke", "alice"]);
     let answer = fresh
         .ask(Request::Renew {
             lease: new_key.as_bytes().to_vec(),
@@ -472,7 +342,7 @@ fn login_is_permanent_renews_and_is_revoked() {
 #[test]
 fn refusals_look_alike_take_the_floor_and_lock_out() {
     let setup = Setup::new();
-    let daemon = setup.start();
+    let daemon = setup.start_login();
     let mut terminal = Terminal::new(&setup, daemon.channel);
 
     let timed = |terminal: &mut Terminal, user: &str, password: &str| {
@@ -535,7 +405,7 @@ fn refusals_look_alike_take_the_floor_and_lock_out() {
 fn regrouped_and_disabled_users_lose_access_at_renewal() {
     let setup = Setup::new();
     let authority = setup.authority();
-    let daemon = setup.start();
+    let daemon = setup.start_login();
     let mut terminal = Terminal::new(&setup, daemon.channel);
     let lease = lease_of(
         &terminal.login("alice", ALICE_PASSWORD).unwrap(),
@@ -604,7 +474,7 @@ fn regrouped_and_disabled_users_lose_access_at_renewal() {
 fn netmap_lists_the_systems_a_user_may_reach() {
     let setup = Setup::new();
     let authority = setup.authority();
-    let daemon = setup.start();
+    let daemon = setup.start_login();
     let server_key = StaticKeypair::generate(&mut rand::rngs::OsRng).public();
     setup.write("app1.pub", format!("{server_key}\n").as_bytes(), 0o644);
     let out = setup.addrd(
@@ -704,7 +574,7 @@ fn login_with_slapd_is_busy_while_it_is_down() {
     let reference = REFERENCE.split("[directory]").next().unwrap();
     let setup = Setup::with_config(&format!("{reference}{directory}"));
     let authority = setup.authority();
-    let daemon = setup.start();
+    let daemon = setup.start_login();
     let mut terminal = Terminal::new(&setup, daemon.channel);
     let lease = lease_of(
         &terminal.login("alice", ALICE_PASSWORD).unwrap(),
@@ -717,8 +587,7 @@ fn login_with_slapd_is_busy_while_it_is_down() {
     // A revocation (in the directory) ends the session at its renewal.
     let mut other = Terminal::new(&setup, daemon.channel);
     let bob = lease_of(&other.login("bob", "bob-lab-password").unwrap(), &authority);
-    let out = setup.addrd(&["revoke", "bob"], b"");
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    setup.addrd_ok(&["revoke", "bob"]);
     let answer = other
         .ask(Request::Renew {
             lease: bob.as_bytes().to_vec(),
