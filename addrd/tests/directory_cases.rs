@@ -21,14 +21,18 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use addrd::alloc::{AllocError, AllocationKey, Allocator, CandidateSpace};
-use addrd::directory::{AuthError, Directory, Entity, Password, RefusalReason, Reservation};
+use addrd::directory::{AuthError, Directory, Entity, RefusalReason, Reservation};
 use addrd::embedded::EmbeddedDirectory;
-use addrd::ldap::{LdapConfig, LdapDirectory};
-use ldap3::{Ldap, LdapConnAsync, Mod, Scope};
-use netns_tests::slapd::{Options, Slapd, ADMIN_DN, ADMIN_PASSWORD, BASE_DN, SERVICE_DN};
+use addrd::ldap::LdapDirectory;
+use ldap3::{Mod, Scope};
+use netns_tests::slapd::{Options, Slapd, ADMIN_DN, BASE_DN};
 use overlay_proto::addr::{AddressPlan, Ipv4Policy, OverlayPrefix, DEFAULT_USER_SUBNET_ID};
 use overlay_proto::lease::EntityKind;
-use zeroize::Zeroizing;
+
+#[allow(dead_code)] // each test binary uses part of it
+mod common;
+
+use common::ldap::{admin, pw, refusal};
 
 const ALICE: &str = "uid=alice,ou=people,dc=example,dc=org";
 const BOB: &str = "uid=bob,ou=people,dc=example,dc=org";
@@ -43,19 +47,8 @@ const PASSWORDS: [(&str, &str); 4] = [
     ("dave", "dave-lab-password"),
 ];
 
-fn pw(s: &str) -> Password {
-    Zeroizing::new(s.to_string())
-}
-
 fn example_ldif() -> PathBuf {
     netns_tests::slapd::configs_dir().join("example-org.ldif")
-}
-
-fn refusal(result: Result<Entity, AuthError>) -> RefusalReason {
-    match result {
-        Err(AuthError::Refused { reason }) => reason,
-        other => panic!("expected a refusal, got {other:?}"),
-    }
 }
 
 /// A directory backend under test, and what an administrator does to it.
@@ -108,41 +101,8 @@ struct LdapBackend {
     dir: LdapDirectory,
 }
 
-fn ldap_config(slapd: &Slapd) -> LdapConfig {
-    let mut c = LdapConfig::new(
-        slapd.url(),
-        BASE_DN,
-        SERVICE_DN,
-        slapd.service_password_file(),
-    );
-    c.timeout = Duration::from_secs(10);
-    c.backoff_min = Duration::from_millis(20);
-    c.backoff_max = Duration::from_millis(200);
-    c
-}
-
 fn ldap_directory(slapd: &Slapd) -> LdapDirectory {
-    LdapDirectory::new(ldap_config(slapd)).unwrap_or_else(|e| panic!("LdapDirectory: {e}"))
-}
-
-/// A raw ldap3 connection bound as the database's root DN.
-async fn admin(slapd: &Slapd) -> Ldap {
-    raw_bind(slapd, ADMIN_DN, ADMIN_PASSWORD).await
-}
-
-async fn raw_bind(slapd: &Slapd, dn: &str, password: &str) -> Ldap {
-    let url = slapd.url();
-    let (conn, mut ldap) = LdapConnAsync::new(&url)
-        .await
-        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
-    tokio::spawn(conn.drive());
-    let rc = ldap
-        .simple_bind(dn, password)
-        .await
-        .unwrap_or_else(|e| panic!("bind: {e}"))
-        .rc;
-    assert_eq!(rc, 0, "bind as {dn}");
-    ldap
+    common::ldap::directory(common::ldap::config(slapd, Duration::from_secs(10)))
 }
 
 impl LdapBackend {

@@ -11,67 +11,30 @@ use std::collections::HashSet;
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
-use addrd::directory::{
-    AuthError, Directory, DirectoryError, Password, RefusalReason, Reservation,
-};
+use addrd::directory::{AuthError, Directory, DirectoryError, RefusalReason, Reservation};
 use addrd::ldap::{LdapConfig, LdapDirectory};
-use ldap3::{Ldap, LdapConnAsync, Mod, Scope};
-use netns_tests::slapd::{Options, Slapd, ADMIN_DN, ADMIN_PASSWORD, BASE_DN, SERVICE_DN};
+use ldap3::{Mod, Scope};
+use netns_tests::slapd::{Options, Slapd, BASE_DN, SERVICE_DN};
 use overlay_proto::lease::EntityKind;
-use zeroize::Zeroizing;
+
+#[allow(dead_code)] // each test binary uses part of it
+mod common;
+
+use common::ldap::{admin, pw, raw_bind, refusal};
 
 const ALICE: &str = "uid=alice,ou=people,dc=example,dc=org";
 const BOB: &str = "uid=bob,ou=people,dc=example,dc=org";
-
-fn pw(s: &str) -> Password {
-    Zeroizing::new(s.to_string())
-}
 
 fn start(test: &str, options: Options) -> Option<Slapd> {
     Slapd::start_or_skip(test, options)
 }
 
 fn config(slapd: &Slapd) -> LdapConfig {
-    let mut c = LdapConfig::new(
-        slapd.url(),
-        BASE_DN,
-        SERVICE_DN,
-        slapd.service_password_file(),
-    );
-    c.timeout = Duration::from_secs(5);
-    c.backoff_min = Duration::from_millis(20);
-    c.backoff_max = Duration::from_millis(200);
-    c
+    common::ldap::config(slapd, Duration::from_secs(5))
 }
 
 fn directory(slapd: &Slapd) -> LdapDirectory {
-    LdapDirectory::new(config(slapd)).unwrap_or_else(|e| panic!("LdapDirectory: {e}"))
-}
-
-/// A raw ldap3 connection, bound as `dn` (admin or anyone).
-async fn raw_bind(url: &str, dn: &str, password: &str) -> (Ldap, u32) {
-    let (conn, mut ldap) = LdapConnAsync::new(url)
-        .await
-        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
-    tokio::spawn(conn.drive());
-    let result = ldap
-        .simple_bind(dn, password)
-        .await
-        .unwrap_or_else(|e| panic!("bind: {e}"));
-    (ldap, result.rc)
-}
-
-async fn admin(slapd: &Slapd) -> Ldap {
-    let (ldap, rc) = raw_bind(&slapd.url(), ADMIN_DN, ADMIN_PASSWORD).await;
-    assert_eq!(rc, 0, "admin bind");
-    ldap
-}
-
-fn refusal(result: Result<addrd::directory::Entity, AuthError>) -> RefusalReason {
-    match result {
-        Err(AuthError::Refused { reason }) => reason,
-        other => panic!("expected a refusal, got {other:?}"),
-    }
+    common::ldap::directory(config(slapd))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -504,6 +467,32 @@ async fn server_restarted_between_logins_is_not_noticed() {
     }
 }
 
+/// slapd's port, for a relay in front of it.
+fn port_of(slapd: &Slapd) -> u16 {
+    slapd
+        .url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .unwrap_or(0)
+}
+
+/// `config(slapd)` through a relay on loopback `port`.
+fn config_via(slapd: &Slapd, port: u16) -> LdapConfig {
+    let mut c = config(slapd);
+    c.url = format!("ldap://127.0.0.1:{port}");
+    c
+}
+
+/// A relay's listener on a free loopback port, and the port.
+async fn relay_listener() -> (tokio::net::TcpListener, u16) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    (listener, port)
+}
+
 /// A TCP relay to slapd that can stop taking new connections (accepted and
 /// closed at once, as a server going down) while those it holds go on.
 struct GateRelay {
@@ -514,10 +503,7 @@ struct GateRelay {
 
 impl GateRelay {
     async fn start(target: u16) -> GateRelay {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let (listener, port) = relay_listener().await;
         let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let gate = closed.clone();
         let task = tokio::spawn(async move {
@@ -563,16 +549,8 @@ async fn server_gone_between_search_and_bind_is_unavailable() {
     ) else {
         return;
     };
-    let port = slapd
-        .url()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse::<u16>().ok())
-        .unwrap_or(0);
-    let relay = GateRelay::start(port).await;
-    let mut c = config(&slapd);
-    c.url = format!("ldap://127.0.0.1:{}", relay.port);
-    let dir = LdapDirectory::new(c).unwrap_or_else(|e| panic!("{e}"));
+    let relay = GateRelay::start(port_of(&slapd)).await;
+    let dir = common::ldap::directory(config_via(&slapd, relay.port));
     // The service connection is open.
     assert!(dir.lookup(EntityKind::User, "alice").await.is_ok());
     relay.close(true);
@@ -986,10 +964,7 @@ struct FreezingRelay {
 
 impl FreezingRelay {
     async fn start(target: u16) -> FreezingRelay {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let (listener, port) = relay_listener().await;
         let freeze = std::sync::Arc::new(tokio::sync::Notify::new());
         let frozen = freeze.clone();
         let task = tokio::spawn(async move {
@@ -1031,15 +1006,8 @@ async fn a_connection_that_stops_answering_is_replaced() {
     ) else {
         return;
     };
-    let port = slapd
-        .url()
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse::<u16>().ok())
-        .unwrap_or(0);
-    let relay = FreezingRelay::start(port).await;
-    let mut c = config(&slapd);
-    c.url = format!("ldap://127.0.0.1:{}", relay.port);
+    let relay = FreezingRelay::start(port_of(&slapd)).await;
+    let mut c = config_via(&slapd, relay.port);
     c.timeout = Duration::from_millis(500);
     let dir = LdapDirectory::new(c).unwrap_or_else(|e| panic!("{e}"));
     assert!(dir.lookup(EntityKind::User, "alice").await.is_ok());

@@ -1,9 +1,13 @@
 //! What addrd's integration tests that run the `addrd` binary share: a
 //! [`Setup`] (a temp directory with the reference config pointed at test
 //! paths and loopback ports, the example LDIF and fresh keys from `addrd
-//! genkey`) and a running [`Daemon`] to wait on, signal and stop. A test
-//! binary includes this module with `#[allow(dead_code)]`: each uses only
-//! part of it.
+//! genkey`) and a running [`Daemon`] to wait on, signal and stop; and
+//! [`ldap`], the LDAP backend's helpers for the tests against slapd. A
+//! test binary includes this module with `#[allow(dead_code)]`: each uses
+//! only part of it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
+
+pub mod ldap;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
