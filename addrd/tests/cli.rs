@@ -232,19 +232,7 @@ fn issue_lease_output_verifies() {
         0o644,
     );
     let out_file = setup.path("app1.lease");
-    let out = setup.addrd(
-        &[
-            "issue-lease",
-            "app1",
-            "--kind",
-            "system",
-            "--public-key-file",
-            key_file.to_str().unwrap(),
-            "--out",
-            out_file.to_str().unwrap(),
-        ],
-        b"",
-    );
+    let out = setup.issue_lease("app1", &key_file, &out_file, &["--kind", "system"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("wrote the system lease of app1"));
     let bytes = fs::read(&out_file).unwrap();
@@ -267,19 +255,7 @@ fn issue_lease_output_verifies() {
     assert_eq!(lifetime, 3600);
 
     // A longer lifetime on request (until servers renew over the channel).
-    let out = setup.addrd(
-        &[
-            "issue-lease",
-            "app1",
-            "--public-key-file",
-            key_file.to_str().unwrap(),
-            "--out",
-            out_file.to_str().unwrap(),
-            "--lifetime",
-            "86400",
-        ],
-        b"",
-    );
+    let out = setup.issue_lease("app1", &key_file, &out_file, &["--lifetime", "86400"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let again = SignedLease::verify(
         &fs::read(&out_file).unwrap(),
@@ -302,17 +278,7 @@ fn issue_lease_output_verifies() {
     );
 
     // Unknown names and private key material are refused.
-    let out = setup.addrd(
-        &[
-            "issue-lease",
-            "nosuch",
-            "--public-key-file",
-            key_file.to_str().unwrap(),
-            "--out",
-            setup.path("x").to_str().unwrap(),
-        ],
-        b"",
-    );
+    let out = setup.issue_lease("nosuch", &key_file, &setup.path("x"), &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("nosuch"),
@@ -401,17 +367,7 @@ fn run_serves_dns_and_restarts_keep_every_address() {
         0o644,
     );
     let lease_file = setup.path("app1.lease");
-    let out = setup.addrd(
-        &[
-            "issue-lease",
-            "app1",
-            "--public-key-file",
-            key_file.to_str().unwrap(),
-            "--out",
-            lease_file.to_str().unwrap(),
-        ],
-        b"",
-    );
+    let out = setup.issue_lease("app1", &key_file, &lease_file, &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let app1 = address_of(&users, "app1").unwrap();
     let lease =

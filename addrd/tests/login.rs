@@ -177,6 +177,19 @@ impl Terminal {
             password: Password::from_slice(password.as_bytes()),
         })
     }
+
+    /// Ask to renew `lease`; the answer.
+    fn renew(&mut self, lease: &SignedLease) -> Response {
+        self.ask(Request::Renew {
+            lease: lease.as_bytes().to_vec(),
+        })
+        .unwrap()
+    }
+}
+
+/// The answer refusing a renewal for `reason`.
+fn login_needed(reason: LoginNeededReason) -> Response {
+    Response::LoginNeeded { reason }
 }
 
 fn lease_of(response: &Response, authority: &AuthorityKey) -> SignedLease {
@@ -212,11 +225,7 @@ fn login_is_permanent_renews_and_is_revoked() {
     assert!(lease.lease().is_member("staff") && lease.lease().is_member("admins"));
 
     // Renewal without the password.
-    let renewed = terminal
-        .ask(Request::Renew {
-            lease: lease.as_bytes().to_vec(),
-        })
-        .unwrap();
+    let renewed = terminal.renew(&lease);
     let renewed = lease_of(&renewed, &authority);
     assert!(renewed.lease().serial > lease.lease().serial);
     assert_eq!(renewed.lease().prefix, lease.lease().prefix);
@@ -224,14 +233,8 @@ fn login_is_permanent_renews_and_is_revoked() {
     // Someone else's lease is not renewed on this key.
     let mut other = Terminal::new(&setup, daemon.channel);
     assert_eq!(
-        other
-            .ask(Request::Renew {
-                lease: lease.as_bytes().to_vec()
-            })
-            .unwrap(),
-        Response::LoginNeeded {
-            reason: LoginNeededReason::KeyMismatch
-        }
+        other.renew(&lease),
+        login_needed(LoginNeededReason::KeyMismatch)
     );
 
     let status = setup.status();
@@ -252,11 +255,7 @@ fn login_is_permanent_renews_and_is_revoked() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let start = Instant::now();
-    let renewed_again = terminal
-        .ask(Request::Renew {
-            lease: renewed.as_bytes().to_vec(),
-        })
-        .unwrap();
+    let renewed_again = terminal.renew(&renewed);
     assert!(matches!(renewed_again, Response::Renewed { .. }));
     assert!(
         start.elapsed() < FLOOR,
@@ -289,17 +288,8 @@ fn login_is_permanent_renews_and_is_revoked() {
 
     // Revoked: no renewal; a new login works.
     setup.addrd_ok(&["revoke", "alice"]);
-    let answer = fresh
-        .ask(Request::Renew {
-            lease: new_key.as_bytes().to_vec(),
-        })
-        .unwrap();
-    assert_eq!(
-        answer,
-        Response::LoginNeeded {
-            reason: LoginNeededReason::Revoked
-        }
-    );
+    let answer = fresh.renew(&new_key);
+    assert_eq!(answer, login_needed(LoginNeededReason::Revoked));
     // The revocation covers sessions started in the same second: wait for
     // the next one before logging in again.
     std::thread::sleep(Duration::from_millis(1100));
@@ -431,11 +421,7 @@ fn regrouped_and_disabled_users_lose_access_at_renewal() {
     fs::rename(setup.path("audit.log"), setup.path("audit.log.1")).unwrap();
     daemon.signal(nix::sys::signal::Signal::SIGHUP);
     daemon.wait_for_log("zone rebuilt", 1);
-    let renewed = terminal
-        .ask(Request::Renew {
-            lease: lease.as_bytes().to_vec(),
-        })
-        .unwrap();
+    let renewed = terminal.renew(&lease);
     let renewed = lease_of(&renewed, &authority);
     assert!(!renewed.lease().is_member("admins"));
     assert!(renewed.lease().is_member("staff"));
@@ -450,17 +436,8 @@ fn regrouped_and_disabled_users_lose_access_at_renewal() {
     setup.write("ldap/example-org.ldif", disabled.as_bytes(), 0o644);
     daemon.signal(nix::sys::signal::Signal::SIGHUP);
     daemon.wait_for_log("zone rebuilt", 2);
-    let answer = terminal
-        .ask(Request::Renew {
-            lease: renewed.as_bytes().to_vec(),
-        })
-        .unwrap();
-    assert_eq!(
-        answer,
-        Response::LoginNeeded {
-            reason: LoginNeededReason::AccountDisabled
-        }
-    );
+    let answer = terminal.renew(&renewed);
+    assert_eq!(answer, login_needed(LoginNeededReason::AccountDisabled));
     daemon.stop();
     let rotated = fs::read_to_string(setup.path("audit.log.1")).unwrap();
     assert!(rotated.contains("\"login_accepted\""), "{rotated}");
@@ -477,18 +454,11 @@ fn netmap_lists_the_systems_a_user_may_reach() {
     let daemon = setup.start_login();
     let server_key = StaticKeypair::generate(&mut rand::rngs::OsRng).public();
     setup.write("app1.pub", format!("{server_key}\n").as_bytes(), 0o644);
-    let out = setup.addrd(
-        &[
-            "issue-lease",
-            "app1",
-            "--kind",
-            "system",
-            "--public-key-file",
-            setup.path("app1.pub").to_str().unwrap(),
-            "--out",
-            setup.path("app1.lease").to_str().unwrap(),
-        ],
-        b"",
+    let out = setup.issue_lease(
+        "app1",
+        &setup.path("app1.pub"),
+        &setup.path("app1.lease"),
+        &["--kind", "system"],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
     let app1 = fs::read(setup.path("app1.lease")).unwrap();
@@ -588,17 +558,8 @@ fn login_with_slapd_is_busy_while_it_is_down() {
     let mut other = Terminal::new(&setup, daemon.channel);
     let bob = lease_of(&other.login("bob", "bob-lab-password").unwrap(), &authority);
     setup.addrd_ok(&["revoke", "bob"]);
-    let answer = other
-        .ask(Request::Renew {
-            lease: bob.as_bytes().to_vec(),
-        })
-        .unwrap();
-    assert_eq!(
-        answer,
-        Response::LoginNeeded {
-            reason: LoginNeededReason::Revoked
-        }
-    );
+    let answer = other.renew(&bob);
+    assert_eq!(answer, login_needed(LoginNeededReason::Revoked));
     let refused = terminal.login("alice", "wrong").unwrap();
     assert!(matches!(refused, Response::LoginRefused { .. }));
 
@@ -606,11 +567,7 @@ fn login_with_slapd_is_busy_while_it_is_down() {
     std::thread::sleep(Duration::from_secs(1)); // alice's delay after the refusal
     let busy = terminal.login("alice", ALICE_PASSWORD).unwrap();
     assert!(matches!(busy, Response::ServerBusy { .. }), "{busy:?}");
-    let renewal = terminal
-        .ask(Request::Renew {
-            lease: lease.as_bytes().to_vec(),
-        })
-        .unwrap();
+    let renewal = terminal.renew(&lease);
     assert!(
         matches!(renewal, Response::ServerBusy { .. }),
         "{renewal:?}"

@@ -12,7 +12,7 @@ pub mod ldap;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -117,6 +117,20 @@ impl Setup {
         let out = self.addrd(args, b"");
         assert!(out.status.success(), "{}", text(&out.stderr));
         out
+    }
+
+    /// `addrd issue-lease NAME --public-key-file KEY --out OUT EXTRA...`.
+    pub fn issue_lease(&self, name: &str, key: &Path, out: &Path, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "issue-lease",
+            name,
+            "--public-key-file",
+            key.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        self.addrd(&args, b"")
     }
 
     /// The authority key, from `addrd authority-key`.
