@@ -15,7 +15,7 @@ use hickory_client::client::{Client, ClientHandle};
 use hickory_client::proto::rr::{DNSClass, Name, RData, RecordType};
 use hickory_client::proto::runtime::TokioRuntimeProvider;
 use hickory_client::proto::udp::UdpClientStream;
-use netns_tests::slapd::{Options, Slapd, BASE_DN, SERVICE_DN};
+use netns_tests::slapd::{Options, Slapd};
 use overlay_proto::handshake::{PublicKey, StaticKeypair};
 use overlay_proto::lease::{EntityKind, SignedLease};
 use overlay_proto::time::UnixTime;
@@ -431,14 +431,7 @@ fn run_serves_dns_and_restarts_keep_every_address() {
 
 /// The reference config switched to the LDAP backend of `slapd`.
 fn ldap_setup(slapd: &Slapd) -> Setup {
-    let directory = format!(
-        "[directory]\nbackend = \"ldap\"\nurl = \"{}\"\nbind-dn = \"{SERVICE_DN}\"\n\
-         bind-password-file = \"{}\"\nbase-dn = \"{BASE_DN}\"\ntimeout = 5\n",
-        slapd.url(),
-        slapd.service_password_file().display()
-    );
-    let reference = REFERENCE.split("[directory]").next().unwrap();
-    Setup::with_config(&format!("{reference}{directory}"))
+    Setup::with_config(&common::ldap_reference(slapd))
 }
 
 #[test]

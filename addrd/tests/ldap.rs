@@ -493,12 +493,22 @@ async fn relay_listener() -> (tokio::net::TcpListener, u16) {
     (listener, port)
 }
 
+/// A relay's task, aborted when the relay is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A TCP relay to slapd that can stop taking new connections (accepted and
 /// closed at once, as a server going down) while those it holds go on.
 struct GateRelay {
     port: u16,
     closed: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
+    /// Held for its drop.
+    _task: AbortOnDrop,
 }
 
 impl GateRelay {
@@ -506,7 +516,7 @@ impl GateRelay {
         let (listener, port) = relay_listener().await;
         let closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let gate = closed.clone();
-        let task = tokio::spawn(async move {
+        let task = AbortOnDrop(tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 if gate.load(std::sync::atomic::Ordering::SeqCst) {
                     drop(client);
@@ -520,19 +530,17 @@ impl GateRelay {
                     }
                 });
             }
-        });
-        GateRelay { port, closed, task }
+        }));
+        GateRelay {
+            port,
+            closed,
+            _task: task,
+        }
     }
 
     fn close(&self, closed: bool) {
         self.closed
             .store(closed, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
-impl Drop for GateRelay {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -959,7 +967,8 @@ async fn unknown_user_takes_the_wrong_password_path() {
 struct FreezingRelay {
     port: u16,
     freeze: std::sync::Arc<tokio::sync::Notify>,
-    task: tokio::task::JoinHandle<()>,
+    /// Held for its drop.
+    _task: AbortOnDrop,
 }
 
 impl FreezingRelay {
@@ -967,7 +976,7 @@ impl FreezingRelay {
         let (listener, port) = relay_listener().await;
         let freeze = std::sync::Arc::new(tokio::sync::Notify::new());
         let frozen = freeze.clone();
-        let task = tokio::spawn(async move {
+        let task = AbortOnDrop(tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
                 let frozen = frozen.clone();
                 tokio::spawn(async move {
@@ -985,14 +994,12 @@ impl FreezingRelay {
                     }
                 });
             }
-        });
-        FreezingRelay { port, freeze, task }
-    }
-}
-
-impl Drop for FreezingRelay {
-    fn drop(&mut self) {
-        self.task.abort();
+        }));
+        FreezingRelay {
+            port,
+            freeze,
+            _task: task,
+        }
     }
 }
 

@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime};
 
-use netns_tests::slapd::{Options, Slapd, BASE_DN, SERVICE_DN};
+use netns_tests::slapd::{Options, Slapd};
 use overlay_proto::authority::{
     AuthorityClient, ClientConfig, ClientError, ClientTimers, LoginNeededReason, MessageError,
     Password, Request, RequestId, Response,
@@ -178,6 +178,11 @@ impl Terminal {
         })
     }
 
+    /// Log in as `user`; the lease of the answer, signed by `authority`.
+    fn login_lease(&mut self, user: &str, password: &str, authority: &AuthorityKey) -> SignedLease {
+        lease_of(&self.login(user, password).unwrap(), authority)
+    }
+
     /// Ask to renew `lease`; the answer.
     fn renew(&mut self, lease: &SignedLease) -> Response {
         self.ask(Request::Renew {
@@ -276,13 +281,10 @@ fn login_is_permanent_renews_and_is_revoked() {
     // same address; the old session still renews.
     let daemon = setup.start_login();
     let mut terminal = Terminal::with_key(&setup, daemon.channel, terminal.keypair.clone());
-    let again = lease_of(
-        &terminal.login("alice", ALICE_PASSWORD).unwrap(),
-        &authority,
-    );
+    let again = terminal.login_lease("alice", ALICE_PASSWORD, &authority);
     assert_eq!(again.lease().prefix, lease.lease().prefix);
     let mut fresh = Terminal::new(&setup, daemon.channel);
-    let new_key = lease_of(&fresh.login("alice", ALICE_PASSWORD).unwrap(), &authority);
+    let new_key = fresh.login_lease("alice", ALICE_PASSWORD, &authority);
     assert_eq!(new_key.lease().prefix, lease.lease().prefix);
     assert_eq!(new_key.lease().public_key, fresh.key().0);
 
@@ -293,7 +295,7 @@ fn login_is_permanent_renews_and_is_revoked() {
     // The revocation covers sessions started in the same second: wait for
     // the next one before logging in again.
     std::thread::sleep(Duration::from_millis(1100));
-    let back = lease_of(&fresh.login("alice", ALICE_PASSWORD).unwrap(), &authority);
+    let back = fresh.login_lease("alice", ALICE_PASSWORD, &authority);
     assert_eq!(back.lease().prefix, lease.lease().prefix);
     daemon.stop();
 
@@ -397,10 +399,7 @@ fn regrouped_and_disabled_users_lose_access_at_renewal() {
     let authority = setup.authority();
     let daemon = setup.start_login();
     let mut terminal = Terminal::new(&setup, daemon.channel);
-    let lease = lease_of(
-        &terminal.login("alice", ALICE_PASSWORD).unwrap(),
-        &authority,
-    );
+    let lease = terminal.login_lease("alice", ALICE_PASSWORD, &authority);
     assert!(lease.lease().is_member("admins"));
 
     // alice leaves admins.
@@ -535,28 +534,18 @@ fn login_with_slapd_is_busy_while_it_is_down() {
     ) else {
         return;
     };
-    let directory = format!(
-        "[directory]\nbackend = \"ldap\"\nurl = \"{}\"\nbind-dn = \"{SERVICE_DN}\"\n\
-         bind-password-file = \"{}\"\nbase-dn = \"{BASE_DN}\"\ntimeout = 5\n",
-        slapd.url(),
-        slapd.service_password_file().display()
-    );
-    let reference = REFERENCE.split("[directory]").next().unwrap();
-    let setup = Setup::with_config(&format!("{reference}{directory}"));
+    let setup = Setup::with_config(&common::ldap_reference(&slapd));
     let authority = setup.authority();
     let daemon = setup.start_login();
     let mut terminal = Terminal::new(&setup, daemon.channel);
-    let lease = lease_of(
-        &terminal.login("alice", ALICE_PASSWORD).unwrap(),
-        &authority,
-    );
+    let lease = terminal.login_lease("alice", ALICE_PASSWORD, &authority);
     assert_eq!(
         lease.lease().address().to_string(),
         setup.address_of("alice")
     );
     // A revocation (in the directory) ends the session at its renewal.
     let mut other = Terminal::new(&setup, daemon.channel);
-    let bob = lease_of(&other.login("bob", "bob-lab-password").unwrap(), &authority);
+    let bob = other.login_lease("bob", "bob-lab-password", &authority);
     setup.addrd_ok(&["revoke", "bob"]);
     let answer = other.renew(&bob);
     assert_eq!(answer, login_needed(LoginNeededReason::Revoked));

@@ -18,6 +18,7 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use netns_tests::slapd::{Slapd, BASE_DN, SERVICE_DN};
 use netns_tests::wait_until;
 use overlay_proto::handshake::PublicKey;
 use overlay_proto::lease::AuthorityKey;
@@ -34,6 +35,19 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 /// `bytes` as UTF-8 text.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// The reference config switched to the LDAP backend of `slapd` (the
+/// service account, a 5 s timeout).
+pub fn ldap_reference(slapd: &Slapd) -> String {
+    let directory = format!(
+        "[directory]\nbackend = \"ldap\"\nurl = \"{}\"\nbind-dn = \"{SERVICE_DN}\"\n\
+         bind-password-file = \"{}\"\nbase-dn = \"{BASE_DN}\"\ntimeout = 5\n",
+        slapd.url(),
+        slapd.service_password_file().display()
+    );
+    let reference = REFERENCE.split("[directory]").next().unwrap();
+    format!("{reference}{directory}")
 }
 
 /// A directory with a config made from a reference (the control socket
