@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::net::Ipv6Addr;
 use std::time::{Duration, Instant};
 
-use addrd::directory::{AuthError, Directory, DirectoryError, RefusalReason, Reservation};
+use addrd::directory::{AuthError, Directory, DirectoryError, Entity, RefusalReason, Reservation};
 use addrd::ldap::{LdapConfig, LdapDirectory};
 use ldap3::{Mod, Scope};
 use netns_tests::slapd::{Options, Slapd, BASE_DN, SERVICE_DN};
@@ -37,6 +37,11 @@ fn directory(slapd: &Slapd) -> LdapDirectory {
     common::ldap::directory(config(slapd))
 }
 
+/// Log in to `dir` as `user`.
+async fn login(dir: &LdapDirectory, user: &str, password: &str) -> Result<Entity, AuthError> {
+    dir.authenticate(user, &pw(password)).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn good_login_with_groups_from_member_attributes() {
     let Some(slapd) = start(
@@ -46,8 +51,7 @@ async fn good_login_with_groups_from_member_attributes() {
         return;
     };
     let dir = directory(&slapd);
-    let alice = dir
-        .authenticate("alice", &pw("alice-lab-password"))
+    let alice = login(&dir, "alice", "alice-lab-password")
         .await
         .unwrap_or_else(|e| panic!("alice: {e:?}"));
     assert_eq!(alice.dn, ALICE);
@@ -57,8 +61,7 @@ async fn good_login_with_groups_from_member_attributes() {
     assert!(!alice.disabled);
     assert_eq!(alice.address, None);
     // {ARGON2} hash (slapd's argon2 module).
-    let dave = dir
-        .authenticate("dave", &pw("dave-lab-password"))
+    let dave = login(&dir, "dave", "dave-lab-password")
         .await
         .unwrap_or_else(|e| panic!("dave: {e:?}"));
     assert_eq!(dave.groups, ["students"]);
@@ -83,8 +86,7 @@ async fn good_login_with_groups_from_member_of() {
         .unwrap_or_else(|e| panic!("search: {e}"));
     assert_eq!(entries.len(), 1);
     let dir = directory(&slapd);
-    let alice = dir
-        .authenticate("alice", &pw("alice-lab-password"))
+    let alice = login(&dir, "alice", "alice-lab-password")
         .await
         .unwrap_or_else(|e| panic!("alice: {e:?}"));
     assert_eq!(alice.groups, ["admins", "staff"]);
@@ -97,21 +99,21 @@ async fn wrong_unknown_and_disabled_are_refused() {
     };
     let dir = directory(&slapd);
     assert_eq!(
-        refusal(dir.authenticate("alice", &pw("bob-lab-password")).await),
+        refusal(login(&dir, "alice", "bob-lab-password").await),
         RefusalReason::WrongPassword
     );
     assert_eq!(
-        refusal(dir.authenticate("mallory", &pw("alice-lab-password")).await),
+        refusal(login(&dir, "mallory", "alice-lab-password").await),
         RefusalReason::UnknownUser
     );
     // carol is disabled: refused with the right password, and a wrong
     // password is just a wrong password.
     assert_eq!(
-        refusal(dir.authenticate("carol", &pw("carol-lab-password")).await),
+        refusal(login(&dir, "carol", "carol-lab-password").await),
         RefusalReason::Disabled
     );
     assert_eq!(
-        refusal(dir.authenticate("carol", &pw("nope")).await),
+        refusal(login(&dir, "carol", "nope").await),
         RefusalReason::WrongPassword
     );
     let carol = dir
@@ -121,13 +123,8 @@ async fn wrong_unknown_and_disabled_are_refused() {
         .unwrap_or_else(|| panic!("carol not found"));
     assert!(carol.disabled);
     // The client-facing message never says which.
-    let a = dir
-        .authenticate("alice", &pw("x"))
-        .await
-        .err()
-        .map(|e| e.to_string());
-    let b = dir
-        .authenticate("nobody", &pw("x"))
+    let a = login(&dir, "alice", "x").await.err().map(|e| e.to_string());
+    let b = login(&dir, "nobody", "x")
         .await
         .err()
         .map(|e| e.to_string());
@@ -150,11 +147,11 @@ async fn empty_password_refused_although_the_server_would_accept_it() {
     assert_eq!(rc, 49, "a wrong password must fail");
     let dir = directory(&slapd);
     assert_eq!(
-        refusal(dir.authenticate("alice", &pw("")).await),
+        refusal(login(&dir, "alice", "").await),
         RefusalReason::EmptyPassword
     );
     assert_eq!(
-        refusal(dir.authenticate("nobody", &pw("")).await),
+        refusal(login(&dir, "nobody", "").await),
         RefusalReason::EmptyPassword
     );
 }
@@ -219,10 +216,7 @@ async fn filter_injection_is_refused() {
     }
     // The escaping is the only thing between these names and a match:
     // the real names still work.
-    assert!(dir
-        .authenticate("alice", &pw("alice-lab-password"))
-        .await
-        .is_ok());
+    assert!(login(&dir, "alice", "alice-lab-password").await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,8 +264,7 @@ async fn group_change_is_seen_by_the_next_lookup() {
             ["staff"],
             "memberof {memberof}"
         );
-        let bob_login = dir
-            .authenticate("bob", &pw("bob-lab-password"))
+        let bob_login = login(&dir, "bob", "bob-lab-password")
             .await
             .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(bob_login.groups, ["staff"]);
@@ -384,14 +377,11 @@ async fn server_stopped_then_restarted() {
         return;
     };
     let dir = directory(&slapd);
-    assert!(dir
-        .authenticate("alice", &pw("alice-lab-password"))
-        .await
-        .is_ok());
+    assert!(login(&dir, "alice", "alice-lab-password").await.is_ok());
 
     slapd.stop();
     let started = Instant::now();
-    match dir.authenticate("alice", &pw("alice-lab-password")).await {
+    match login(&dir, "alice", "alice-lab-password").await {
         Err(AuthError::Unavailable(DirectoryError::Connection(m))) => {
             assert!(m.contains("127.0.0.1") || !m.is_empty(), "{m}")
         }
@@ -415,11 +405,7 @@ async fn server_stopped_then_restarted() {
     // The same directory object recovers (after its back-off).
     let alice = eventually("login after restart", Duration::from_secs(10), || {
         let dir = dir.clone();
-        async move {
-            dir.authenticate("alice", &pw("alice-lab-password"))
-                .await
-                .ok()
-        }
+        async move { login(&dir, "alice", "alice-lab-password").await.ok() }
     })
     .await;
     assert_eq!(alice.groups, ["admins", "staff"]);
@@ -439,14 +425,11 @@ async fn server_restarted_between_logins_is_not_noticed() {
         return;
     };
     let dir = directory(&slapd);
-    assert!(dir
-        .authenticate("alice", &pw("alice-lab-password"))
-        .await
-        .is_ok());
+    assert!(login(&dir, "alice", "alice-lab-password").await.is_ok());
     for round in 0..3 {
         slapd.restart().unwrap_or_else(|e| panic!("restart: {e}"));
         let started = Instant::now();
-        let alice = dir.authenticate("alice", &pw("alice-lab-password")).await;
+        let alice = login(&dir, "alice", "alice-lab-password").await;
         assert_eq!(
             alice.map(|a| a.groups).ok(),
             Some(vec!["admins".to_string(), "staff".to_string()]),
@@ -569,14 +552,14 @@ async fn server_gone_between_search_and_bind_is_unavailable() {
         }
     }
     // An unknown user takes the same path, and the same answer.
-    match dir.authenticate("mallory", &pw("x")).await {
+    match login(&dir, "mallory", "x").await {
         Err(AuthError::Unavailable(_)) => {}
         other => panic!("mallory: {other:?}"),
     }
     // Lookups (renewals) still work on the connection already open.
     assert!(dir.lookup(EntityKind::User, "bob").await.is_ok());
     relay.close(false);
-    let alice = dir.authenticate("alice", &pw("alice-lab-password")).await;
+    let alice = login(&dir, "alice", "alice-lab-password").await;
     assert_eq!(alice.map(|a| a.dn).ok(), Some(ALICE.to_string()));
 }
 
@@ -760,13 +743,12 @@ async fn starttls_and_ldaps_with_a_ca_file() {
     over_ldaps.ca_file = ca.clone();
     for (what, c) in [("StartTLS", starttls), ("ldaps", over_ldaps)] {
         let dir = LdapDirectory::new(c).unwrap_or_else(|e| panic!("{what}: {e}"));
-        let alice = dir
-            .authenticate("alice", &pw("alice-lab-password"))
+        let alice = login(&dir, "alice", "alice-lab-password")
             .await
             .unwrap_or_else(|e| panic!("{what}: {e:?}"));
         assert_eq!(alice.groups, ["admins", "staff"], "{what}");
         assert_eq!(
-            refusal(dir.authenticate("alice", &pw("wrong")).await),
+            refusal(login(&dir, "alice", "wrong").await),
             RefusalReason::WrongPassword,
             "{what}"
         );
@@ -799,7 +781,7 @@ async fn starttls_and_ldaps_with_a_ca_file() {
             }
             other => panic!("untrusted server accepted (starttls {starttls}): {other:?}"),
         }
-        match dir.authenticate("alice", &pw("alice-lab-password")).await {
+        match login(&dir, "alice", "alice-lab-password").await {
             Err(AuthError::Unavailable(_)) => {}
             other => panic!("login through an untrusted server: {other:?}"),
         }
@@ -897,7 +879,7 @@ async fn silent_server_times_out() {
         Err(DirectoryError::Timeout(t)) => assert_eq!(t, Duration::from_millis(300)),
         other => panic!("{other:?}"),
     }
-    match ldap.authenticate("alice", &pw("alice-lab-password")).await {
+    match login(&ldap, "alice", "alice-lab-password").await {
         Err(AuthError::Unavailable(DirectoryError::Timeout(_) | DirectoryError::Connection(_))) => {
         }
         other => panic!("{other:?}"),
@@ -932,12 +914,12 @@ async fn unknown_user_takes_the_wrong_password_path() {
     };
     let before = ops(&slapd.log());
     assert_eq!(
-        refusal(dir.authenticate("alice", &pw("wrong")).await),
+        refusal(login(&dir, "alice", "wrong").await),
         RefusalReason::WrongPassword
     );
     let wrong = ops(&slapd.log());
     assert_eq!(
-        refusal(dir.authenticate("mallory", &pw("wrong")).await),
+        refusal(login(&dir, "mallory", "wrong").await),
         RefusalReason::UnknownUser
     );
     let unknown = ops(&slapd.log());
@@ -956,8 +938,8 @@ async fn unknown_user_takes_the_wrong_password_path() {
         .log()
         .contains("BIND dn=\"uid=permanet-absent-user,ou=people,dc=example,dc=org\""));
     // An empty password and a malformed name cost nothing at all.
-    let _ = dir.authenticate("alice", &pw("")).await;
-    let _ = dir.authenticate("al\0ice", &pw("x")).await;
+    let _ = login(&dir, "alice", "").await;
+    let _ = login(&dir, "al\0ice", "x").await;
     assert_eq!(ops(&slapd.log()), unknown);
 }
 
@@ -1049,10 +1031,7 @@ async fn an_ambiguous_uid_is_refused() {
         .map(|r| r.rc);
     assert_eq!(rc.ok(), Some(0));
     let dir = directory(&slapd);
-    assert!(dir
-        .authenticate("alice", &pw("alice-lab-password"))
-        .await
-        .is_ok());
+    assert!(login(&dir, "alice", "alice-lab-password").await.is_ok());
     let rc = admin
         .add(
             &format!("uid=alice,{extra}"),
@@ -1068,7 +1047,7 @@ async fn an_ambiguous_uid_is_refused() {
         .map(|r| r.rc);
     assert_eq!(rc.ok(), Some(0));
     assert_eq!(
-        refusal(dir.authenticate("alice", &pw("alice-lab-password")).await),
+        refusal(login(&dir, "alice", "alice-lab-password").await),
         RefusalReason::UnknownUser
     );
     match dir.lookup(EntityKind::User, "alice").await {
