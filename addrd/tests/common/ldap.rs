@@ -23,6 +23,49 @@ pub fn refusal(result: Result<Entity, AuthError>) -> RefusalReason {
     }
 }
 
+/// User names that must match nobody: wildcards, filter fragments and
+/// escapes, NULs, DNs, blanks, mixed spacing and very long names.
+pub fn injection_names() -> Vec<String> {
+    let long = "a".repeat(10 * 1024);
+    let mut names: Vec<String> = [
+        "*",
+        "a*",
+        "*e",
+        "al*",
+        ")(uid=*",
+        "*)(|(uid=*",
+        "alice)(|(uid=*",
+        "alice)(uid=*)(",
+        "*)(uid=*))(|(uid=*",
+        "alice\0",
+        "\0",
+        "al\0ice",
+        "\0alice",
+        "alice\0*",
+        "alice\\2a",
+        "\\2a",
+        "\\00",
+        "(uid=alice)",
+        "uid=alice,ou=people,dc=example,dc=org",
+        "",
+        " alice",
+        "alice ",
+        "al ice",
+        "al  ice",
+        "alice\n",
+        "alice\t",
+        "alice bob",
+        "Alice Liddell",
+        "alice@example.org",
+    ]
+    .map(str::to_owned)
+    .into();
+    names.push(format!("{long}*"));
+    names.push(format!("alice{}", " ".repeat(10 * 1024)));
+    names.push(long);
+    names
+}
+
 /// The service account's config for `slapd`: operations time out after
 /// `timeout`, reconnects back off from 20 to 200 ms.
 pub fn config(slapd: &Slapd, timeout: Duration) -> LdapConfig {
