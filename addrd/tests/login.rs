@@ -12,6 +12,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant, SystemTime};
 
 use netns_tests::slapd::{Options, Slapd};
+use netns_tests::wait_until;
 use overlay_proto::authority::{
     AuthorityClient, ClientConfig, ClientError, ClientTimers, LoginNeededReason, MessageError,
     Password, Request, RequestId, Response,
@@ -254,11 +255,12 @@ fn login_is_permanent_renews_and_is_revoked() {
         let mut stranger = Terminal::new(&setup, channel);
         std::thread::spawn(move || stranger.login("mallory", "guess").unwrap())
     };
-    let start = Instant::now();
-    while setup.status()["login"]["channel.logins"] != 2 {
-        assert!(start.elapsed() < DEADLINE, "the second login never arrived");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(
+        "the second login",
+        DEADLINE,
+        || setup.status()["login"]["channel.logins"] == 2,
+        || setup.status().to_string(),
+    );
     let start = Instant::now();
     let renewed_again = terminal.renew(&renewed);
     assert!(matches!(renewed_again, Response::Renewed { .. }));
@@ -500,15 +502,17 @@ fn netmap_lists_the_systems_a_user_may_reach() {
     for datagram in [&b""[..], b"\x00", &[0xff; 64], &[0u8; 3000]] {
         junk.send_to(datagram, daemon.channel).unwrap();
     }
-    let start = Instant::now();
-    while setup.status()["login"]["server.drop.malformed"]
-        .as_u64()
-        .unwrap_or(0)
-        < 3
-    {
-        assert!(start.elapsed() < DEADLINE, "{}", setup.status());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until(
+        "3 malformed datagrams counted",
+        DEADLINE,
+        || {
+            setup.status()["login"]["server.drop.malformed"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 3
+        },
+        || setup.status().to_string(),
+    );
 
     // A key without a session gets no netmap.
     let mut stranger = Terminal::new(&setup, daemon.channel);
