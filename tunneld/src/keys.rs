@@ -6,9 +6,7 @@
 //! the check and the read. Keys are 32 bytes written as standard padded
 //! base64, as `wg` writes them.
 
-use std::fs::File;
-use std::io::{self, Read};
-use std::os::unix::fs::PermissionsExt;
+use std::io;
 use std::path::Path;
 use std::str::FromStr;
 
@@ -17,49 +15,23 @@ use zeroize::{Zeroize, Zeroizing};
 
 use crate::config::Problem;
 
-/// Longest secret file read; a key is 44 characters and a newline.
-pub const MAX_SECRET_FILE_LEN: u64 = 1024;
+pub use keyfile::MAX_SECRET_FILE_LEN;
 
 /// Reads a secret file after checking it is a regular file of mode 0600
-/// or stricter. The contents are returned trimmed, and wiped on drop.
+/// or stricter ([`keyfile::read_secret_file`]). The contents are returned
+/// trimmed, and wiped on drop.
 pub fn read_secret_file(path: &Path) -> Result<Zeroizing<String>, Problem> {
-    let io_error = |error| Problem::Io {
-        path: path.to_owned(),
-        error,
-    };
-    let file = File::open(path).map_err(io_error)?;
-    let meta = file.metadata().map_err(io_error)?;
-    if !meta.is_file() {
-        return Err(Problem::NotRegularFile {
+    keyfile::read_secret_file(path).map_err(|error| match error {
+        keyfile::SecretFileError::NotRegularFile { path } => Problem::NotRegularFile { path },
+        keyfile::SecretFileError::InsecureMode { path, mode } => {
+            Problem::InsecureMode { path, mode }
+        }
+        keyfile::SecretFileError::Io { path, error } => Problem::Io { path, error },
+        other => Problem::Io {
             path: path.to_owned(),
-        });
-    }
-    let mode = meta.permissions().mode() & 0o7777;
-    if mode & 0o077 != 0 {
-        return Err(Problem::InsecureMode {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    // Capacity for the whole bounded read, so no reallocation leaves a
-    // copy of the secret behind.
-    let mut bytes = Zeroizing::new(Vec::with_capacity(MAX_SECRET_FILE_LEN as usize + 1));
-    file.take(MAX_SECRET_FILE_LEN + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_error)?;
-    if bytes.len() as u64 > MAX_SECRET_FILE_LEN {
-        return Err(io_error(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("longer than {MAX_SECRET_FILE_LEN} bytes; not a key file"),
-        )));
-    }
-    let text = std::str::from_utf8(&bytes).map_err(|_| {
-        io_error(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "not UTF-8 text; expected a base64 key",
-        ))
-    })?;
-    Ok(Zeroizing::new(text.trim().to_owned()))
+            error: io::Error::other(other.to_string()),
+        },
+    })
 }
 
 /// Reads a private key file (see [`read_secret_file`]).
@@ -101,6 +73,7 @@ pub fn encode_private_key(keypair: &StaticKeypair) -> Zeroizing<String> {
 mod tests {
     use super::*;
     use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     fn write(dir: &Path, name: &str, contents: &str, mode: u32) -> std::path::PathBuf {
         let path = dir.join(name);
