@@ -17,8 +17,6 @@
 //! each keep their own state file (see `docs/architecture.md`: what that
 //! means for revocations and the lease book with the LDAP backend).
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,6 +24,7 @@ use overlay_proto::lease::EntityKind;
 use redb::{ReadableTable as _, TableDefinition};
 
 use crate::ldif::normalize_dn;
+use crate::store::{open_private_database, PrivateDatabaseError};
 
 const REVOCATIONS: TableDefinition<&str, u64> = TableDefinition::new("revocations");
 const SESSIONS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("sessions");
@@ -91,23 +90,16 @@ impl State {
     /// Open the state file at `path`, creating it (mode 0600) if absent.
     /// Fails if another process has it open.
     pub fn open(path: &Path) -> Result<State, StateError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| StateError::Open {
+        let db = open_private_database(path).map_err(|e| match e {
+            PrivateDatabaseError::Open(source) => StateError::Open {
                 path: path.to_owned(),
                 source,
-            })?;
-        let db = redb::Builder::new()
-            .create_file(file)
-            .map_err(|e| StateError::Database {
+            },
+            PrivateDatabaseError::Database(e) => StateError::Database {
                 path: path.to_owned(),
                 message: e.to_string(),
-            })?;
+            },
+        })?;
         let state = State {
             db: Arc::new(db),
             path: path.to_owned(),

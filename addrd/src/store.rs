@@ -86,20 +86,15 @@ impl AddressStore {
     /// Open the store at `path`, creating it (mode 0600) if absent. Fails
     /// if another process has it open.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| StoreError::Open {
+        let db = open_private_database(path).map_err(|e| match e {
+            PrivateDatabaseError::Open(source) => StoreError::Open {
                 path: path.to_owned(),
                 source,
-            })?;
-        let db = redb::Builder::new()
-            .create_file(file)
-            .map_err(|e| StoreError::Database(format!("{}: {e}", path.display())))?;
+            },
+            PrivateDatabaseError::Database(e) => {
+                StoreError::Database(format!("{}: {e}", path.display()))
+            }
+        })?;
         // Create both tables so read transactions always find them.
         let tx = db.begin_write().map_err(db_error)?;
         tx.open_table(RESERVATIONS).map_err(db_error)?;
@@ -226,6 +221,31 @@ fn classify(holder: &str, dn: &str) -> Reservation {
             holder: holder.to_owned(),
         }
     }
+}
+
+/// Why [`open_private_database`] failed.
+#[derive(Debug)]
+pub(crate) enum PrivateDatabaseError {
+    /// The file could not be created or opened.
+    Open(std::io::Error),
+    /// redb refused it (another process holds it, or it is not a redb file).
+    Database(redb::DatabaseError),
+}
+
+/// Opens the redb file at `path`, creating it with mode 0600 if absent
+/// (the address store and the daemon's state file both hold it).
+pub(crate) fn open_private_database(path: &Path) -> Result<redb::Database, PrivateDatabaseError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(PrivateDatabaseError::Open)?;
+    redb::Builder::new()
+        .create_file(file)
+        .map_err(PrivateDatabaseError::Database)
 }
 
 #[cfg(test)]
