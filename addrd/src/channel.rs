@@ -28,8 +28,25 @@
 //!   other gets the whole netmap (no removal lists: the client replaces
 //!   what it holds).
 //!
-//! Counters of the channel, the server, the guard and the audit log are in
-//! [`ChannelHandle::counters`] (the control socket's `status`).
+//! - **WhereIs** (servers locating an entity, DESIGN §6): the asker's own
+//!   lease must verify, be for the channel's key and be a system's or an
+//!   application's; a user is located only for a server hosting an
+//!   application the user's groups may reach (or for an application on
+//!   such a server). The answer is the home agent's binding (endpoint,
+//!   sequence, time left, the lease that authenticated it) or `NotBound`;
+//!   anyone else gets `Error(NotAuthorized)`.
+//!
+//! The same socket carries the home agent ([`crate::homeagent`], when the
+//! channel is given an [`Overlay`]): every datagram that is not an
+//! authority message goes to addrd's own tunnel node. DNS queries that
+//! arrive through it are answered from the zone in their own task; the
+//! loop renews addrd's own lease at a third of its lifetime. Users'
+//! netmaps carry that lease first, so a logged-in terminal reaches addrd
+//! on the overlay.
+//!
+//! Counters of the channel, the server, the guard, the audit log and the
+//! home agent are in [`ChannelHandle::counters`] (the control socket's
+//! `status`).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -38,13 +55,15 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use blake2::{Blake2b512, Digest as _};
+use ipnet::Ipv6Net;
 use overlay_proto::authority::{
-    fill_netmap_page, AuthorityServer, ErrorCode, Incoming, LoginNeededReason, NetmapPage,
-    Password as WirePassword, Request, Response, SessionId, TARGET_RECORD_LEN,
+    fill_netmap_page, AuthorityServer, ErrorCode, Incoming, Location, LoginNeededReason,
+    NetmapPage, Password as WirePassword, Request, Response, SessionId, TARGET_RECORD_LEN,
 };
 use overlay_proto::handshake::{PublicKey, StaticKeypair};
 use overlay_proto::lease::{EntityKind, SignedLease};
 use overlay_proto::time::{Now, UnixTime};
+use overlay_proto::wire::{self, DatagramKind, MessageType};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -52,9 +71,12 @@ use zeroize::Zeroizing;
 
 use crate::audit::{AuditEvent, AuditLog, LoginRefusal, RenewalRefusal};
 use crate::backend::Backend;
+use crate::bindings::BindingCache;
 use crate::directory::{AuthError, Directory as _, RefusalReason};
+use crate::dns::ZoneHandle;
 use crate::guard::{Admission, GuardConfig, LoginGuard, Outcome};
-use crate::issuer::{IssueError, Netmap};
+use crate::homeagent::{DnsQuery, HomeAgent};
+use crate::issuer::{reachable_systems, IssueError, Netmap};
 use crate::service::{Service, ServiceError};
 
 /// `retry_after` of a `ServerBusy` answer when the directory is down.
@@ -77,6 +99,29 @@ pub enum ChannelError {
     },
 }
 
+/// addrd's node on the overlay, served on the channel's socket (see the
+/// module documentation).
+#[derive(Debug)]
+pub struct Overlay {
+    /// The node, bindings and host.
+    pub home: HomeAgent,
+    /// The zone answered on addrd's overlay address (`None`: no DNS
+    /// there).
+    pub zone: Option<ZoneHandle>,
+    /// The prefix of addrd's own lease, renewed by the channel.
+    pub prefix: Ipv6Net,
+}
+
+/// The running overlay part.
+struct OverlayState {
+    home: Mutex<HomeAgent>,
+    bindings: Arc<Mutex<BindingCache>>,
+    zone: Option<ZoneHandle>,
+    prefix: Ipv6Net,
+    public_key: PublicKey,
+    renew_at: Mutex<Instant>,
+}
+
 /// The bound login channel. [`LoginChannel::serve`] runs it.
 #[derive(Debug)]
 pub struct LoginChannel {
@@ -96,6 +141,7 @@ struct Shared {
     guard: Mutex<LoginGuard>,
     audit: Arc<AuditLog>,
     counters: ChannelCounters,
+    overlay: Option<OverlayState>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -117,24 +163,37 @@ struct ChannelCounters {
     recv_failures: AtomicU64,
     directory_busy: AtomicU64,
     internal_errors: AtomicU64,
+    where_is: AtomicU64,
+    where_is_refused: AtomicU64,
+    not_authority: AtomicU64,
+    own_lease_renewals: AtomicU64,
+    own_lease_failures: AtomicU64,
 }
 
-/// An answer from a request's task to the socket loop.
-struct Answer {
-    session: SessionId,
-    incoming_id: overlay_proto::authority::RequestId,
-    response: Response,
+/// What a task hands back to the socket loop.
+enum Done {
+    /// An answer to an authority request.
+    Answer {
+        session: SessionId,
+        incoming_id: overlay_proto::authority::RequestId,
+        response: Response,
+    },
+    /// A DNS answer to send through the tunnel.
+    Dns { query: DnsQuery, answer: Vec<u8> },
 }
 
 impl LoginChannel {
     /// Binds `listen` and sets up the server with `keypair`, the guard
-    /// with `guard`, auditing to `audit`.
+    /// with `guard`, auditing to `audit`, and the home agent with
+    /// `overlay` (`None`: authority messages only; other datagrams are
+    /// counted and dropped).
     pub async fn bind(
         listen: SocketAddr,
         keypair: StaticKeypair,
         guard: GuardConfig,
         service: Arc<Service<Backend>>,
         audit: Arc<AuditLog>,
+        overlay: Option<Overlay>,
     ) -> Result<LoginChannel, ChannelError> {
         let socket = UdpSocket::bind(listen)
             .await
@@ -144,7 +203,19 @@ impl LoginChannel {
             })?;
         let mut seed = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+        let public_key = keypair.public();
         let server = AuthorityServer::new(keypair, None, seed);
+        let overlay = overlay.map(|o| {
+            let renew_at = own_lease_renewal(o.home.lease());
+            OverlayState {
+                bindings: Arc::clone(o.home.bindings()),
+                home: Mutex::new(o.home),
+                zone: o.zone,
+                prefix: o.prefix,
+                public_key,
+                renew_at: Mutex::new(renew_at),
+            }
+        });
         Ok(LoginChannel {
             socket,
             shared: Arc::new(Shared {
@@ -153,6 +224,7 @@ impl LoginChannel {
                 guard: Mutex::new(LoginGuard::new(guard)),
                 audit,
                 counters: ChannelCounters::default(),
+                overlay,
             }),
         })
     }
@@ -173,29 +245,28 @@ impl LoginChannel {
     /// task; this loop never waits for one.
     pub async fn serve(self) {
         let LoginChannel { socket, shared } = self;
-        let (tx, mut rx) = mpsc::unbounded_channel::<Answer>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<Done>();
         let mut buf = vec![0u8; RECV_BUFFER_LEN];
         loop {
-            let deadline = {
-                let server = lock(&shared.server).poll_timeout();
-                let guard = lock(&shared.guard).poll_timeout();
-                match (server, guard) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
-            };
+            let deadline = [
+                lock(&shared.server).poll_timeout(),
+                lock(&shared.guard).poll_timeout(),
+                shared
+                    .overlay
+                    .as_ref()
+                    .and_then(|o| lock(&o.home).poll_timeout()),
+                shared.overlay.as_ref().map(|o| *lock(&o.renew_at)),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let sleep_to = deadline.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 received = socket.recv_from(&mut buf) => match received {
                     Ok((len, src)) => {
                         shared.counters.datagrams.fetch_add(1, Ordering::Relaxed);
                         if let Some(datagram) = buf.get_mut(..len) {
-                            let incoming = lock(&shared.server).handle_datagram(now(), src, datagram);
-                            if let Some(incoming) = incoming {
-                                let shared = Arc::clone(&shared);
-                                let tx = tx.clone();
-                                tokio::spawn(async move { shared.execute(incoming, tx).await });
-                            }
+                            shared.datagram(src, datagram, &tx);
                         }
                     }
                     Err(e) => {
@@ -203,25 +274,41 @@ impl LoginChannel {
                         debug!(error = %e, "login channel: receive failed");
                     }
                 },
-                Some(answer) = rx.recv() => {
-                    let result = lock(&shared.server).respond(now(), answer.session, answer.incoming_id, answer.response);
-                    match result {
-                        Ok(()) => shared.counters.answers.fetch_add(1, Ordering::Relaxed),
-                        Err(e) => {
-                            debug!(error = %e, "login channel: answer not sent");
-                            shared.counters.answers_unsent.fetch_add(1, Ordering::Relaxed)
+                Some(done) = rx.recv() => match done {
+                    Done::Answer { session, incoming_id, response } => {
+                        let result = lock(&shared.server).respond(now(), session, incoming_id, response);
+                        match result {
+                            Ok(()) => shared.counters.answers.fetch_add(1, Ordering::Relaxed),
+                            Err(e) => {
+                                debug!(error = %e, "login channel: answer not sent");
+                                shared.counters.answers_unsent.fetch_add(1, Ordering::Relaxed)
+                            }
+                        };
+                    }
+                    Done::Dns { query, answer } => {
+                        if let Some(overlay) = &shared.overlay {
+                            lock(&overlay.home).send_dns_answer(now(), &query, &answer);
                         }
-                    };
-                }
+                    }
+                },
                 () = tokio::time::sleep_until(sleep_to.into()) => {
-                    lock(&shared.server).handle_timeout(now());
+                    let now = now();
+                    lock(&shared.server).handle_timeout(now);
                     shared.guard_timeout();
+                    if let Some(overlay) = &shared.overlay {
+                        lock(&overlay.home).handle_timeout(now);
+                        shared.renew_own_lease(overlay, now);
+                    }
                 }
             }
-            let transmits: Vec<_> = {
+            let mut transmits: Vec<_> = {
                 let mut server = lock(&shared.server);
                 std::iter::from_fn(|| server.poll_transmit()).collect()
             };
+            if let Some(overlay) = &shared.overlay {
+                let mut home = lock(&overlay.home);
+                transmits.extend(std::iter::from_fn(|| home.poll_transmit()));
+            }
             for transmit in transmits {
                 if let Err(e) = socket
                     .send_to(&transmit.contents, transmit.destination)
@@ -255,6 +342,11 @@ impl ChannelHandle {
             ("recv_failures", &c.recv_failures),
             ("directory_busy", &c.directory_busy),
             ("internal_errors", &c.internal_errors),
+            ("where_is", &c.where_is),
+            ("where_is_refused", &c.where_is_refused),
+            ("not_authority", &c.not_authority),
+            ("own_lease_renewals", &c.own_lease_renewals),
+            ("own_lease_failures", &c.own_lease_failures),
         ] {
             out.insert(format!("channel.{label}"), value.load(Ordering::Relaxed));
         }
@@ -277,12 +369,94 @@ impl ChannelHandle {
         for (label, value) in self.shared.audit.counters().labelled() {
             out.insert(format!("audit.{label}"), value);
         }
+        if let Some(overlay) = &self.shared.overlay {
+            out.extend(lock(&overlay.home).counters());
+        }
         out
+    }
+
+    /// addrd's overlay address, when the home agent runs.
+    pub fn overlay_address(&self) -> Option<std::net::Ipv6Addr> {
+        let overlay = self.shared.overlay.as_ref()?;
+        Some(lock(&overlay.home).address())
     }
 }
 
 impl Shared {
-    async fn execute(self: Arc<Self>, incoming: Incoming, tx: mpsc::UnboundedSender<Answer>) {
+    /// One received datagram: an authority message to the server, anything
+    /// else to the home agent.
+    fn datagram(
+        self: &Arc<Self>,
+        src: SocketAddr,
+        datagram: &mut [u8],
+        tx: &mpsc::UnboundedSender<Done>,
+    ) {
+        if is_authority_message(datagram) {
+            let incoming = lock(&self.server).handle_datagram(now(), src, datagram);
+            if let Some(incoming) = incoming {
+                let shared = Arc::clone(self);
+                let tx = tx.clone();
+                tokio::spawn(async move { shared.execute(incoming, tx).await });
+            }
+            return;
+        }
+        let Some(overlay) = &self.overlay else {
+            self.counters.not_authority.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let query = lock(&overlay.home).handle_datagram(now(), src, datagram);
+        if let (Some(query), Some(zone)) = (query, overlay.zone.clone()) {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let client = SocketAddr::V6(query.client);
+                if let Some(answer) = zone.answer_udp(&query.message, client).await {
+                    // The loop has stopped only when the daemon is stopping.
+                    let _ = tx.send(Done::Dns { query, answer });
+                }
+            });
+        }
+    }
+
+    /// Renew addrd's own lease when it is due (a failure is retried at
+    /// the next timer).
+    fn renew_own_lease(&self, overlay: &OverlayState, now: Now) {
+        let mut renew_at = lock(&overlay.renew_at);
+        if now.instant < *renew_at {
+            return;
+        }
+        match self
+            .service
+            .issuer()
+            .authority_lease(overlay.public_key, overlay.prefix, now.unix)
+        {
+            Ok(lease) => {
+                *renew_at = own_lease_renewal(&lease);
+                lock(&overlay.home).set_lease(lease);
+                self.counters
+                    .own_lease_renewals
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                *renew_at = now.instant + OWN_LEASE_RETRY;
+                self.counters
+                    .own_lease_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                warn!(error = %e, "renewing addrd's own lease failed");
+            }
+        }
+    }
+
+    /// `netmap` with addrd's own lease first, for a user's netmap.
+    fn with_own_lease(&self, mut netmap: Netmap, kind: EntityKind) -> Netmap {
+        if kind == EntityKind::User {
+            if let Some(overlay) = &self.overlay {
+                netmap.leases.insert(0, lock(&overlay.home).lease().clone());
+            }
+        }
+        netmap
+    }
+
+    async fn execute(self: Arc<Self>, incoming: Incoming, tx: mpsc::UnboundedSender<Done>) {
         let Incoming {
             session,
             client_key,
@@ -306,12 +480,25 @@ impl Shared {
                 self.counters.netmaps.fetch_add(1, Ordering::Relaxed);
                 (self.netmap(client_key, since_version, cursor).await, None)
             }
+            Request::WhereIs { lease, address } => {
+                self.counters.where_is.fetch_add(1, Ordering::Relaxed);
+                let response = self.where_is(&lease, address, client_key);
+                if matches!(
+                    response,
+                    Response::Error { .. } | Response::LoginNeeded { .. }
+                ) {
+                    self.counters
+                        .where_is_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                (response, None)
+            }
         };
         if let Some(at) = not_before {
             tokio::time::sleep_until(at.into()).await;
         }
         // The loop has stopped only when the daemon is stopping.
-        let _ = tx.send(Answer {
+        let _ = tx.send(Done::Answer {
             session,
             incoming_id: request_id,
             response,
@@ -386,8 +573,9 @@ impl Shared {
                         serial,
                     },
                 );
+                let netmap = self.with_own_lease(grant.netmap, grant.lease.lease().kind);
                 let response = Response::LoginOk {
-                    netmap_version: netmap_version(&grant.netmap),
+                    netmap_version: netmap_version(&netmap),
                     lease: grant.lease.into_bytes(),
                 };
                 return (response, Some(not_before));
@@ -566,6 +754,7 @@ impl Shared {
                 leases: Vec::new(),
             }
         };
+        let netmap = self.with_own_lease(netmap, session.kind);
         let version = netmap_version(&netmap);
         let leases: Vec<Vec<u8>> = netmap
             .leases
@@ -573,6 +762,66 @@ impl Shared {
             .map(SignedLease::into_bytes)
             .collect();
         netmap_page(version, &leases, since_version, cursor)
+    }
+
+    /// Where is `address`, asked by the holder of `lease` on the channel
+    /// of `key`? See the module documentation for who may know.
+    fn where_is(&self, lease: &[u8], address: std::net::Ipv6Addr, key: PublicKey) -> Response {
+        let authority = self.service.issuer().authority_key();
+        let asker = match SignedLease::verify(lease, &authority, unix_now()) {
+            Ok(asker) if asker.lease().public_key == key.0 => asker,
+            Ok(_) => {
+                return Response::LoginNeeded {
+                    reason: LoginNeededReason::KeyMismatch,
+                }
+            }
+            Err(_) => {
+                return Response::LoginNeeded {
+                    reason: LoginNeededReason::LeaseExpired,
+                }
+            }
+        };
+        let not_authorized = Response::Error {
+            code: ErrorCode::NotAuthorized,
+        };
+        let asker = asker.lease();
+        if asker.kind == EntityKind::User {
+            return not_authorized;
+        }
+        let Some(overlay) = &self.overlay else {
+            return Response::NotBound;
+        };
+        let now = Instant::now();
+        let Some(binding) = lock(&overlay.bindings).lookup(now, &address).cloned() else {
+            return Response::NotBound;
+        };
+        let located = binding.lease.lease();
+        if located.kind == EntityKind::User {
+            let entities = self.service.snapshot();
+            let asker_system = match asker.kind {
+                EntityKind::Application => entities
+                    .iter()
+                    .find(|e| e.kind == EntityKind::Application && e.name == asker.name)
+                    .and_then(|app| app.system.clone()),
+                _ => Some(asker.name.clone()),
+            };
+            let user = entities
+                .iter()
+                .find(|e| e.kind == EntityKind::User && e.name == located.name);
+            let reachable = match (user, asker_system) {
+                (Some(user), Some(system)) => reachable_systems(user, &entities).contains(&system),
+                _ => false,
+            };
+            if !reachable {
+                return not_authorized;
+            }
+        }
+        Response::Location(Location {
+            endpoint: binding.endpoint,
+            sequence: binding.sequence,
+            expires_in_secs: secs(binding.remaining(now)),
+            lease: binding.lease.as_bytes().to_vec(),
+        })
     }
 
     /// The answer to a failure on addrd's side: busy while the directory
@@ -654,6 +903,39 @@ fn netmap_page(version: u64, leases: &[Vec<u8>], since_version: u64, cursor: u64
     }
     Response::Netmap(page)
 }
+
+/// Whether `datagram` is an authority-channel message (types
+/// `0x04..=0x07`); everything else belongs to the home agent's node.
+fn is_authority_message(datagram: &[u8]) -> bool {
+    matches!(wire::classify(datagram), Ok(DatagramKind::Control))
+        && datagram
+            .get(4)
+            .and_then(|&t| MessageType::try_from(t).ok())
+            .is_some_and(|t| {
+                matches!(
+                    t,
+                    MessageType::AuthorityInitiation
+                        | MessageType::AuthorityResponse
+                        | MessageType::AuthorityCookieReply
+                        | MessageType::AuthorityData
+                )
+            })
+}
+
+/// When to renew addrd's own `lease`: at a third of its lifetime, so a
+/// terminal that fetched its netmap half a lease ago still holds a valid
+/// copy.
+fn own_lease_renewal(lease: &SignedLease) -> Instant {
+    let lease = lease.lease();
+    let lifetime = lease
+        .not_after
+        .as_duration()
+        .saturating_sub(lease.not_before.as_duration());
+    Instant::now() + lifetime / 3
+}
+
+/// Wait before retrying a failed renewal of addrd's own lease.
+const OWN_LEASE_RETRY: Duration = Duration::from_secs(10);
 
 /// The one refusal answer.
 fn refused(retry_after: Duration) -> Response {

@@ -105,8 +105,12 @@ pub struct StatusReport {
     pub static_public_key: String,
     /// The login channel's bound UDP address.
     pub listen: String,
-    /// DNS addresses served.
+    /// DNS addresses served (local ports; the overlay address serves DNS
+    /// too, through the home agent).
     pub dns_listen: Vec<String>,
+    /// addrd's overlay address (the home agent's), when it runs.
+    #[serde(default)]
+    pub overlay_address: Option<String>,
     /// The zone's SOA serial.
     pub zone_serial: Option<u32>,
     /// Bindings in the cache.
@@ -468,6 +472,11 @@ fn status(context: &Context) -> StatusReport {
         static_public_key: context.static_public_key.to_string(),
         listen: context.listen.clone(),
         dns_listen: context.dns_listen.clone(),
+        overlay_address: context
+            .login
+            .as_ref()
+            .and_then(crate::channel::ChannelHandle::overlay_address)
+            .map(|a| a.to_string()),
         zone_serial: context.zone.as_ref().map(ZoneHandle::serial),
         bindings: context
             .bindings

@@ -12,9 +12,12 @@
 //!   atomically: the daemon rebuilds it after allocations and reloads
 //!   ([`ZoneHandle::replace`]); the next query sees the new zone, a query
 //!   in flight finishes on the old one. No restart.
-//! - [`DnsServer`] serves a handle on any number of addresses (the daemon
-//!   binds addrd's overlay address and optionally a local port), each on
-//!   UDP and TCP, with hickory-server's listeners.
+//! - [`DnsServer`] serves a handle on any number of local addresses
+//!   (`[dns] listen`), each on UDP and TCP, with hickory-server's
+//!   listeners. On addrd's overlay address the home agent
+//!   ([`crate::homeagent`]) receives the queries through the tunnel and
+//!   answers them with [`ZoneHandle::answer_udp`]: the same handler, the
+//!   same counters.
 //!
 //! Answers: AAAA/PTR/SOA/NS/ANY as stored; NOERROR with an empty answer
 //! and the SOA in the authority section (NODATA) for a name that exists
@@ -40,7 +43,9 @@ use std::time::Duration;
 
 use hickory_proto::op::{Edns, Header, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Record, RecordType};
-use hickory_server::authority::MessageResponseBuilder;
+use hickory_proto::serialize::binary::{BinDecodable, BinEncoder};
+use hickory_proto::xfer::Protocol;
+use hickory_server::authority::{MessageRequest, MessageResponse, MessageResponseBuilder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::ServerFuture;
 
@@ -154,6 +159,67 @@ impl ZoneHandle {
     /// What the server has answered so far.
     pub fn counters(&self) -> DnsCountersSnapshot {
         self.shared.counters.snapshot()
+    }
+
+    /// Answer one DNS message that arrived over UDP from `src` by another
+    /// way than a [`DnsServer`] socket (the home agent's tunnel), with the
+    /// same handler and counters. `None` (counted as malformed) for bytes
+    /// that are not a DNS message; the answer never exceeds 512 bytes, or
+    /// the EDNS payload size the query offers (at most 1232).
+    pub async fn answer_udp(&self, message: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
+        let Ok(request) = MessageRequest::from_bytes(message) else {
+            let counters = &self.shared.counters;
+            counters.queries.fetch_add(1, Ordering::Relaxed);
+            counters.malformed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let request = Request::new(request, src, Protocol::Udp);
+        let capture = Capture::default();
+        let handler = ZoneRequestHandler { zone: self.clone() };
+        handler.handle_request(&request, capture.clone()).await;
+        let answer = capture
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        answer
+    }
+}
+
+/// A [`ResponseHandler`] that keeps the encoded answer instead of sending
+/// it ([`ZoneHandle::answer_udp`]).
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Option<Vec<u8>>>>);
+
+#[async_trait::async_trait]
+impl ResponseHandler for Capture {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> std::io::Result<ResponseInfo> {
+        // RFC 1035 §4.2.1 without EDNS; the handler clamps the EDNS size.
+        let max_size = response
+            .get_edns()
+            .as_ref()
+            .map_or(512, |edns| edns.max_payload().max(512));
+        let mut buffer = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut buffer);
+        encoder.set_max_size(max_size);
+        let info = response
+            .destructive_emit(&mut encoder)
+            .map_err(std::io::Error::other)?;
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(buffer);
+        Ok(info)
     }
 }
 

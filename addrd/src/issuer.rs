@@ -54,6 +54,13 @@ pub struct IssuePolicy {
     pub max_session_age: Duration,
 }
 
+/// The name in addrd's own lease ([`Issuer::authority_lease`]).
+pub const AUTHORITY_NAME: &str = "addrd";
+
+/// The DN in addrd's own lease: no directory entry, so a name no
+/// directory entry has.
+pub const AUTHORITY_DN: &str = "cn=addrd,permanet=authority";
+
 /// A lease could not be issued.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -241,6 +248,37 @@ impl Issuer {
                 message: format!("task failed: {e}"),
             })??;
         Ok(signed)
+    }
+
+    /// addrd's own lease (the home agent, [`crate::homeagent`]): a system
+    /// lease named [`AUTHORITY_NAME`] on `prefix` (the overlay's
+    /// infrastructure subnet, whose `::1` is addrd's overlay address) for
+    /// `public_key` (the login channel's static key), for `lease-lifetime`.
+    /// Not recorded in the lease book: it is not a directory entity's, and
+    /// every user's netmap carries it anyway.
+    pub fn authority_lease(
+        &self,
+        public_key: PublicKey,
+        prefix: Ipv6Net,
+        now: UnixTime,
+    ) -> Result<SignedLease, IssueError> {
+        let lease = Lease {
+            kind: EntityKind::System,
+            serial: self.next_serial(now),
+            not_before: UnixTime::from_secs(now.as_secs()),
+            not_after: now.saturating_add(self.policy.lifetime),
+            public_key: public_key.0,
+            prefix: prefix.trunc(),
+            name: AUTHORITY_NAME.to_owned(),
+            dn: AUTHORITY_DN.to_owned(),
+            groups: Vec::new(),
+        };
+        self.authority
+            .sign(&lease)
+            .map_err(|error| IssueError::Lease {
+                dn: AUTHORITY_DN.to_owned(),
+                error,
+            })
     }
 
     /// The next serial: strictly above every serial this issuer (or the

@@ -37,6 +37,7 @@ pub mod directory;
 pub mod dns;
 pub mod embedded;
 pub mod guard;
+pub mod homeagent;
 pub mod issuer;
 pub mod keys;
 pub mod ldap;

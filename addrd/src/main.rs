@@ -24,12 +24,13 @@ use addrd::alloc::Allocator;
 use addrd::audit::AuditLog;
 use addrd::backend::Backend;
 use addrd::bindings::{BindingCache, BindingCacheConfig};
-use addrd::channel::LoginChannel;
+use addrd::channel::{LoginChannel, Overlay};
 use addrd::config::{Config, DirectoryConfig, LogLevel};
 use addrd::control::{self, ClientError, Context, ControlSocket, EntityReport, Response};
 use addrd::directory::{AuthError, Directory, Password};
 use addrd::dns::{DnsServer, ZoneConfig, ZoneHandle};
 use addrd::guard::GuardConfig;
+use addrd::homeagent::{HomeAgent, HomeAgentConfig};
 use addrd::issuer::{IssuePolicy, Issuer};
 use addrd::keys;
 use addrd::revocations::{LdapRevocations, Revocations};
@@ -631,6 +632,41 @@ fn run(path: &Path) -> anyhow::Result<Outcome> {
     block_on(serve(config, log_level))
 }
 
+/// addrd's node on the overlay (DESIGN §6, §9): its own lease on the
+/// infrastructure subnet, the binding cache it feeds, the zone it answers.
+fn home_agent(
+    config: &Config,
+    service: &Service<Backend>,
+    static_key: &overlay_proto::handshake::StaticKeypair,
+    bindings: &Arc<Mutex<BindingCache>>,
+    zone: &ZoneHandle,
+) -> anyhow::Result<Overlay> {
+    let prefix = config
+        .plan
+        .overlay()
+        .subnet(overlay_proto::addr::INFRASTRUCTURE_SUBNET_ID);
+    let issuer = service.issuer();
+    let lease = issuer.authority_lease(static_key.public(), prefix, control::now())?;
+    let mut seed = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+    let home = HomeAgent::new(
+        HomeAgentConfig {
+            keypair: static_key.clone(),
+            authority: issuer.authority_key(),
+            lease,
+            ipv4_policy: config.ipv4_policy,
+        },
+        Arc::clone(bindings),
+        seed,
+    );
+    info!(address = %home.address(), "home agent on the overlay");
+    Ok(Overlay {
+        home,
+        zone: Some(zone.clone()),
+        prefix,
+    })
+}
+
 /// Everything the running daemon owns.
 struct Daemon {
     config: Config,
@@ -699,12 +735,15 @@ async fn serve(config: Config, log_level: Option<LogLevelHandle>) -> anyhow::Res
             .max(config.login.lockout_period),
         ..GuardConfig::default()
     };
+    let overlay = home_agent(&config, &service, &static_key, &bindings, &zone)
+        .with_context(|| format!("{file}: issuing addrd's own lease"))?;
     let channel = LoginChannel::bind(
         config.listen,
         static_key.clone(),
         guard,
         Arc::clone(&service),
         Arc::clone(&audit),
+        Some(overlay),
     )
     .await
     .with_context(|| format!("{file}: listen"))?;

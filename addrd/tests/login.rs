@@ -479,10 +479,23 @@ fn netmap_lists_the_systems_a_user_may_reach() {
         panic!("{page:?}")
     };
     assert_eq!(page.version, netmap_version);
-    assert_eq!(page.leases, [app1]);
+    assert_eq!(page.leases.len(), 2, "{page:?}");
+    assert_eq!(page.leases[1], app1);
     assert_eq!(page.next_cursor, None);
-    let verified = SignedLease::verify(&page.leases[0], &authority, now().unix).unwrap();
+    let verified = SignedLease::verify(&page.leases[1], &authority, now().unix).unwrap();
     assert_eq!(verified.lease().name, "app1");
+    // First, addrd's own lease: the home agent on the overlay, for the
+    // channel's static key, at the address `status` shows.
+    let own = SignedLease::verify(&page.leases[0], &authority, now().unix).unwrap();
+    let own = own.lease();
+    assert_eq!(own.name, "addrd");
+    assert_eq!(own.kind, EntityKind::System);
+    assert_eq!(own.public_key, setup.static_public().0);
+    assert_eq!(
+        Some(own.address().to_string().as_str()),
+        setup.status()["overlay_address"].as_str()
+    );
+    assert_eq!(own.prefix.to_string(), "fd42:7065:726d::/64");
 
     // Up to date: an empty page of the same version.
     let same = terminal
@@ -497,19 +510,21 @@ fn netmap_lists_the_systems_a_user_may_reach() {
     assert_eq!(same.version, netmap_version);
     assert!(same.leases.is_empty());
 
-    // Junk on the channel is dropped and counted; the daemon answers on.
+    // Junk on the channel (no authority message: the home agent's node
+    // gets it) is dropped and counted; the daemon answers on.
     let junk = UdpSocket::bind("127.0.0.1:0").unwrap();
     for datagram in [&b""[..], b"\x00", &[0xff; 64], &[0u8; 3000]] {
         junk.send_to(datagram, daemon.channel).unwrap();
     }
     wait_until(
-        "3 malformed datagrams counted",
+        "4 junk datagrams counted",
         DEADLINE,
         || {
-            setup.status()["login"]["server.drop.malformed"]
-                .as_u64()
-                .unwrap_or(0)
-                >= 3
+            let status = setup.status();
+            let count = |label: &str| status["login"][label].as_u64().unwrap_or(0);
+            count("overlay.drop.malformed_datagram") == 2
+                && count("overlay.drop.unknown_spi") == 1
+                && count("overlay.drop.malformed_control") == 1
         },
         || setup.status().to_string(),
     );

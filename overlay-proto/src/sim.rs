@@ -458,7 +458,7 @@ impl Simulation {
                 "{}: dropped datagram from {}: {reason}",
                 host.name, datagram.from
             )),
-            Received::Control | Received::Keepalive => None,
+            Received::Control | Received::Keepalive { .. } => None,
         };
         if let Some(note) = note {
             self.log(note);

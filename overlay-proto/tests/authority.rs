@@ -144,6 +144,7 @@ impl Addrd {
                 page.next_cursor = (next < self.netmap.len()).then_some(next as u64);
                 Response::Netmap(page)
             }
+            Request::WhereIs { .. } => Response::NotBound,
         }
     }
 }

@@ -101,6 +101,7 @@ fn answers(request: &'static str, response: &Response) -> bool {
         Response::Renewed { .. } => request == "renew",
         Response::LoginNeeded { .. } => request != "login",
         Response::Netmap(_) => request == "netmap",
+        Response::Location(_) | Response::NotBound => request == "where_is",
     }
 }
 

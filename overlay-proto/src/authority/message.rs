@@ -3,7 +3,7 @@
 //!
 //! Every record is `kind u8 | request_id u64 | body`, all integers
 //! big-endian, every variable field length-prefixed. Requests have kinds
-//! `0x01..=0x03`, responses `0x81..=0x87`; a response carries the id of the
+//! `0x01..=0x04`, responses `0x81..=0x89`; a response carries the id of the
 //! request it answers. `docs/wire-format.md` has the tables. Parsing never
 //! panics and refuses trailing bytes, so `emit(parse(x)) == x` for every
 //! accepted `x` (the fuzz target checks it).
@@ -14,7 +14,7 @@
 #![deny(clippy::indexing_slicing)]
 
 use std::fmt;
-use std::net::Ipv6Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use ipnet::Ipv6Net;
 use subtle::ConstantTimeEq;
@@ -85,6 +85,9 @@ pub enum MessageError {
     /// A flag byte other than 0 or 1.
     #[error("bad flag byte")]
     BadFlag,
+    /// An endpoint's address family is neither 4 nor 6.
+    #[error("bad endpoint address family")]
+    BadEndpoint,
     /// The output buffer is too small.
     #[error("output buffer too small")]
     BufferTooSmall,
@@ -105,6 +108,7 @@ impl MessageError {
             MessageError::TooManyEntries => "record_too_many_entries",
             MessageError::BadRemoved => "record_bad_removed",
             MessageError::BadFlag => "record_bad_flag",
+            MessageError::BadEndpoint => "record_bad_endpoint",
             MessageError::BufferTooSmall => "record_buffer_too_small",
         }
     }
@@ -172,6 +176,17 @@ pub enum Request {
         /// 0 for the first page, else a `next_cursor` of the previous page.
         cursor: u64,
     },
+    /// Where is the entity with this permanent address (the home agent's
+    /// binding)? Asked by servers: `lease` is the asker's own lease (a
+    /// system's or an application's, for the channel's static key), which
+    /// addrd verifies before it answers. Kind `0x04`, body `lease_len u16
+    /// | lease | address [16]`.
+    WhereIs {
+        /// The encoded signed lease of the asker.
+        lease: Vec<u8>,
+        /// The permanent address looked up.
+        address: Ipv6Addr,
+    },
 }
 
 /// Why addrd wants a fresh login instead of renewing.
@@ -229,6 +244,9 @@ pub enum ErrorCode {
     DirectoryUnavailable,
     /// Anything else on addrd's side.
     Internal,
+    /// The asker may not have this answer (a user asking where another
+    /// entity is, a server asking for a user who cannot reach it).
+    NotAuthorized,
     /// A code this version does not know, kept for logging.
     Other(u16),
 }
@@ -241,6 +259,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => 2,
             ErrorCode::DirectoryUnavailable => 3,
             ErrorCode::Internal => 4,
+            ErrorCode::NotAuthorized => 5,
             ErrorCode::Other(code) => code,
         }
     }
@@ -252,6 +271,7 @@ impl ErrorCode {
             2 => ErrorCode::Unsupported,
             3 => ErrorCode::DirectoryUnavailable,
             4 => ErrorCode::Internal,
+            5 => ErrorCode::NotAuthorized,
             other => ErrorCode::Other(other),
         }
     }
@@ -287,6 +307,32 @@ pub struct NetmapPage {
     pub removed: Vec<Removed>,
     /// The cursor of the next page, `None` on the last page.
     pub next_cursor: Option<u64>,
+}
+
+/// A binding of the home agent, as [`Response::Location`] carries it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// The UDP endpoint the entity was last seen at on the authenticated
+    /// path.
+    pub endpoint: SocketAddr,
+    /// The binding's sequence number (higher is newer).
+    pub sequence: u64,
+    /// Seconds the binding stays valid without a newer observation.
+    pub expires_in_secs: u32,
+    /// The encoded signed lease that authenticated the entity there.
+    pub lease: Vec<u8>,
+}
+
+impl Location {
+    /// `family u8 (4 or 6) | address (4 or 16) | port u16 | sequence u64 |
+    /// expires_in_secs u32 | lease_len u16 | lease`.
+    fn body_len(&self) -> usize {
+        let address = match self.endpoint {
+            SocketAddr::V4(_) => 4,
+            SocketAddr::V6(_) => 16,
+        };
+        1 + address + 2 + 8 + 4 + 2 + self.lease.len()
+    }
 }
 
 /// What addrd answers.
@@ -332,11 +378,18 @@ pub enum Response {
         /// Why.
         code: ErrorCode,
     },
+    /// The binding asked for with [`Request::WhereIs`]. Kind `0x88`, body
+    /// as [`Location`] documents.
+    Location(Location),
+    /// No binding for that address (the entity has not been seen lately,
+    /// or no entity has the address). Kind `0x89`, empty body.
+    NotBound,
 }
 
 const KIND_LOGIN: u8 = 0x01;
 const KIND_RENEW: u8 = 0x02;
 const KIND_NETMAP: u8 = 0x03;
+const KIND_WHERE_IS: u8 = 0x04;
 const KIND_LOGIN_OK: u8 = 0x81;
 const KIND_LOGIN_REFUSED: u8 = 0x82;
 const KIND_RENEWED: u8 = 0x83;
@@ -344,6 +397,8 @@ const KIND_LOGIN_NEEDED: u8 = 0x84;
 const KIND_NETMAP_PAGE: u8 = 0x85;
 const KIND_SERVER_BUSY: u8 = 0x86;
 const KIND_ERROR: u8 = 0x87;
+const KIND_LOCATION: u8 = 0x88;
+const KIND_NOT_BOUND: u8 = 0x89;
 
 impl Request {
     /// Length of the encoded record (header included).
@@ -353,6 +408,7 @@ impl Request {
                 Request::Login { user, password } => 1 + user.len() + 2 + password.expose().len(),
                 Request::Renew { lease } => 2 + lease.len(),
                 Request::Netmap { .. } => 16,
+                Request::WhereIs { lease, .. } => 2 + lease.len() + 16,
             }
     }
 
@@ -391,6 +447,11 @@ impl Request {
                 w.u64(*since_version)?;
                 w.u64(*cursor)?;
             }
+            Request::WhereIs { lease, address } => {
+                w.header(KIND_WHERE_IS, id)?;
+                w.lease(lease)?;
+                w.put(&address.octets())?;
+            }
         }
         Ok(len)
     }
@@ -426,6 +487,10 @@ impl Request {
                 since_version: r.u64()?,
                 cursor: r.u64()?,
             },
+            KIND_WHERE_IS => Request::WhereIs {
+                lease: r.lease()?,
+                address: Ipv6Addr::from(r.array::<16>()?),
+            },
             other if other & 0x80 != 0 && is_response_kind(other) => {
                 return Err(MessageError::WrongDirection)
             }
@@ -442,6 +507,7 @@ impl Request {
             Request::Login { .. } => "login",
             Request::Renew { .. } => "renew",
             Request::Netmap { .. } => "netmap",
+            Request::WhereIs { .. } => "where_is",
         }
     }
 }
@@ -457,6 +523,8 @@ impl Response {
                 Response::LoginNeeded { .. } => 1,
                 Response::Netmap(page) => netmap_body_len(page),
                 Response::Error { .. } => 2,
+                Response::Location(location) => location.body_len(),
+                Response::NotBound => 0,
             }
     }
 
@@ -523,6 +591,24 @@ impl Response {
                 w.header(KIND_ERROR, id)?;
                 w.u16(code.code())?;
             }
+            Response::Location(location) => {
+                w.header(KIND_LOCATION, id)?;
+                match location.endpoint.ip() {
+                    IpAddr::V4(v4) => {
+                        w.u8(4)?;
+                        w.put(&v4.octets())?;
+                    }
+                    IpAddr::V6(v6) => {
+                        w.u8(6)?;
+                        w.put(&v6.octets())?;
+                    }
+                }
+                w.u16(location.endpoint.port())?;
+                w.u64(location.sequence)?;
+                w.u32(location.expires_in_secs)?;
+                w.lease(&location.lease)?;
+            }
+            Response::NotBound => w.header(KIND_NOT_BOUND, id)?,
         }
         Ok(len)
     }
@@ -592,7 +678,24 @@ impl Response {
             KIND_ERROR => Response::Error {
                 code: ErrorCode::from_code(r.u16()?),
             },
-            KIND_LOGIN | KIND_RENEW | KIND_NETMAP => return Err(MessageError::WrongDirection),
+            KIND_LOCATION => {
+                let ip = match r.u8()? {
+                    4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)),
+                    6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)),
+                    _ => return Err(MessageError::BadEndpoint),
+                };
+                let port = r.u16()?;
+                Response::Location(Location {
+                    endpoint: SocketAddr::new(ip, port),
+                    sequence: r.u64()?,
+                    expires_in_secs: r.u32()?,
+                    lease: r.lease()?,
+                })
+            }
+            KIND_NOT_BOUND => Response::NotBound,
+            KIND_LOGIN | KIND_RENEW | KIND_NETMAP | KIND_WHERE_IS => {
+                return Err(MessageError::WrongDirection)
+            }
             other => return Err(MessageError::UnknownKind(other)),
         };
         r.finish()?;
@@ -609,6 +712,8 @@ impl Response {
             Response::Netmap(_) => "netmap",
             Response::ServerBusy { .. } => "server_busy",
             Response::Error { .. } => "error",
+            Response::Location(_) => "location",
+            Response::NotBound => "not_bound",
         }
     }
 }
@@ -668,7 +773,7 @@ fn netmap_body_len(page: &NetmapPage) -> usize {
 }
 
 fn is_response_kind(kind: u8) -> bool {
-    (KIND_LOGIN_OK..=KIND_ERROR).contains(&kind)
+    (KIND_LOGIN_OK..=KIND_NOT_BOUND).contains(&kind)
 }
 
 /// Writes fields into a slice of exactly the record's length.
@@ -906,6 +1011,67 @@ mod tests {
     }
 
     #[test]
+    fn where_is_and_its_answers_known_bytes() {
+        let request = Request::WhereIs {
+            lease: vec![0xAA, 0xBB],
+            address: "fd00::1".parse().unwrap(),
+        };
+        let bytes = emit_request(2, &request);
+        let mut expected = vec![0x04, 0, 0, 0, 0, 0, 0, 0, 2, 0, 2, 0xAA, 0xBB, 0xfd];
+        expected.extend_from_slice(&[0; 14]);
+        expected.push(1);
+        assert_eq!(bytes, expected);
+        assert_eq!(Request::parse(&bytes).unwrap(), (RequestId(2), request));
+
+        let v4 = Response::Location(Location {
+            endpoint: "192.0.2.7:4500".parse().unwrap(),
+            sequence: 0x0102,
+            expires_in_secs: 300,
+            lease: vec![0x66],
+        });
+        let bytes = emit_response(3, &v4);
+        assert_eq!(
+            bytes,
+            [
+                0x88, 0, 0, 0, 0, 0, 0, 0, 3, // kind, id
+                4, 192, 0, 2, 7, 0x11, 0x94, // family, address, port
+                0, 0, 0, 0, 0, 0, 1, 2, // sequence
+                0, 0, 1, 0x2c, // expires in
+                0, 1, 0x66, // lease
+            ]
+        );
+        assert_eq!(Response::parse(&bytes).unwrap(), (RequestId(3), v4));
+
+        let v6 = Response::Location(Location {
+            endpoint: "[2001:db8::9]:1".parse().unwrap(),
+            sequence: 1,
+            expires_in_secs: 1,
+            lease: vec![1; 3],
+        });
+        let bytes = emit_response(3, &v6);
+        assert_eq!(bytes.len(), 9 + 1 + 16 + 2 + 8 + 4 + 2 + 3);
+        assert_eq!(bytes[9], 6);
+        assert_eq!(Response::parse(&bytes).unwrap(), (RequestId(3), v6));
+        let mut bad_family = bytes.clone();
+        bad_family[9] = 5;
+        assert_eq!(Response::parse(&bad_family), Err(MessageError::BadEndpoint));
+
+        let bytes = emit_response(4, &Response::NotBound);
+        assert_eq!(bytes, [0x89, 0, 0, 0, 0, 0, 0, 0, 4]);
+        assert_eq!(
+            Response::parse(&bytes).unwrap(),
+            (RequestId(4), Response::NotBound)
+        );
+        let bytes = emit_response(
+            4,
+            &Response::Error {
+                code: ErrorCode::NotAuthorized,
+            },
+        );
+        assert_eq!(bytes, [0x87, 0, 0, 0, 0, 0, 0, 0, 4, 0, 5]);
+    }
+
+    #[test]
     fn every_truncation_and_extension_is_refused() {
         let records = [
             emit_request(
@@ -916,6 +1082,22 @@ mod tests {
                 },
             ),
             emit_request(1, &Request::Renew { lease: vec![1; 40] }),
+            emit_request(
+                1,
+                &Request::WhereIs {
+                    lease: vec![1; 40],
+                    address: Ipv6Addr::LOCALHOST,
+                },
+            ),
+            emit_response(
+                1,
+                &Response::Location(Location {
+                    endpoint: "192.0.2.1:9".parse().unwrap(),
+                    sequence: 1,
+                    expires_in_secs: 2,
+                    lease: vec![1; 30],
+                }),
+            ),
             emit_response(
                 1,
                 &Response::Netmap(NetmapPage {

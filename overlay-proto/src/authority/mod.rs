@@ -45,8 +45,8 @@ mod server;
 
 pub use client::{AuthorityClient, ClientConfig, ClientError, ClientTimers};
 pub use message::{
-    fill_netmap_page, ErrorCode, LoginNeededReason, MessageError, NetmapPage, Password, Removed,
-    Request, RequestId, Response,
+    fill_netmap_page, ErrorCode, Location, LoginNeededReason, MessageError, NetmapPage, Password,
+    Removed, Request, RequestId, Response,
 };
 pub use server::{AuthorityServer, Incoming, RespondError, ServerConfig, SessionId};
 

@@ -188,8 +188,12 @@ pub enum Received<'a> {
     },
     /// A handshake or cookie message, fully handled.
     Control,
-    /// A keepalive (NAT `0xFF` or an authenticated ESP dummy packet).
-    Keepalive,
+    /// A keepalive: the NAT byte `0xFF` (`peer` is `None`: anyone can
+    /// send it) or an authenticated ESP dummy packet from `peer`.
+    Keepalive {
+        /// The peer of an authenticated keepalive.
+        peer: Option<PeerId>,
+    },
     /// Refused and counted.
     Dropped(DropReason),
 }
@@ -501,7 +505,7 @@ impl Node {
             },
             Ok(DatagramKind::Keepalive) => {
                 self.counters.nat_keepalives_received += 1;
-                Received::Keepalive
+                Received::Keepalive { peer: None }
             }
             Err(_) => self.drop_received(DropReason::MalformedDatagram),
         }
@@ -573,7 +577,7 @@ impl Node {
                 }
                 None => Received::Dropped(DropReason::MalformedInnerPacket),
             },
-            NEXT_HEADER_NONE => Received::Keepalive,
+            NEXT_HEADER_NONE => Received::Keepalive { peer: Some(id) },
             _ => Received::Dropped(DropReason::UnsupportedNextHeader),
         };
         for spi in freed {
@@ -590,7 +594,7 @@ impl Node {
         }
         match verdict {
             Received::Packet { .. } => self.counters.packets_received += 1,
-            Received::Keepalive => self.counters.keepalives_received += 1,
+            Received::Keepalive { .. } => self.counters.keepalives_received += 1,
             Received::Dropped(reason) => self.counters.record(reason),
             Received::Control => {}
         }
