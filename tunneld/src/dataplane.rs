@@ -735,7 +735,7 @@ impl<P: InnerPort> Tunnel<P> {
                 }
             }
             Received::Dropped(reason) => trace!(%src, %reason, "datagram dropped"),
-            Received::Control | Received::Keepalive => {}
+            Received::Control | Received::Keepalive { .. } => {}
         }
     }
 
