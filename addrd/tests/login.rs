@@ -6,25 +6,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 use std::fs;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::unix::fs::PermissionsExt;
-use std::str::FromStr;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use netns_tests::slapd::{Options, Slapd};
 use netns_tests::wait_until;
 use overlay_proto::authority::{
-    AuthorityClient, ClientConfig, ClientError, ClientTimers, LoginNeededReason, MessageError,
-    Password, Request, RequestId, Response,
+    ClientError, LoginNeededReason, MessageError, Request, RequestId, Response,
 };
-use overlay_proto::handshake::{PublicKey, StaticKeypair};
-use overlay_proto::lease::{AuthorityKey, EntityKind, SignedLease};
-use overlay_proto::time::{Now, UnixTime};
+use overlay_proto::handshake::StaticKeypair;
+use overlay_proto::lease::{EntityKind, SignedLease};
 use serde_json::Value;
 
 #[allow(dead_code)] // each test binary uses part of it
 mod common;
 
+use common::terminal::{lease_of, now, Terminal};
 use common::{text, Setup, DEADLINE, EXAMPLE, REFERENCE};
 
 /// The guard's default response floor.
@@ -47,163 +45,11 @@ impl Setup {
     fn with_config(reference: &str) -> Setup {
         Setup::with_edits(reference, &LOGIN_EDITS)
     }
-
-    fn static_public(&self) -> PublicKey {
-        let private =
-            PublicKey::from_str(text(&fs::read(self.path("addrd.key")).unwrap()).trim()).unwrap();
-        StaticKeypair::from_private(private.0).public()
-    }
-
-    fn status(&self) -> Value {
-        let out = self.addrd_ok(&["status"]);
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    fn address_of(&self, name: &str) -> String {
-        let out = self.addrd_ok(&["show", name, "--json"]);
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-        v[0]["address"].as_str().unwrap().to_owned()
-    }
-
-    fn audit(&self) -> String {
-        fs::read_to_string(self.path("audit.log")).unwrap_or_default()
-    }
-
-    /// `addrd run`, and the login channel it bound.
-    fn start_login(&self) -> Daemon {
-        let daemon = self.start();
-        let channel = self.status()["listen"].as_str().unwrap().parse().unwrap();
-        Daemon { daemon, channel }
-    }
-}
-
-/// A running `addrd run` and its login channel.
-struct Daemon {
-    daemon: common::Daemon,
-    channel: SocketAddr,
-}
-
-/// The common daemon's log, waits and signals.
-impl std::ops::Deref for Daemon {
-    type Target = common::Daemon;
-
-    fn deref(&self) -> &common::Daemon {
-        &self.daemon
-    }
-}
-
-impl Daemon {
-    /// SIGTERM and wait for a clean exit.
-    fn stop(self) {
-        self.daemon.stop();
-    }
-}
-
-fn now() -> Now {
-    Now {
-        instant: Instant::now(),
-        unix: UnixTime::from_duration(
-            SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap(),
-        ),
-    }
-}
-
-/// A terminal: an `AuthorityClient` over a UDP socket on loopback.
-struct Terminal {
-    client: AuthorityClient,
-    socket: UdpSocket,
-    keypair: StaticKeypair,
-}
-
-impl Terminal {
-    fn new(setup: &Setup, server: SocketAddr) -> Terminal {
-        Terminal::with_key(
-            setup,
-            server,
-            StaticKeypair::generate(&mut rand::rngs::OsRng),
-        )
-    }
-
-    fn with_key(setup: &Setup, server: SocketAddr, keypair: StaticKeypair) -> Terminal {
-        let config = ClientConfig {
-            keypair: keypair.clone(),
-            server_key: setup.static_public(),
-            server,
-            psk: None,
-            timers: ClientTimers::default(),
-        };
-        let mut seed = [0u8; 32];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
-        Terminal {
-            client: AuthorityClient::new(config, seed, now()),
-            socket: UdpSocket::bind("127.0.0.1:0").unwrap(),
-            keypair,
-        }
-    }
-
-    fn key(&self) -> PublicKey {
-        self.keypair.public()
-    }
-
-    /// Send `request` and drive the client until its answer.
-    fn ask(&mut self, request: Request) -> Result<Response, ClientError> {
-        let id = self.client.send(now(), request);
-        let start = Instant::now();
-        let mut buf = [0u8; 4096];
-        loop {
-            while let Some(t) = self.client.poll_transmit() {
-                self.socket.send_to(&t.contents, t.destination).unwrap();
-            }
-            while let Some((rid, answer)) = self.client.poll_response() {
-                if rid == id {
-                    return answer;
-                }
-            }
-            assert!(start.elapsed() < DEADLINE, "no answer");
-            self.socket
-                .set_read_timeout(Some(Duration::from_millis(20)))
-                .unwrap();
-            if let Ok((len, src)) = self.socket.recv_from(&mut buf) {
-                self.client.handle_datagram(now(), src, &mut buf[..len]);
-            }
-            self.client.handle_timeout(now());
-        }
-    }
-
-    fn login(&mut self, user: &str, password: &str) -> Result<Response, ClientError> {
-        self.ask(Request::Login {
-            user: user.to_owned(),
-            password: Password::from_slice(password.as_bytes()),
-        })
-    }
-
-    /// Log in as `user`; the lease of the answer, signed by `authority`.
-    fn login_lease(&mut self, user: &str, password: &str, authority: &AuthorityKey) -> SignedLease {
-        lease_of(&self.login(user, password).unwrap(), authority)
-    }
-
-    /// Ask to renew `lease`; the answer.
-    fn renew(&mut self, lease: &SignedLease) -> Response {
-        self.ask(Request::Renew {
-            lease: lease.as_bytes().to_vec(),
-        })
-        .unwrap()
-    }
 }
 
 /// The answer refusing a renewal for `reason`.
 fn login_needed(reason: LoginNeededReason) -> Response {
     Response::LoginNeeded { reason }
-}
-
-fn lease_of(response: &Response, authority: &AuthorityKey) -> SignedLease {
-    let bytes = match response {
-        Response::LoginOk { lease, .. } | Response::Renewed { lease } => lease,
-        other => panic!("no lease in {other:?}"),
-    };
-    SignedLease::verify(bytes, authority, now().unix).unwrap()
 }
 
 fn encoding(response: &Response) -> Vec<u8> {

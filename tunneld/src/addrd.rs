@@ -150,8 +150,22 @@ fn error_text(code: ErrorCode) -> String {
         ErrorCode::Unsupported => "request not supported".to_owned(),
         ErrorCode::DirectoryUnavailable => "directory unavailable, try again later".to_owned(),
         ErrorCode::Internal => "internal error".to_owned(),
+        ErrorCode::NotAuthorized => "not authorized to ask this".to_owned(),
         ErrorCode::Other(code) => format!("code {code}"),
     }
+}
+
+/// Where addrd's home agent last saw an entity (`WhereIs`).
+#[derive(Clone, Debug)]
+pub struct Whereabouts {
+    /// The UDP endpoint it was seen at on the authenticated path.
+    pub endpoint: SocketAddr,
+    /// The binding's sequence number.
+    pub sequence: u64,
+    /// How long the binding stays valid without a newer observation.
+    pub expires_in: Duration,
+    /// The entity's lease, verified with `authority-key`.
+    pub lease: SignedLease,
 }
 
 /// The peers' leases of one netmap fetch.
@@ -224,6 +238,14 @@ impl AddrdClient {
     /// This node's public key (the login identity).
     pub fn own_key(&self) -> PublicKey {
         self.own_key
+    }
+
+    /// The addrd this client talks to (`[addrd]`).
+    pub fn addrd(&self) -> Addrd {
+        Addrd {
+            endpoint: self.endpoint,
+            public_key: self.server_key,
+        }
     }
 
     /// Sends `request` and waits for its answer (or its timeout).
@@ -319,6 +341,42 @@ impl AddrdClient {
         match self.request(request).await? {
             Response::Renewed { lease } => self.own_lease(&lease, authority),
             other => Err(unexpected("renew", &other)),
+        }
+    }
+
+    /// Asks where `address` is (servers only: `held` is this node's own
+    /// lease, a system's or an application's). `None`: addrd has no
+    /// binding for it. The located lease is verified and must hold
+    /// `address`.
+    pub async fn where_is(
+        &mut self,
+        held: &SignedLease,
+        address: Ipv6Addr,
+        authority: &AuthorityKey,
+    ) -> Result<Option<Whereabouts>, AddrdError> {
+        let request = Request::WhereIs {
+            lease: held.as_bytes().to_vec(),
+            address,
+        };
+        match self.request(request).await? {
+            Response::Location(location) => {
+                let lease = SignedLease::verify(&location.lease, authority, startup::now().unix)
+                    .map_err(AddrdError::BadLease)?;
+                if !lease.lease().contains_source(&address) {
+                    return Err(AddrdError::Unexpected {
+                        request: "where_is",
+                        response: "location of another address",
+                    });
+                }
+                Ok(Some(Whereabouts {
+                    endpoint: location.endpoint,
+                    sequence: location.sequence,
+                    expires_in: Duration::from_secs(u64::from(location.expires_in_secs)),
+                    lease,
+                }))
+            }
+            Response::NotBound => Ok(None),
+            other => Err(unexpected("where_is", &other)),
         }
     }
 

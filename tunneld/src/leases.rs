@@ -41,7 +41,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 use crate::addrd::{self, AddrdClient, AddrdError};
-use crate::config::{Config, Problem};
+use crate::config::{Addrd, Config, Problem};
 use crate::dataplane::{TunnelHandle, UpdateSource};
 use crate::names::LeaseResolver;
 use crate::reload::{ChangeSet, PeerSettings, PeerUpdate, ReloadError};
@@ -61,10 +61,11 @@ pub struct LeaseSet {
     /// Peer leases that could not be used this time, and why (logged; the
     /// node keeps the lease it holds until it expires).
     pub problems: Vec<String>,
-    /// Peers the node should hold (addrd's netmap): added if it does not
-    /// hold them (no endpoint, the node's default keepalive), renewed if it
-    /// does. `peers` only renews (lease files: a peer is added by SIGHUP).
-    pub new_peers: Vec<SignedLease>,
+    /// Peers the node should hold (addrd's netmap): added with these
+    /// settings ([`netmap_peer_settings`]) if it does not hold them,
+    /// renewed if it does. `peers` only renews (lease files: a peer is
+    /// added by SIGHUP).
+    pub new_peers: Vec<(SignedLease, PeerSettings)>,
 }
 
 /// Why a fetch gave no usable lease for this node.
@@ -323,10 +324,18 @@ impl LeaseSource for AddrdLeaseSource {
         removed.sort_unstable_by_key(|key| *key.as_bytes());
         removed.dedup();
         self.netmap_keys = listed;
-        let (peers, new_peers) = netmap
+        let (peers, new_peers): (Vec<SignedLease>, Vec<SignedLease>) = netmap
             .leases
             .into_iter()
             .partition(|lease| configured.contains(&PublicKey(lease.lease().public_key)));
+        let addrd = self.client.addrd();
+        let new_peers = new_peers
+            .into_iter()
+            .map(|lease| {
+                let settings = netmap_peer_settings(&lease, Some(&addrd));
+                (lease, settings)
+            })
+            .collect();
         Ok(LeaseSet {
             own,
             peers,
@@ -369,11 +378,8 @@ pub fn netmap_cache_change(
         .filter(|lease| lease.lease().public_key != *own_key.as_bytes())
         .map(|lease| {
             // A configured peer keeps its settings: its lease is renewed.
-            let settings =
-                (!configured.contains(&lease.lease().public_key)).then_some(PeerSettings {
-                    endpoint: None,
-                    persistent_keepalive: None,
-                });
+            let settings = (!configured.contains(&lease.lease().public_key))
+                .then(|| netmap_peer_settings(&lease, config.addrd.as_ref()));
             PeerUpdate { lease, settings }
         })
         .collect();
@@ -382,6 +388,26 @@ pub fn netmap_cache_change(
         ..ChangeSet::default()
     };
     (change, problems)
+}
+
+/// The settings of a peer a netmap adds. addrd's home agent (the lease of
+/// addrd's pinned static key, which every user's netmap carries first) is
+/// reached at `addrd.endpoint` with the client keepalive (25 s): the
+/// keepalives keep this node's binding in addrd's cache and its NAT
+/// mapping alive, and addrd's overlay address answers DNS. Any other peer
+/// gets no endpoint (its 6to4 address gives it) and the node's default
+/// keepalive.
+pub fn netmap_peer_settings(lease: &SignedLease, addrd: Option<&Addrd>) -> PeerSettings {
+    match addrd {
+        Some(addrd) if lease.lease().public_key == *addrd.public_key.as_bytes() => PeerSettings {
+            endpoint: Some(addrd.endpoint),
+            persistent_keepalive: Some(crate::config::DEFAULT_CLIENT_KEEPALIVE),
+        },
+        _ => PeerSettings {
+            endpoint: None,
+            persistent_keepalive: None,
+        },
+    }
 }
 
 /// When to renew, how to retry, when to warn.
@@ -627,12 +653,12 @@ pub async fn maintain<S: LeaseSource>(
 /// Give known peers their refreshed leases, add or renew `new_peers`, and
 /// remove the ones the source dropped. A lease in `peers` never adds a
 /// peer: a renewal for a peer the node does not hold is skipped
-/// ([`PeerUpdate::settings`]); one in `new_peers` is added with no
-/// endpoint and the node's default keepalive.
+/// ([`PeerUpdate::settings`]); one in `new_peers` is added with its
+/// settings.
 async fn refresh_peers(
     handle: &TunnelHandle,
     peers: Vec<SignedLease>,
-    new_peers: Vec<SignedLease>,
+    new_peers: Vec<(SignedLease, PeerSettings)>,
     removed: Vec<PublicKey>,
 ) -> Result<crate::reload::Applied, ReloadError> {
     if peers.is_empty() && new_peers.is_empty() && removed.is_empty() {
@@ -642,12 +668,9 @@ async fn refresh_peers(
         lease,
         settings: None,
     });
-    let additions = new_peers.into_iter().map(|lease| PeerUpdate {
+    let additions = new_peers.into_iter().map(|(lease, settings)| PeerUpdate {
         lease,
-        settings: Some(PeerSettings {
-            endpoint: None,
-            persistent_keepalive: None,
-        }),
+        settings: Some(settings),
     });
     let change = ChangeSet {
         peers: renewals.chain(additions).collect(),

@@ -111,6 +111,22 @@ enum Command {
         #[arg(long, value_name = "PATH", default_value = DEFAULT_SOCKET)]
         socket: PathBuf,
     },
+    /// Ask addrd's home agent where an entity is (servers: the node's lease
+    /// must be a system's or an application's).
+    WhereIs {
+        /// Config file (TOML) with an `[addrd]` table and this node's lease.
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// The permanent address looked up.
+        #[arg(value_name = "ADDRESS")]
+        address: std::net::Ipv6Addr,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Give up after this many seconds without an answer from addrd.
+        #[arg(long, value_name = "SECS", default_value_t = 10)]
+        timeout: u64,
+    },
     /// Show the running daemon's state.
     Status {
         /// Machine-readable output.
@@ -142,6 +158,12 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => Ok(check_config(&file)),
         Command::Genkey => genkey(),
         Command::Pubkey => pubkey(),
+        Command::WhereIs {
+            config,
+            address,
+            json,
+            timeout,
+        } => where_is(&config, address, json, Duration::from_secs(timeout.max(1))),
         Command::Login {
             config,
             user,
@@ -678,6 +700,90 @@ const MAX_PASSWORD_LEN: usize = 1024;
 /// Log in to addrd: read the password (terminal with echo off, or stdin),
 /// get and verify this node's lease, write it to `lease-file` and the
 /// netmap to its cache, then ask a running daemon to reload.
+/// `tunneld where-is`: one `WhereIs` to addrd with this node's key and
+/// lease; prints the endpoint, the binding's age and the located lease.
+fn where_is(
+    path: &Path,
+    address: std::net::Ipv6Addr,
+    json: bool,
+    timeout: Duration,
+) -> anyhow::Result<Outcome> {
+    let config = Config::load(path)?;
+    let Some(addrd) = config.addrd.clone() else {
+        anyhow::bail!(
+            "{}: no [addrd] table: where-is needs addrd's endpoint and public-key",
+            config.path.display()
+        );
+    };
+    let keypair = keys::read_private_key_file(&config.private_key_file)
+        .map_err(|p| config.error("private-key-file", p))?;
+    let held = startup::read_lease_file(
+        &config.authority_key,
+        &config.lease_file,
+        startup::now().unix,
+    )
+    .map_err(|p| config.error("lease-file", p))?;
+    let timers = ClientTimers {
+        request_timeout: timeout,
+        ..ClientTimers::default()
+    };
+    let seed = os_seed()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let answer = runtime.block_on(async {
+        let mut client = AddrdClient::bind(&addrd, keypair, timers, seed).await?;
+        client.where_is(&held, address, &config.authority_key).await
+    });
+    let found = match answer {
+        Ok(found) => found,
+        Err(e @ (AddrdError::Unreachable { .. } | AddrdError::NoAnswer { .. })) => {
+            eprintln!("tunneld where-is: {e}");
+            return Ok(Outcome::Unreachable);
+        }
+        Err(e) => anyhow::bail!("where-is failed: {e}"),
+    };
+    let Some(found) = found else {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "address": address.to_string(), "bound": false })
+            );
+        } else {
+            println!("{address}: no binding (not seen lately)");
+        }
+        return Ok(Outcome::Failure);
+    };
+    let l = found.lease.lease();
+    if json {
+        let report = serde_json::json!({
+            "address": address.to_string(),
+            "bound": true,
+            "endpoint": found.endpoint.to_string(),
+            "sequence": found.sequence,
+            "expires_in": found.expires_in.as_secs(),
+            "name": l.name,
+            "kind": l.kind.as_str(),
+            "groups": l.groups,
+            "public_key": overlay_proto::handshake::PublicKey(l.public_key).to_string(),
+            "lease_serial": l.serial,
+        });
+        println!("{report}");
+    } else {
+        println!(
+            "{address}: {} ({}) at {}, binding {} expires in {} s, lease serial {}",
+            l.name,
+            l.kind.as_str(),
+            found.endpoint,
+            found.sequence,
+            found.expires_in.as_secs(),
+            l.serial
+        );
+    }
+    Ok(Outcome::Success)
+}
+
 fn login(args: &LoginArgs) -> anyhow::Result<Outcome> {
     let config = Config::load(&args.config)?;
     let Some(addrd) = config.addrd.clone() else {

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 pub mod ldap;
+pub mod terminal;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};

@@ -192,6 +192,7 @@ fn answer(state: &mut FakeState, incoming: &Incoming) -> Response {
             }
             Response::Netmap(page)
         }
+        Request::WhereIs { .. } => Response::NotBound,
     }
 }
 
