@@ -245,7 +245,7 @@ fn dns_bindings_and_where_is_through_the_overlay() {
     let mut tunnel = Tunnel::new(
         terminal.keypair.clone(),
         lease.clone(),
-        authority.clone(),
+        authority,
         addrd_lease,
         daemon.channel,
     );
