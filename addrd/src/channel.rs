@@ -911,15 +911,7 @@ fn is_authority_message(datagram: &[u8]) -> bool {
         && datagram
             .get(4)
             .and_then(|&t| MessageType::try_from(t).ok())
-            .is_some_and(|t| {
-                matches!(
-                    t,
-                    MessageType::AuthorityInitiation
-                        | MessageType::AuthorityResponse
-                        | MessageType::AuthorityCookieReply
-                        | MessageType::AuthorityData
-                )
-            })
+            .is_some_and(MessageType::is_authority)
 }
 
 /// When to renew addrd's own `lease`: at a third of its lifetime, so a

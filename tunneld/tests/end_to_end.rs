@@ -7,7 +7,10 @@
 //! (`configs/ldap/example-org.ldif`). The server's system lease comes from
 //! `addrd issue-lease`; alice's lease from `tunneld login`; the
 //! application's backend sees alice's permanent address in the PROXY v2
-//! header, the identity the whole chain vouches for.
+//! header, the identity the whole chain vouches for. Then the home agent:
+//! the client reaches addrd's overlay address through the tunnel, addrd
+//! binds alice's address to the client's endpoint, and the server finds
+//! her there with `tunneld where-is`.
 //!
 //! The `addrd` binary is the one Cargo built next to `tunneld` in the same
 //! target directory: `cargo test --workspace` (what `scripts/test-all.sh`
@@ -323,6 +326,69 @@ fn tunneld_login_against_addrd_then_the_lease_reaches_an_application() {
     assert_eq!(echoed, message);
     let source = sources.recv_timeout(DEADLINE).unwrap();
     assert_eq!(source, alice, "the backend sees alice's permanent address");
+
+    // addrd's home agent: the netmap made addrd a peer, reached at
+    // addrd.endpoint. A TCP connection to addrd's overlay address gets its
+    // reset (SOCKS 0x05) through the tunnel, and that traffic gives addrd
+    // alice's binding.
+    let addrd_status: serde_json::Value = serde_json::from_str(&ok(
+        addrd_cmd(&addrd, &home, &["status"], b""),
+        "addrd status",
+    ))
+    .unwrap();
+    let overlay = addrd_status["overlay_address"].as_str().unwrap().to_owned();
+    let (_refused, reply) = socks_connect(socks, &overlay, 53);
+    assert_eq!(
+        reply[1],
+        0x05,
+        "addrd's overlay address refuses TCP {reply:?}\n{}",
+        client_daemon.log()
+    );
+    let mut bound = serde_json::Value::Null;
+    netns_tests::wait_until(
+        "addrd to bind alice's address",
+        DEADLINE,
+        || {
+            let out = ok(
+                addrd_cmd(&addrd, &home, &["bindings", "--json"], b""),
+                "addrd bindings",
+            );
+            let all: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+            match all.into_iter().find(|b| b["name"] == "alice") {
+                Some(b) => {
+                    bound = b;
+                    true
+                }
+                None => false,
+            }
+        },
+        || client_daemon.log(),
+    );
+    assert_eq!(bound["address"], alice.to_string());
+
+    // The server locates alice through addrd (`tunneld where-is` with the
+    // server's key and lease, and the [addrd] table).
+    let where_config = format!(
+        "{server_config}\n[addrd]\nendpoint = \"{addrd_udp}\"\npublic-key = \"{addrd_public}\"\n"
+    );
+    let where_config = server.write("where-is.toml", where_config.as_bytes(), 0o644);
+    let found = ok(
+        tunneld(
+            &[
+                "where-is",
+                "--config",
+                where_config.to_str().unwrap(),
+                &alice.to_string(),
+                "--json",
+            ],
+            b"",
+        ),
+        "tunneld where-is",
+    );
+    let found: serde_json::Value = serde_json::from_str(&found).unwrap();
+    assert_eq!(found["bound"], true, "{found}");
+    assert_eq!(found["name"], "alice");
+    assert_eq!(found["endpoint"], bound["endpoint"], "{found} vs {bound}");
 
     client_daemon.stop();
     server_daemon.stop();

@@ -196,3 +196,28 @@ async fn the_file_source_rereads_and_verifies_the_files() {
         "{error}"
     );
 }
+
+#[test]
+fn addrd_from_the_netmap_is_reached_at_its_endpoint_with_keepalives() {
+    let home = lease_from(9, "fd42:7065:726d::/64", 1, 0, Duration::from_secs(3600));
+    let other = lease_from(10, "2002:b16:212c:1::/64", 1, 0, Duration::from_secs(3600));
+    let addrd = Addrd {
+        endpoint: "192.0.2.10:4500".parse().unwrap(),
+        public_key: PublicKey(home.lease().public_key),
+    };
+    let settings = netmap_peer_settings(&home, Some(&addrd));
+    assert_eq!(settings.endpoint, Some(addrd.endpoint));
+    assert_eq!(
+        settings.persistent_keepalive,
+        Some(crate::config::DEFAULT_CLIENT_KEEPALIVE)
+    );
+    // Any other peer: its 6to4 address gives the endpoint; the node's
+    // default keepalive.
+    for settings in [
+        netmap_peer_settings(&other, Some(&addrd)),
+        netmap_peer_settings(&home, None),
+    ] {
+        assert_eq!(settings.endpoint, None);
+        assert_eq!(settings.persistent_keepalive, None);
+    }
+}
