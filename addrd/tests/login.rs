@@ -47,6 +47,19 @@ impl Setup {
     }
 }
 
+/// Wait until the guard's delay of a refusal answered at `answered`
+/// (`retry_after_secs` in the answer) has passed: until then an attempt
+/// is refused without being checked.
+fn wait_out_delay(answered: Instant, retry_after_secs: u32) {
+    let ready = answered + Duration::from_secs(u64::from(retry_after_secs));
+    wait_until(
+        "the guard's delay to pass",
+        DEADLINE + Duration::from_secs(u64::from(retry_after_secs)),
+        || Instant::now() >= ready,
+        String::new,
+    );
+}
+
 /// The answer refusing a renewal for `reason`.
 fn login_needed(reason: LoginNeededReason) -> Response {
     Response::LoginNeeded { reason }
@@ -138,11 +151,17 @@ fn login_is_permanent_renews_and_is_revoked() {
 
     // Revoked: no renewal; a new login works.
     setup.addrd_ok(&["revoke", "alice"]);
+    let revoked_by = now().unix.as_secs();
     let answer = fresh.renew(&new_key);
     assert_eq!(answer, login_needed(LoginNeededReason::Revoked));
-    // The revocation covers sessions started in the same second: wait for
-    // the next one before logging in again.
-    std::thread::sleep(Duration::from_millis(1100));
+    // The revocation covers sessions started in its second: a login in a
+    // later second starts a session it does not cover.
+    wait_until(
+        "the clock to pass the revocation's second",
+        DEADLINE,
+        || now().unix.as_secs() > revoked_by,
+        String::new,
+    );
     let back = fresh.login_lease("alice", ALICE_PASSWORD, &authority);
     assert_eq!(back.lease().prefix, lease.lease().prefix);
     daemon.stop();
@@ -210,12 +229,13 @@ fn refusals_look_alike_take_the_floor_and_lock_out() {
     let mut retries = Vec::new();
     for attempt in 0..3 {
         let answer = terminal.login("bob", "wrong").unwrap();
+        let answered = Instant::now();
         let Response::LoginRefused { retry_after_secs } = answer else {
             panic!("{answer:?}")
         };
         retries.push(retry_after_secs);
         if attempt < 2 {
-            std::thread::sleep(Duration::from_secs(u64::from(retry_after_secs)));
+            wait_out_delay(answered, retry_after_secs);
         }
     }
     assert!(retries[0] < retries[1], "{retries:?}");
@@ -415,10 +435,13 @@ fn login_with_slapd_is_busy_while_it_is_down() {
     let answer = other.renew(&bob);
     assert_eq!(answer, login_needed(LoginNeededReason::Revoked));
     let refused = terminal.login("alice", "wrong").unwrap();
-    assert!(matches!(refused, Response::LoginRefused { .. }));
+    let answered = Instant::now();
+    let Response::LoginRefused { retry_after_secs } = refused else {
+        panic!("{refused:?}")
+    };
 
     slapd.stop();
-    std::thread::sleep(Duration::from_secs(1)); // alice's delay after the refusal
+    wait_out_delay(answered, retry_after_secs);
     let busy = terminal.login("alice", ALICE_PASSWORD).unwrap();
     assert!(matches!(busy, Response::ServerBusy { .. }), "{busy:?}");
     let renewal = terminal.renew(&lease);
