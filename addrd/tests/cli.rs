@@ -556,3 +556,127 @@ fn run_starts_while_slapd_is_down_and_catches_up() {
     assert_eq!(alice.len(), 1, "{}", daemon.log());
     daemon.stop();
 }
+
+/// The issue's "two addrd processes allocating concurrently never
+/// collide", with processes: two `addrd run` (each its own state file and
+/// control socket, sharing the allocation and authority keys as replicas
+/// must) start at the same moment on one slapd holding 1,000 users without
+/// an address, and each assigns every one of them at start-up. The two
+/// race on the same users' reservations (the allocation is deterministic,
+/// so both try the same candidate first): every user ends with one
+/// address, both replicas report the same one, no two users share one,
+/// and each address has exactly one reservation naming its user.
+/// (Different users colliding on one candidate, hundreds of times, is
+/// `directory_cases::replicas_allocating_concurrently_never_collide`,
+/// which can shrink the candidate space.)
+#[test]
+fn two_addrd_processes_allocating_at_once_never_collide() {
+    const USERS: usize = 1_000;
+    let Some(slapd) = Slapd::start_or_skip(
+        "two_addrd_processes_allocating_at_once_never_collide",
+        Options {
+            no_sync: true,
+            ..Options::default()
+        },
+    ) else {
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut admin = common::ldap::admin(&slapd).await;
+        for i in 0..USERS {
+            let uid = format!("bulk{i:04}");
+            let dn = format!("uid={uid},ou=people,{}", netns_tests::slapd::BASE_DN);
+            let attrs = vec![
+                (
+                    "objectClass",
+                    std::collections::HashSet::from(["inetOrgPerson", "permanetEntity"]),
+                ),
+                ("uid", std::collections::HashSet::from([uid.as_str()])),
+                ("cn", std::collections::HashSet::from([uid.as_str()])),
+                ("sn", std::collections::HashSet::from([uid.as_str()])),
+            ];
+            let result = admin.add(&dn, attrs).await.unwrap();
+            assert_eq!(result.rc, 0, "add {dn}: {}", result.text);
+        }
+    });
+    let first = ldap_setup(&slapd);
+    let second = ldap_setup(&slapd);
+    for key in ["allocation.key", "authority.key"] {
+        fs::copy(first.path(key), second.path(key)).unwrap();
+    }
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| first.start());
+        let b = scope.spawn(|| second.start());
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let by_name = |setup: &Setup| -> std::collections::BTreeMap<String, String> {
+        setup
+            .users_json()
+            .iter()
+            .filter(|u| u["kind"] == "user")
+            .map(|u| {
+                let name = u["name"].as_str().unwrap().to_owned();
+                let address = u["address"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{name} has no address"))
+                    .to_owned();
+                (name, address)
+            })
+            .collect()
+    };
+    let seen_by_first = by_name(&first);
+    let seen_by_second = by_name(&second);
+    assert_eq!(
+        seen_by_first.len(),
+        USERS + 4,
+        "the example's 4 users and the bulk"
+    );
+    assert_eq!(seen_by_first, seen_by_second, "the replicas disagree");
+    let distinct: std::collections::BTreeSet<&String> = seen_by_first.values().collect();
+    assert_eq!(
+        distinct.len(),
+        seen_by_first.len(),
+        "an address given twice"
+    );
+    a.stop();
+    b.stop();
+
+    // In the directory: one reservation per address, naming its user.
+    let reservations = runtime.block_on(async {
+        let mut admin = common::ldap::admin(&slapd).await;
+        let (entries, _) = admin
+            .search(
+                &format!("ou=addresses,{}", netns_tests::slapd::BASE_DN),
+                ldap3::Scope::OneLevel,
+                "(objectClass=permanetReservation)",
+                vec!["permanetAddress", "permanetHolder"],
+            )
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+        entries
+            .into_iter()
+            .map(|e| {
+                let e = ldap3::SearchEntry::construct(e);
+                (
+                    e.attrs["permanetAddress"][0].clone(),
+                    e.attrs["permanetHolder"][0].to_ascii_lowercase(),
+                )
+            })
+            .collect::<std::collections::BTreeMap<String, String>>()
+    });
+    for (name, address) in &seen_by_first {
+        let holder = reservations
+            .get(address)
+            .unwrap_or_else(|| panic!("no reservation for {name}'s {address}"));
+        assert!(
+            holder.starts_with(&format!("uid={name},")),
+            "{address}: {holder}"
+        );
+    }
+}
