@@ -700,6 +700,27 @@ const MAX_PASSWORD_LEN: usize = 1024;
 /// Log in to addrd: read the password (terminal with echo off, or stdin),
 /// get and verify this node's lease, write it to `lease-file` and the
 /// netmap to its cache, then ask a running daemon to reload.
+/// A current-thread runtime, and a client of `addrd` bound in it, for the
+/// one-shot commands (`login`, `where-is`). The client is `Err` when its
+/// socket cannot be bound (reported with the request's other errors).
+fn one_shot_client(
+    addrd: &tunneld::config::Addrd,
+    keypair: overlay_proto::handshake::StaticKeypair,
+    timeout: Duration,
+) -> anyhow::Result<(tokio::runtime::Runtime, Result<AddrdClient, AddrdError>)> {
+    let timers = ClientTimers {
+        request_timeout: timeout,
+        ..ClientTimers::default()
+    };
+    let seed = os_seed()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    let client = runtime.block_on(AddrdClient::bind(addrd, keypair, timers, seed));
+    Ok((runtime, client))
+}
+
 /// `tunneld where-is`: one `WhereIs` to addrd with this node's key and
 /// lease; prints the endpoint, the binding's age and the located lease.
 fn where_is(
@@ -723,18 +744,11 @@ fn where_is(
         startup::now().unix,
     )
     .map_err(|p| config.error("lease-file", p))?;
-    let timers = ClientTimers {
-        request_timeout: timeout,
-        ..ClientTimers::default()
-    };
-    let seed = os_seed()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
+    let (runtime, client) = one_shot_client(&addrd, keypair, timeout)?;
     let answer = runtime.block_on(async {
-        let mut client = AddrdClient::bind(&addrd, keypair, timers, seed).await?;
-        client.where_is(&held, address, &config.authority_key).await
+        client?
+            .where_is(&held, address, &config.authority_key)
+            .await
     });
     let found = match answer {
         Ok(found) => found,
@@ -817,17 +831,9 @@ fn login(args: &LoginArgs) -> anyhow::Result<Outcome> {
         anyhow::bail!("password longer than {MAX_PASSWORD_LEN} bytes");
     }
     let password = Password::new(password);
-    let timers = ClientTimers {
-        request_timeout: args.timeout,
-        ..ClientTimers::default()
-    };
-    let seed = os_seed()?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the tokio runtime")?;
+    let (runtime, client) = one_shot_client(&addrd, keypair, args.timeout)?;
     let exchanged = runtime.block_on(async {
-        let mut client = AddrdClient::bind(&addrd, keypair, timers, seed).await?;
+        let mut client = client?;
         let (lease, _version) = client.login(&user, password, &config.authority_key).await?;
         let netmap = client.netmap(&config.authority_key).await;
         Ok::<_, AddrdError>((lease, netmap))
