@@ -24,7 +24,7 @@ pub fn wtp_decode(data: &[u8]) {
     }
 }
 
-/// Feed `data`, split into datagrams at each 0xFF 0xFF pair, to one
+/// Feed `data`, split into datagrams at each 0xFF octet, to one
 /// responder from two peers, answering every class 2 invoke and advancing
 /// the clock between datagrams so every timer runs.
 pub fn wtp_responder(data: &[u8]) {
