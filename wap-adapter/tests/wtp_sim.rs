@@ -614,18 +614,39 @@ fn segmented_invoke_bounds_are_enforced_and_counted() {
     assert_eq!(sim.sent(), vec![abort_pdu(2 | DIR, too_large)]);
     assert_eq!(sim.responder.counters().refused_too_many_groups, 1);
 
-    // Never completed: the Nack timer gives up after the maximum retries.
+    // Never completed, nothing to ask for (the trailer never came): dropped
+    // after the reassembly timeout, not after the Nack retries.
     let Pdu::Invoke(mut lone) = invoke(3, TransactionClass::Class2, b"") else {
         unreachable!()
     };
     lone.ttr = false;
     sim.send(Pdu::Invoke(lone));
-    for _ in 0..5 {
+    for _ in 0..29 {
         sim.advance(Duration::from_secs(1));
     }
+    assert!(sim.sent().is_empty());
+    assert_eq!(sim.responder.transactions(), 1);
+    sim.advance(Duration::from_secs(1));
     let no_response = AbortReason::Provider(ProviderAbortReason::NoResponse);
     assert_eq!(sim.sent(), vec![abort_pdu(3 | DIR, no_response)]);
     assert_eq!(sim.responder.transactions(), 0);
+
+    // A gap the initiator never fills: Nacked 4 times more, then aborted.
+    let Pdu::Invoke(mut gap) = invoke(4, TransactionClass::Class2, b"") else {
+        unreachable!()
+    };
+    gap.ttr = false;
+    sim.send(Pdu::Invoke(gap));
+    sim.send(segment(4, 2, false, true, b""));
+    assert_eq!(sim.sent().len(), 1, "Nack of packet 1");
+    for _ in 0..4 {
+        sim.advance(Duration::from_secs(1));
+        assert!(
+            matches!(sim.sent().as_slice(), [Pdu::NegativeAck(n)] if n.missing == [1] && n.rid)
+        );
+    }
+    sim.advance(Duration::from_secs(1));
+    assert_eq!(sim.sent(), vec![abort_pdu(4 | DIR, no_response)]);
     assert!(sim.events().is_empty());
 }
 

@@ -17,7 +17,8 @@
 //! result group in flight, at most `max_retransmissions` times before the
 //! transaction is aborted with NORESPONSE; W, how long a finished class 1
 //! transaction (and a pending TID verification) keeps answering duplicates;
-//! the re-sent Negative Ack of an incomplete segmented invoke; and a bound on
+//! the re-sent Negative Ack of an incomplete segmented invoke and the
+//! reassembly timeout that drops one left idle; and a bound on
 //! how long the user may take to answer.
 //!
 //! Deliberate choices, for real clients: an invoke with U/P set that fitted
@@ -61,6 +62,9 @@ pub struct WtpConfig {
     pub result_timeout: Duration,
     /// Re-send the Negative Ack of a segmented invoke that is still missing packets after this.
     pub nack_delay: Duration,
+    /// Drop a segmented invoke when no packet of it arrived for this long
+    /// (its group trailer may be lost; the initiator resends it on its own timer).
+    pub reassembly_timeout: Duration,
     /// Result payload octets per packet unless the peer's is set or smaller.
     pub segment_size: usize,
     /// Packets per segment group of a result (further limited by the peer's Maximum Group Size).
@@ -88,6 +92,7 @@ impl Default for WtpConfig {
             wait_timeout: Duration::from_secs(10),
             result_timeout: Duration::from_secs(120),
             nack_delay: Duration::from_secs(1),
+            reassembly_timeout: Duration::from_secs(30),
             segment_size: 1400,
             max_group_packets: 4,
             max_message_size: 256 * 1024,
@@ -279,7 +284,8 @@ struct Machine {
     ack_sent: bool,
     result: Option<Outgoing>,
     deadline: Instant,
-    /// When the user's time to answer runs out.
+    /// When the user's time to answer runs out; while receiving, when the
+    /// reassembly times out.
     answer_by: Instant,
     retries: u32,
     /// The peer's Maximum Group Size option, octets.
@@ -619,7 +625,7 @@ impl Responder {
             ack_sent: false,
             result: None,
             deadline: now + self.config.nack_delay,
-            answer_by: now + self.config.result_timeout,
+            answer_by: now + self.config.reassembly_timeout,
             retries: 0,
             max_group_bytes: option(OPTION_MAX_GROUP_SIZE),
             mru: option(OPTION_MAX_RECEIVE_UNIT),
@@ -736,7 +742,11 @@ impl Responder {
                         this.refuse(key, refusal);
                         Keep::No
                     }
-                    Ok(true) if m.state == State::Receiving => this.progress(now, key, m),
+                    Ok(true) if m.state == State::Receiving => {
+                        m.retries = 0;
+                        m.answer_by = now + this.config.reassembly_timeout;
+                        this.progress(now, key, m)
+                    }
                     Ok(true) => Keep::Yes,
                     Ok(false) => {
                         this.counters.duplicate_invokes += 1;
@@ -921,21 +931,20 @@ impl Responder {
                 Keep::No
             }
             State::Receiving => {
-                m.retries += 1;
-                if m.retries > self.config.max_retransmissions {
+                let missing = m.reassembly.missing();
+                if !missing.is_empty() {
+                    m.retries += 1;
+                }
+                if m.retries > self.config.max_retransmissions || now >= m.answer_by {
                     self.counters.no_response += 1;
-                    self.send_abort(
-                        key.0,
-                        key.1,
-                        AbortReason::Provider(ProviderAbortReason::NoResponse),
-                    );
+                    let reason = AbortReason::Provider(ProviderAbortReason::NoResponse);
+                    self.send_abort(key.0, key.1, reason);
                     return Keep::No;
                 }
-                let missing = m.reassembly.missing();
                 if !missing.is_empty() {
                     self.send_nack(key.0, key.1, true, missing);
                 }
-                m.deadline = now + self.config.nack_delay;
+                m.deadline = (now + self.config.nack_delay).min(m.answer_by);
                 Keep::Yes
             }
             State::InvokeRespWait if !m.ack_sent && now < m.answer_by => {
