@@ -347,3 +347,48 @@ fn fakewap_post_segmented_invoke_reassembled() {
     );
     assert_eq!(run.counters.nacks_sent, 0);
 }
+
+#[test]
+fn fakewap_lost_result_is_retransmitted() {
+    let test = "fakewap_lost_result_is_retransmitted";
+    let mut dropped = false;
+    let Some(run) = run(
+        test,
+        &["http://app.example/lossy"],
+        b"second time lucky",
+        |pdu| match pdu {
+            // The first transmission of the WSP Reply (0x04) is lost.
+            Pdu::Result(r) if r.user_data.first() == Some(&0x04) && !r.rid && !dropped => {
+                dropped = true;
+                true
+            }
+            _ => false,
+        },
+    ) else {
+        return;
+    };
+    check(test, &run, 1);
+    assert_eq!(run.output, b"second time lucky");
+    assert_eq!(
+        run.counters.retransmissions, 1,
+        "timer R resent the Result once"
+    );
+}
+
+#[test]
+fn fakewap_tid_new_forces_tid_verification() {
+    let test = "fakewap_tid_new_forces_tid_verification";
+    // -n sets TIDnew on every class 2 invoke: each Connect and Get is verified.
+    let Some(run) = run(
+        test,
+        &["-n", "-m", "2", "http://app.example/new"],
+        b"verified",
+        |_| false,
+    ) else {
+        return;
+    };
+    check(test, &run, 2);
+    assert_eq!(run.counters.tid_verifications, 4, "{:?}", run.counters);
+    assert_eq!(run.counters.tid_verified, 4);
+    assert_eq!(run.output, b"verified");
+}

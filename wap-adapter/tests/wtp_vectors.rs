@@ -60,6 +60,18 @@ fn connect_and_get_invokes() {
 }
 
 #[test]
+fn tid_new_invoke() {
+    let Pdu::Invoke(get) = pdu("get_invoke_tid_new.bin") else {
+        panic!("not an Invoke")
+    };
+    assert!(get.tid_new && get.user_ack, "0x32: TIDnew, U/P, class 2");
+    assert_eq!(
+        (get.tid, get.class, get.version),
+        (2, TransactionClass::Class2, 0)
+    );
+}
+
+#[test]
 fn disconnect_is_a_class0_invoke_reusing_the_get_tid() {
     let Pdu::Invoke(disconnect) = pdu("disconnect_invoke_class0_old_tid.bin") else {
         panic!("not an Invoke")
