@@ -21,7 +21,10 @@
 //! reassembly timeout that drops one left idle; and a bound on
 //! how long the user may take to answer.
 //!
-//! Deliberate choices, for real clients: an invoke with U/P set that fitted
+//! Deliberate choices, for real clients: timer A sends the hold-on Ack
+//! whether or not U/P is set (the user's [`Responder::acknowledge`] sends it
+//! earlier), so a slow result never leaves the initiator retransmitting; an
+//! invoke with U/P set that fitted
 //! in one packet gets its Ack before its Result (a POST client may wait for
 //! that Ack before it accepts any Result); a segmented invoke does not (the
 //! Result acknowledges its last group, and kannel's fakewap, waiting for the
