@@ -310,6 +310,34 @@ fn tcp_reset<'a>(ip_repr: &Ipv6Repr, segment: &TcpRepr<'_>) -> Inner<'a> {
     }
 }
 
+/// The home agent's own address in [`check`].
+pub const FUZZ_OWN_ADDRESS: Ipv6Addr = Ipv6Addr::new(0xfd42, 0x7065, 0x726d, 0, 0, 0, 0, 1);
+
+/// The fuzz target's entry point (`fuzz/fuzz_targets/homeagent_inner.rs`,
+/// its corpus replayed by `tests/fuzz_corpus.rs`): classify `packet` for
+/// [`FUZZ_OWN_ADDRESS`]; any answer must parse back as IPv6 from that
+/// address, within the minimum MTU for an error. Panics (a bug) otherwise.
+pub fn check(packet: &[u8]) {
+    match classify(packet, FUZZ_OWN_ADDRESS) {
+        Inner::Reply { packet, is_error } => {
+            let ip = Ipv6Packet::new_checked(&packet[..]);
+            assert!(
+                ip.is_ok_and(|ip| ip.src_addr() == FUZZ_OWN_ADDRESS),
+                "answer is not IPv6 from the home agent"
+            );
+            assert!(
+                !is_error || packet.len() <= MIN_MTU,
+                "error longer than 1280"
+            );
+        }
+        Inner::Dns { server, query, .. } => {
+            assert_eq!(*server.ip(), FUZZ_OWN_ADDRESS);
+            assert!(query.len() < packet.len());
+        }
+        Inner::Dropped(_) => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
