@@ -595,11 +595,24 @@ async fn start_userspace(
                     .await
                     .with_context(|| format!("binding the SOCKS5 listener {socks}"))?;
                 // The leases this node holds name what it can reach; with
-                // `[addrd]` it also learns each netmap's.
-                let resolver =
-                    Arc::new(LeaseResolver::from_node(config.overlay_zone.clone(), node));
-                info!(zone = %config.overlay_zone, "SOCKS5 resolves overlay names from known leases");
-                names = Some(Arc::clone(&resolver));
+                // `[addrd]` it also learns each netmap's, and asks addrd's
+                // DNS through the tunnel for the names no lease gives.
+                let leases = Arc::new(LeaseResolver::from_node(config.overlay_zone.clone(), node));
+                names = Some(Arc::clone(&leases));
+                let resolver: Arc<dyn tunneld::names::OverlayResolver> = match &config.addrd {
+                    Some(addrd) => {
+                        info!(zone = %config.overlay_zone, "SOCKS5 resolves overlay names from known leases, then addrd's DNS");
+                        Arc::new(tunneld::userspace::OverlayDnsResolver::new(
+                            leases,
+                            handle.clone(),
+                            addrd.public_key,
+                        ))
+                    }
+                    None => {
+                        info!(zone = %config.overlay_zone, "SOCKS5 resolves overlay names from known leases");
+                        leases
+                    }
+                };
                 tokio::spawn(log_exit(
                     "SOCKS5 proxy",
                     serve_socks(listener, handle.clone(), resolver),

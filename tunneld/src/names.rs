@@ -9,11 +9,10 @@
 //! - [`LeaseResolver`], here now: answers from the leases this node holds
 //!   (its own and its peers'), which carry each entity's short name, kind
 //!   and prefix. It knows only entities this node has a lease for.
-//! - an addrd resolver, with the addrd issue: sends the AAAA query to
-//!   addrd's DNS server through the tunnel (from the userspace stack, to
-//!   addrd's overlay address), so it knows every entity of the directory.
-//!   It will implement the same trait and may fall back to a
-//!   [`LeaseResolver`] while addrd is unreachable.
+//! - [`OverlayDnsResolver`](crate::userspace::OverlayDnsResolver), with
+//!   `[addrd]`: a [`LeaseResolver`] first, then the AAAA query to addrd's
+//!   DNS through the tunnel (from the userspace stack, to addrd's overlay
+//!   address), so it knows every entity of the directory.
 //!
 //! Either way a name outside the zone is refused with
 //! [`ResolveError::OutsideZone`] and never handed to the host's resolver:
@@ -27,6 +26,7 @@ use std::net::Ipv6Addr;
 use std::pin::Pin;
 use std::sync::RwLock;
 
+use overlay_proto::handshake::PublicKey;
 use overlay_proto::lease::{EntityKind, Lease};
 use overlay_proto::names::NameError;
 use overlay_proto::node::Node;
@@ -75,6 +75,9 @@ pub struct LeaseResolver {
     zone: OverlayZone,
     /// (lowercase short name, kind) → address.
     names: RwLock<HashMap<(String, EntityKind), Ipv6Addr>>,
+    /// Static public key → address (addrd's overlay address is the one of
+    /// the lease with its pinned key).
+    keys: RwLock<HashMap<[u8; 32], Ipv6Addr>>,
 }
 
 impl LeaseResolver {
@@ -83,6 +86,7 @@ impl LeaseResolver {
         LeaseResolver {
             zone,
             names: RwLock::new(HashMap::new()),
+            keys: RwLock::new(HashMap::new()),
         }
     }
 
@@ -109,6 +113,20 @@ impl LeaseResolver {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key, lease.address());
+        self.keys
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(lease.public_key, lease.address());
+    }
+
+    /// The address of the entity whose lease (the latest learned) carries
+    /// `key`.
+    pub fn address_of_key(&self, key: &PublicKey) -> Option<Ipv6Addr> {
+        self.keys
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key.as_bytes())
+            .copied()
     }
 
     /// The address of `name`, without waiting.
@@ -145,6 +163,27 @@ mod tests {
             dn: String::new(),
             groups: Vec::new(),
         }
+    }
+
+    #[test]
+    fn addrd_is_found_by_its_key_and_follows_its_latest_lease() {
+        let resolver = LeaseResolver::new(OverlayZone::default());
+        let addrd_key = PublicKey([9; 32]);
+        assert_eq!(resolver.address_of_key(&addrd_key), None);
+        let mut addrd = lease("addrd", EntityKind::System, "fd42:7065:726d::/64");
+        addrd.public_key = addrd_key.0;
+        resolver.learn(&addrd);
+        resolver.learn(&lease("alice", EntityKind::User, "fd42:7065:726d:1::a/128"));
+        assert_eq!(
+            resolver.address_of_key(&addrd_key),
+            Some("fd42:7065:726d::1".parse().unwrap())
+        );
+        addrd.prefix = "fd42:7065:726e::/64".parse().unwrap();
+        resolver.learn(&addrd);
+        assert_eq!(
+            resolver.address_of_key(&addrd_key),
+            Some("fd42:7065:726e::1".parse().unwrap())
+        );
     }
 
     #[test]

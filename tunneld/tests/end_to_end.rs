@@ -177,14 +177,24 @@ fn address_of(addrd: &Path, files: &Files, name: &str) -> Ipv6Addr {
     Ipv6Addr::from_str(address).unwrap()
 }
 
-/// A TCP backend that reads one PROXY v2 header (TCP over IPv6), reports
-/// its source address, then echoes until the client closes.
+/// A TCP backend that, for each connection, reads one PROXY v2 header
+/// (TCP over IPv6), reports its source address, then echoes until the
+/// client closes.
 fn proxy_echo_backend() -> (SocketAddr, mpsc::Receiver<Ipv6Addr>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let (mut conn, _) = listener.accept().unwrap();
+        for conn in listener.incoming() {
+            let tx = tx.clone();
+            std::thread::spawn(move || proxy_echo(conn.unwrap(), &tx));
+        }
+    });
+    (addr, rx)
+}
+
+fn proxy_echo(mut conn: std::net::TcpStream, tx: &mpsc::Sender<Ipv6Addr>) {
+    {
         let mut header = [0u8; 16];
         conn.read_exact(&mut header).unwrap();
         assert_eq!(&header[..12], b"\r\n\r\n\0\r\nQUIT\n", "PROXY v2 signature");
@@ -202,8 +212,7 @@ fn proxy_echo_backend() -> (SocketAddr, mpsc::Receiver<Ipv6Addr>) {
             }
             conn.write_all(&buf[..n]).unwrap();
         }
-    });
-    (addr, rx)
+    }
 }
 
 #[test]
@@ -326,6 +335,34 @@ fn tunneld_login_against_addrd_then_the_lease_reaches_an_application() {
     assert_eq!(echoed, message);
     let source = sources.recv_timeout(DEADLINE).unwrap();
     assert_eq!(source, alice, "the backend sees alice's permanent address");
+
+    // By name: no lease this node holds names the wiki (the netmap carries
+    // app1's system lease), so the SOCKS5 resolver asks addrd's DNS
+    // through the tunnel; an unknown name is host unreachable.
+    let (mut conn, reply) = socks_connect(socks, "WIKI.apps.permanet.internal.", 80);
+    assert_eq!(
+        reply[1],
+        0,
+        "SOCKS5 reply {reply:?}\n{}",
+        client_daemon.log()
+    );
+    conn.write_all(b"by name").unwrap();
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut echoed = Vec::new();
+    conn.read_to_end(&mut echoed).unwrap();
+    assert_eq!(echoed, b"by name");
+    assert_eq!(sources.recv_timeout(DEADLINE).unwrap(), alice);
+    let (_none, reply) = socks_connect(socks, "nobody.apps.permanet.internal", 80);
+    assert_eq!(reply[1], 0x04, "unknown name {reply:?}");
+    let addrd_status: serde_json::Value = serde_json::from_str(&ok(
+        addrd_cmd(&addrd, &home, &["status"], b""),
+        "addrd status",
+    ))
+    .unwrap();
+    assert_eq!(
+        addrd_status["login"]["homeagent.dns_queries"], 2,
+        "both names were asked of addrd's DNS: {addrd_status}"
+    );
 
     // addrd's home agent: the netmap made addrd a peer, reached at
     // addrd.endpoint. A TCP connection to addrd's overlay address gets its

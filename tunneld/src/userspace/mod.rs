@@ -16,8 +16,8 @@
 //!   an address of the prefix.
 //!
 //! On top of those, the two roles: [`serve_socks`] is the client's SOCKS5
-//! proxy (RFC 1928, CONNECT only), [`serve_port_forward`] its TCP port
-//! forwards, and [`serve_application`] forwards each
+//! proxy (RFC 1928, CONNECT only; names through [`OverlayDnsResolver`]
+//! with `[addrd]`), [`serve_port_forward`] its TCP port forwards, and [`serve_application`] forwards each
 //! connection to an application's address to its local backend, after a
 //! PROXY protocol v2 header ([`proxy_v2_header`]) that names the overlay
 //! source and destination; [`serve_application_udp`] does the same for UDP
@@ -33,11 +33,13 @@
 //! One job per file: `stack` (the interface, its task, [`StackHandle`]),
 //! `device` (the smoltcp device over the channels), `tcp`
 //! ([`OverlayStream`], [`OverlayListener`]), `udp` ([`OverlayUdpSocket`]),
-//! `socks` (the client's proxy), `forward` (its port forwards) and `application` (the server's
+//! `socks` (the client's proxy), `dns` (its resolver asking addrd's DNS),
+//! `forward` (its port forwards) and `application` (the server's
 //! forwarding and PROXY v2).
 
 mod application;
 mod device;
+mod dns;
 mod forward;
 mod socks;
 mod stack;
@@ -53,6 +55,7 @@ pub use application::{
     proxy_v2_header, serve_application, serve_application_udp, serve_application_udp_with,
     ProxyTransport, UdpFlowLimits, PROXY_V2_IPV6_LEN,
 };
+pub use dns::{OverlayDnsResolver, QUERY_ATTEMPTS, QUERY_TIMEOUT};
 pub use forward::serve_port_forward;
 pub use socks::serve_socks;
 pub use stack::{ConnectError, StackConfig, StackCounters, StackHandle, UserspaceStack};
