@@ -18,8 +18,8 @@ mod wbxml_common;
 use std::path::Path;
 use std::process::Command;
 
-use wap_adapter::wbxml::{compile_wml, decode, Charset, CompileOptions, Document};
-use wbxml_common::{extra_table_entries, hex, path, read, undo, Deck, Difference, DECKS};
+use wap_adapter::wbxml::{compile_wml, Charset, CompileOptions};
+use wbxml_common::{compare, decoded, path, read, Deck, DECKS};
 
 const WML_TESTER: &str = "/usr/lib/kannel/test/wml_tester";
 const KANNEL_DECOMPILE: &str = "/usr/lib/kannel/test/decompile";
@@ -59,42 +59,6 @@ fn kannel_compile(file: &Path, charset: Charset) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
-}
-
-fn decoded(bytes: &[u8], what: &str) -> Document {
-    decode(bytes).unwrap_or_else(|e| panic!("{what}: {e}\n{}", hex(bytes)))
-}
-
-/// Compares our output with kannel's for one deck, modulo exactly the
-/// deck's listed differences.
-fn compare(name: &str, ours: &[u8], kannel: &[u8], differences: &[Difference]) {
-    if differences.is_empty() {
-        assert!(
-            ours == kannel,
-            "{name}: output differs from wml_tester\nours:\n{}\nkannel:\n{}",
-            hex(ours),
-            hex(kannel)
-        );
-        return;
-    }
-    assert!(
-        ours != kannel,
-        "{name}: listed differences {differences:?} but the bytes are identical"
-    );
-    let mut ours_doc = decoded(ours, name);
-    let kannel_doc = decoded(kannel, "wml_tester output");
-    let mut expected_table = ours_doc.string_table.clone();
-    expected_table.extend(extra_table_entries(&ours_doc, differences));
-    assert_eq!(
-        kannel_doc.string_table, expected_table,
-        "{name}: string tables differ beyond the listed differences"
-    );
-    undo(&mut ours_doc, differences);
-    ours_doc.string_table = kannel_doc.string_table.clone();
-    assert_eq!(
-        ours_doc, kannel_doc,
-        "{name}: decoded trees differ beyond {differences:?}"
-    );
 }
 
 #[test]

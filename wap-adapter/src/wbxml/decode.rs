@@ -92,9 +92,6 @@ pub enum DecompileError {
     /// The same attribute twice on one element.
     #[error("attribute {0:?} repeated")]
     DuplicateAttribute(String),
-    /// No root element.
-    #[error("no root element")]
-    NoRootElement,
     /// Bytes after the root element.
     #[error("data after the root element at byte {offset}")]
     TrailingData {
@@ -379,10 +376,11 @@ impl Decoder<'_> {
         loop {
             let offset = self.r.at;
             let Some(token) = self.r.peek() else {
-                if !stack.is_empty() {
-                    return Err(DecompileError::Truncated { offset });
-                }
-                return root.ok_or(DecompileError::NoRootElement);
+                // The body ends inside an element or before the root.
+                return match root {
+                    Some(root) if stack.is_empty() => Ok(root),
+                    _ => Err(DecompileError::Truncated { offset }),
+                };
             };
             self.r.at += 1;
             let slot = if stack.is_empty() {

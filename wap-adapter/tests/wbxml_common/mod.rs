@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use wap_adapter::wbxml::{Charset, Content, Document, Element, Piece};
+use wap_adapter::wbxml::{decode, Charset, Content, Document, Element, Piece};
 
 /// A deliberate difference between our compiler and kannel's `wml_tester`
 /// (documented in docs/architecture.md, "wap-adapter: WBXML").
@@ -256,4 +256,41 @@ pub fn hex(bytes: &[u8]) -> String {
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Decodes, panicking with a hex dump.
+pub fn decoded(bytes: &[u8], what: &str) -> Document {
+    decode(bytes).unwrap_or_else(|e| panic!("{what}: {e}\n{}", hex(bytes)))
+}
+
+/// Compares our output with kannel's for one deck, modulo exactly the
+/// deck's listed differences.
+pub fn compare(name: &str, ours: &[u8], kannel: &[u8], differences: &[Difference]) {
+    if differences.is_empty() {
+        assert!(
+            ours == kannel,
+            "{name}: output differs from wml_tester\nours:\n{}\nkannel:\n{}",
+            hex(ours),
+            hex(kannel)
+        );
+        return;
+    }
+    assert!(
+        ours != kannel,
+        "{name}: listed differences {differences:?} but the bytes are identical"
+    );
+    let mut ours_doc = decoded(ours, name);
+    let kannel_doc = decoded(kannel, "wml_tester output");
+    let mut expected_table = ours_doc.string_table.clone();
+    expected_table.extend(extra_table_entries(&ours_doc, differences));
+    assert_eq!(
+        kannel_doc.string_table, expected_table,
+        "{name}: string tables differ beyond the listed differences"
+    );
+    undo(&mut ours_doc, differences);
+    ours_doc.string_table = kannel_doc.string_table.clone();
+    assert_eq!(
+        ours_doc, kannel_doc,
+        "{name}: decoded trees differ beyond {differences:?}"
+    );
 }
