@@ -15,10 +15,11 @@
 //! Deliberate differences from kannel (see `docs/architecture.md`):
 //! `pre` is tokenised (0x1B) and its white space kept; text next to `a`,
 //! `anchor` and `img` keeps its edge space as it does next to emphasis
-//! elements; malformed variables, bad `setvar` names and unknown entities are
-//! errors instead of being dropped; characters ISO-8859-1 cannot hold become
-//! ENTITY tokens; the string table is written in the document charset; `Www.`
-//! is not encoded as the `www.` token.
+//! elements; `xml:lang` and `xml:space` are tokenised (kannel writes literal
+//! `lang` and `space`); malformed variables and bad `setvar` names are errors
+//! instead of being dropped; characters ISO-8859-1 cannot hold become ENTITY
+//! tokens; the string table is written in the document charset; `Www.` is
+//! not encoded as the `www.` token.
 
 use thiserror::Error;
 
@@ -429,7 +430,7 @@ impl Encoder {
     }
 
     /// Writes a string whose characters all fit the charset: each table
-    /// entry longer than three bytes, in table order, replaces its first
+    /// entry longer than four bytes, in table order, replaces its first
     /// occurrence.
     fn apply_encoded(&mut self, text: &str) {
         let Some(mut s) = self.encode_all(text) else {

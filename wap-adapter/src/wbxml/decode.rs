@@ -89,6 +89,9 @@ pub enum DecompileError {
     /// A literal tag or attribute name that is not an XML name.
     #[error("invalid element or attribute name {0:?}")]
     InvalidName(String),
+    /// A variable name that is not `( "_" | alpha ) *( "_" | alnum )`.
+    #[error("invalid variable name {0:?}")]
+    InvalidVariableName(String),
     /// The same attribute twice on one element.
     #[error("attribute {0:?} repeated")]
     DuplicateAttribute(String),
@@ -355,13 +358,13 @@ impl Decoder<'_> {
             }
             tokens::EXT_I_0 | tokens::EXT_I_1 | tokens::EXT_I_2 => Piece::Variable {
                 escape: escape_of(token - tokens::EXT_I_0),
-                name: self.inline_string()?,
+                name: variable_name(self.inline_string()?)?,
             },
             tokens::EXT_T_0 | tokens::EXT_T_1 | tokens::EXT_T_2 => {
                 let offset = self.r.mb_u_int32()?;
                 Piece::Variable {
                     escape: escape_of(token - tokens::EXT_T_0),
-                    name: self.table_string(offset)?,
+                    name: variable_name(self.table_string(offset)?)?,
                 }
             }
             _ => return Ok(None),
@@ -499,6 +502,20 @@ fn escape_of(index: u8) -> Escape {
         0 => Escape::Escape,
         1 => Escape::Unescape,
         _ => Escape::NoEscape,
+    }
+}
+
+/// `name` if it is a WML variable name (WAP-191-WML §10.3.1).
+fn variable_name(name: String) -> Result<String, DecompileError> {
+    let mut chars = name.chars();
+    let ok = chars
+        .next()
+        .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric());
+    if ok {
+        Ok(name)
+    } else {
+        Err(DecompileError::InvalidVariableName(name))
     }
 }
 

@@ -31,6 +31,34 @@ pub use decode::{
     MAX_DEPTH,
 };
 
+/// Entry points for the fuzz targets (`fuzz/fuzz_targets/wbxml_decode.rs`)
+/// and their corpus replay test.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{compile_wml, decode, CompileError, CompileOptions};
+
+    /// Decodes `data`; when it is a valid document, its decompiled text must
+    /// be well-formed WML that compiles (it may still break a WML rule the
+    /// compiler checks, such as two `do` elements of one name), and the
+    /// recompiled deck must decode again. Panics on a violated invariant.
+    pub fn wbxml_decode(data: &[u8]) {
+        let Ok(doc) = decode(data) else {
+            return;
+        };
+        let text = doc.to_wml();
+        match compile_wml(text.as_bytes(), &CompileOptions::default()) {
+            Ok(again) => {
+                if let Err(e) = decode(&again) {
+                    panic!("recompiled deck does not decode: {e}\n{text}");
+                }
+            }
+            Err(CompileError::DuplicateDo(_) | CompileError::UnnamedDo)
+            | Err(CompileError::InvalidSetvarName) => {}
+            Err(e) => panic!("decompiled text does not compile: {e}\n{text}"),
+        }
+    }
+}
+
 /// Character set of the WBXML strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Charset {
