@@ -21,6 +21,8 @@
 //! tokens; the string table is written in the document charset; `Www.` is
 //! not encoded as the `www.` token.
 
+use std::collections::HashMap;
+
 use thiserror::Error;
 
 use super::source::{self, Element, Node};
@@ -135,22 +137,24 @@ fn len_u32(n: usize) -> u32 {
 }
 
 /// The string table being built: entries in insertion order with their
-/// offsets, and the encoded table.
+/// offsets, an index of them, and the encoded table.
 #[derive(Debug, Default)]
 struct StringTable {
     entries: Vec<(Vec<u8>, u32)>,
+    index: HashMap<Vec<u8>, u32>,
     bytes: Vec<u8>,
 }
 
 impl StringTable {
     /// The offset of `s` (already encoded), adding it if new.
     fn add(&mut self, s: Vec<u8>) -> u32 {
-        if let Some((_, offset)) = self.entries.iter().find(|(e, _)| *e == s) {
+        if let Some(offset) = self.index.get(&s) {
             return *offset;
         }
         let offset = len_u32(self.bytes.len());
         self.bytes.extend_from_slice(&s);
         self.bytes.push(0);
+        self.index.insert(s.clone(), offset);
         self.entries.push((s, offset));
         offset
     }
@@ -540,11 +544,15 @@ fn split_words(text: &str) -> impl Iterator<Item = &str> {
 
 /// Unique strings with their counts, in order of first appearance.
 fn count_unique(strings: Vec<String>) -> Vec<(String, usize)> {
+    let mut position: HashMap<String, usize> = HashMap::new();
     let mut counted: Vec<(String, usize)> = Vec::new();
     for s in strings {
-        match counted.iter_mut().find(|(c, _)| *c == s) {
+        match position.get(&s).and_then(|&i| counted.get_mut(i)) {
             Some((_, n)) => *n += 1,
-            None => counted.push((s, 1)),
+            None => {
+                position.insert(s.clone(), counted.len());
+                counted.push((s, 1));
+            }
         }
     }
     counted
