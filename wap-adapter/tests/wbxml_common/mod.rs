@@ -60,6 +60,7 @@ pub const DECKS: &[Deck] = &[
     deck("utf8.wml", Charset::Utf8, &[]),
     deck("latin1.wml", Charset::Iso8859_1, &[]),
     deck("tables.wml", Charset::Utf8, &[]),
+    deck("quirks.wml", Charset::Utf8, &[Difference::InlineNeighbour]),
     deck("events.wml", Charset::Utf8, &[Difference::InlineNeighbour]),
     deck("longtext.wml", Charset::Utf8, &[]),
     deck("links.wml", Charset::Utf8, &[Difference::InlineNeighbour]),
