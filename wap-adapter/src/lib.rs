@@ -5,4 +5,5 @@
 
 #![forbid(unsafe_code)]
 
+pub mod wbxml;
 pub mod wtp;
