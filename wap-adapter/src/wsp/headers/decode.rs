@@ -99,6 +99,11 @@ fn one_header(
             let name = codec::text_from_octets(reader.nul_terminated()?);
             let value_offset = reader.offset();
             let mut value = value_extent(reader)?;
+            if value.rest() == [0] {
+                // An empty Text-string.
+                headers.push(name, "");
+                return Ok(());
+            }
             if value.peek("application header value")? < 0x20 {
                 errors.push(WspError::HeaderValue {
                     offset: value_offset,
