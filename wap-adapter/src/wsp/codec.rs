@@ -383,8 +383,10 @@ pub fn put_with_length(body: &[u8], out: &mut Vec<u8>) -> Result<()> {
 }
 
 /// Append a Text-string: the Quote octet first when the text starts with
-/// an octet at or above 128, then the text and NUL. NULs inside the text
-/// cannot be carried and are refused.
+/// an octet at or above 128 (§8.4.2.1) or, outside the grammar's TEXT but
+/// so a decoder cannot take it for a length or a Quote, below 32 or 127;
+/// then the text and
+/// NUL. NULs inside the text cannot be carried and are refused.
 pub fn put_text_string(text: &str, out: &mut Vec<u8>) -> Result<()> {
     if text.as_bytes().contains(&0) {
         return Err(WspError::Unencodable {
@@ -392,7 +394,11 @@ pub fn put_text_string(text: &str, out: &mut Vec<u8>) -> Result<()> {
             reason: "contains NUL".into(),
         });
     }
-    if text.as_bytes().first().is_some_and(|&b| b >= 0x80) {
+    if text
+        .as_bytes()
+        .first()
+        .is_some_and(|&b| !(0x20..0x7f).contains(&b))
+    {
         out.push(QUOTE);
     }
     out.extend_from_slice(text.as_bytes());
@@ -481,6 +487,11 @@ mod tests {
             Reader::new(b"abc", 7).text_string(),
             Err(WspError::UnterminatedText { offset: 7 })
         );
+        // A leading control character is quoted so it is not read as a length.
+        let mut out = Vec::new();
+        put_text_string("\tx", &mut out).unwrap();
+        assert_eq!(out, [QUOTE, b'\t', b'x', 0]);
+        assert_eq!(Reader::new(&out, 0).text_string().unwrap(), "\tx");
         // Latin-1 octets that are not UTF-8 still decode.
         assert_eq!(
             Reader::new(&[0x7f, 0xe9, 0], 0).text_string().unwrap(),

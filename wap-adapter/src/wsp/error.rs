@@ -97,5 +97,25 @@ pub enum WspError {
     },
 }
 
+impl WspError {
+    /// A short fixed label for the kind of error, for counters and logs
+    /// (`wsp_errors_total{kind="truncated"}`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            WspError::Truncated { .. } => "truncated",
+            WspError::UintvarTooLong { .. } => "uintvar_too_long",
+            WspError::UintvarOverflow { .. } => "uintvar_overflow",
+            WspError::LengthBeyondPdu { .. } => "length_beyond_pdu",
+            WspError::UnknownPduType(_) => "unknown_pdu_type",
+            WspError::UnterminatedText { .. } => "unterminated_text",
+            WspError::BadValue { .. } => "bad_value",
+            WspError::HeaderValue { .. } => "header_value",
+            WspError::UnknownCodePage { .. } => "unknown_code_page",
+            WspError::Unencodable { .. } => "unencodable",
+            WspError::TrailingData { .. } => "trailing_data",
+        }
+    }
+}
+
 /// Result alias for the WSP codec.
 pub type Result<T> = std::result::Result<T, WspError>;

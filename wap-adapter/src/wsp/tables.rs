@@ -46,6 +46,8 @@ const V11: EncodingVersion = EncodingVersion::V1_1;
 const V12: EncodingVersion = EncodingVersion::V1_2;
 const V13: EncodingVersion = EncodingVersion::V1_3;
 const V14: EncodingVersion = EncodingVersion::V1_4;
+const V15: EncodingVersion = EncodingVersion(0x15);
+const V16: EncodingVersion = EncodingVersion(0x16);
 
 /// How a header's value is encoded (the grammar of its §8.4.2 section).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,8 +244,9 @@ pub fn kind_by_name(name: &str) -> Option<FieldKind> {
         .map(|f| f.kind)
 }
 
-/// Table 40: well-known content types, by code, with the version that
-/// assigned each.
+/// Table 40 (as OMNA maintains it): well-known content types, by code,
+/// with the version that assigned each. The encoder uses codes up to its
+/// target version (1.4 at most in practice); the decoder knows them all.
 pub const CONTENT_TYPES: &[(&str, EncodingVersion)] = &[
     ("*/*", V11),
     ("text/*", V11),
@@ -309,12 +312,64 @@ pub const CONTENT_TYPES: &[(&str, EncodingVersion)] = &[
     ("text/css", V14),
     ("application/vnd.wap.mms-message", V14),
     ("application/vnd.wap.rollover-certificate", V14),
+    ("application/vnd.wap.locc+wbxml", V15),
+    ("application/vnd.wap.loc+xml", V15),
+    ("application/vnd.syncml.dm+wbxml", V15),
+    ("application/vnd.syncml.dm+xml", V15),
+    ("application/vnd.syncml.notification", V15),
+    ("application/vnd.wap.xhtml+xml", V15),
+    ("application/vnd.wv.csp.cir", V15),
+    ("application/vnd.oma.dd+xml", V15),
+    ("application/vnd.oma.drm.message", V15),
+    ("application/vnd.oma.drm.content", V15),
+    ("application/vnd.oma.drm.rights+xml", V15),
+    ("application/vnd.oma.drm.rights+wbxml", V15),
+    ("application/vnd.wv.csp+xml", V15),
+    ("application/vnd.wv.csp+wbxml", V15),
+    ("application/vnd.syncml.ds.notification", V15),
+    ("audio/*", V16),
+    ("video/*", V16),
+    ("application/vnd.oma.dd2+xml", V16),
+    ("application/mikey", V16),
+];
+
+/// Content types registered with OMNA under numbers above the WSP table
+/// (0x0201 and up): decoded, never chosen by the encoder (they need a
+/// Long-integer, and the text is as short for most).
+pub const REGISTERED_CONTENT_TYPES: &[(&str, u64)] = &[
+    ("application/vnd.uplanet.cacheop-wbxml", 0x0201),
+    ("application/vnd.uplanet.signal", 0x0202),
+    ("application/vnd.uplanet.alert-wbxml", 0x0203),
+    ("application/vnd.uplanet.list-wbxml", 0x0204),
+    ("application/vnd.uplanet.listcmd-wbxml", 0x0205),
+    ("application/vnd.uplanet.channel-wbxml", 0x0206),
+    ("application/vnd.uplanet.provisioning-status-uri", 0x0207),
+    ("x-wap.multipart/vnd.uplanet.header-set", 0x0208),
+    ("application/vnd.uplanet.bearer-choice-wbxml", 0x0209),
+    ("application/vnd.phonecom.mmc-wbxml", 0x020a),
+    ("application/vnd.nokia.syncset+wbxml", 0x020b),
+    ("image/x-up-wpng", 0x020c),
+    ("application/iota.mmc-wbxml", 0x0300),
+    ("application/iota.mmc-xml", 0x0301),
+    ("application/vnd.syncml+xml", 0x0302),
+    ("application/vnd.syncml+wbxml", 0x0303),
+    ("text/vnd.wap.emn+xml", 0x0304),
+    ("text/calendar", 0x0305),
+    ("application/vnd.omads-email+xml", 0x0306),
+    ("application/vnd.omads-file+xml", 0x0307),
+    ("application/vnd.omads-folder+xml", 0x0308),
+    ("text/directory;profile=vCard", 0x0309),
+    ("application/vnd.wap.emn+wbxml", 0x030a),
 ];
 
 /// The content type with well-known code `code`.
 pub fn content_type_by_code(code: u64) -> Option<&'static str> {
-    CONTENT_TYPES
-        .get(usize::try_from(code).ok()?)
+    if let Some((name, _)) = CONTENT_TYPES.get(usize::try_from(code).ok()?) {
+        return Some(name);
+    }
+    REGISTERED_CONTENT_TYPES
+        .iter()
+        .find(|(_, c)| *c == code)
         .map(|(name, _)| *name)
 }
 
