@@ -276,6 +276,10 @@ impl Rng {
     }
 
     fn text(&mut self) -> String {
+        if self.below(50) == 0 {
+            // A leading DEL or control octet (quoted by the encoder).
+            return format!("{}x", ['\u{7f}', '\u{1}', '\u{1f}'][self.below(3)]);
+        }
         let alphabet: Vec<char> = " !\"#$%&'()*+,-./0123456789:;<=>?@AZaz[\\]^_`{|}~\u{e9}\u{20ac}"
             .chars()
             .collect();

@@ -384,9 +384,9 @@ pub fn put_with_length(body: &[u8], out: &mut Vec<u8>) -> Result<()> {
 
 /// Append a Text-string: the Quote octet first when the text starts with
 /// an octet at or above 128 (§8.4.2.1) or, outside the grammar's TEXT but
-/// so a decoder cannot take it for a length or a Quote, below 32 or 127;
-/// then the text and
-/// NUL. NULs inside the text cannot be carried and are refused.
+/// so that a decoder cannot take it for a length or a Quote, below 32 or
+/// 127; then the text and NUL. NULs inside the text cannot be carried and
+/// are refused.
 pub fn put_text_string(text: &str, out: &mut Vec<u8>) -> Result<()> {
     if text.as_bytes().contains(&0) {
         return Err(WspError::Unencodable {
