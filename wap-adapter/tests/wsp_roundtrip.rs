@@ -116,6 +116,8 @@ fn samples(kind: FieldKind) -> &'static [&'static str] {
             "110 www.example.org \"Response is stale\"",
             "214 proxy \"Transformation applied\"",
         ],
+        FieldKind::Cookie => &["a=b", "sid=abc; lang=fi"],
+        FieldKind::SetCookie => &["sid=abc; Path=/; HttpOnly"],
         FieldKind::Opaque => &["some opaque text", "a=b; c=d"],
     }
 }
@@ -145,7 +147,10 @@ fn well_known_names_use_their_codes() {
         )
         .unwrap();
         let first = tables::field_by_name(field.name, EncodingVersion::V1_4).unwrap();
-        if matches!(field.kind, FieldKind::Opaque) {
+        if matches!(
+            field.kind,
+            FieldKind::Opaque | FieldKind::Cookie | FieldKind::SetCookie
+        ) {
             // No structured encoding: an application header (by name).
             assert_eq!(&bytes[..field.name.len()], field.name.as_bytes());
         } else {
@@ -616,4 +621,39 @@ fn unencodable_headers_are_errors() {
     assert_eq!(round_trip(&headers, EncodingVersion::V1_2), headers);
     let headers = one("Location", "");
     assert_eq!(round_trip(&headers, EncodingVersion::V1_2), headers);
+}
+
+#[test]
+fn encoded_cookies_decode() {
+    // Cookie (0x42): version 1, two cookies, the second with a path.
+    let mut block = vec![0xc2, 0x16, 0x9f];
+    block.extend_from_slice(&[0x08]);
+    block.extend_from_slice(b"sid\0abc\0");
+    block.extend_from_slice(&[0x0b]);
+    block.extend_from_slice(b"lang\0fi\0/x\0");
+    assert_eq!(block[1] as usize, block.len() - 2);
+    // Set-Cookie (0x41): version 1, name, value, max-age, path, secure.
+    let mut set = vec![0x9f];
+    set.extend_from_slice(b"sid\0abc\0");
+    set.extend_from_slice(&[0x8e, 0x02, 0x0e, 0x10]); // max-age=3600
+    set.extend_from_slice(&[0x8f]);
+    set.extend_from_slice(b"/app\0");
+    set.extend_from_slice(&[0x90, 0x00]); // secure
+    block.push(0xc1);
+    block.push(set.len() as u8);
+    block.extend_from_slice(&set);
+    let decoded = decode_headers(&block, EncodingVersion::V1_4);
+    assert!(decoded.errors.is_empty(), "{:?}", decoded.errors);
+    let expected: Headers = [
+        ("Cookie", "sid=abc; lang=fi"),
+        ("Set-Cookie", "sid=abc; max-age=3600; path=/app; secure"),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(decoded.headers, expected);
+    // Encoded by us as application headers, kept exactly.
+    let headers = one("Set-Cookie", "sid=abc; Path=/app; HttpOnly");
+    let bytes = encode_headers(&headers, EncodingVersion::V1_4).unwrap();
+    assert!(bytes.starts_with(b"Set-Cookie\0"));
+    assert_eq!(round_trip(&headers, EncodingVersion::V1_4), headers);
 }

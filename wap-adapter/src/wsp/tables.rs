@@ -114,9 +114,15 @@ pub enum FieldKind {
     Range,
     /// Warning (§8.4.2.51): code, agent, text.
     Warning,
+    /// Cookie (§8.4.2.68): decoded to RFC 6265 `name=value` pairs; encoded
+    /// as an application header.
+    Cookie,
+    /// Set-Cookie (§8.4.2.67): decoded to `name=value; attr=…`; encoded as
+    /// an application header.
+    SetCookie,
     /// A structured value this codec does not decode (Content-Range,
-    /// Profile-Diff, TE, Expect, Set-Cookie, …): text values pass, others
-    /// are reported.
+    /// Profile-Diff, TE, Expect, X-Wap-Security, …): text values pass,
+    /// others are reported.
     Opaque,
 }
 
@@ -214,8 +220,8 @@ pub const FIELDS: &[Field] = &[
     field(0x3e, "Content-Range", V13, K::Opaque),
     field(0x3f, "X-Wap-Tod", V13, K::Date),
     field(0x40, "Content-ID", V13, K::Text),
-    field(0x41, "Set-Cookie", V13, K::Opaque),
-    field(0x42, "Cookie", V13, K::Opaque),
+    field(0x41, "Set-Cookie", V13, K::SetCookie),
+    field(0x42, "Cookie", V13, K::Cookie),
     field(0x43, "Encoding-Version", V13, K::EncodingVersion),
     field(0x44, "Profile-Warning", V14, K::Opaque),
     field(0x45, "Content-Disposition", V14, K::ContentDisposition),

@@ -334,6 +334,39 @@ fn field_value(kind: FieldKind, v: &mut Reader<'_>) -> Result<String> {
             }
             _ => v.text_string(),
         },
+        FieldKind::Cookie => match first {
+            0x00..=0x1f => {
+                let len = v.value_length()?;
+                let mut body = v.sub(len, offset)?;
+                body.version_value()?;
+                let mut pairs = Vec::new();
+                while !body.is_empty() {
+                    let info_offset = body.offset();
+                    let info_len = body.value_length()?;
+                    let mut info = body.sub(info_len, info_offset)?;
+                    let name = info.text_string()?;
+                    let value = info.text_string()?;
+                    // Cookie-path and Cookie-domain may follow: RFC 6265
+                    // cookies do not carry them back to the server.
+                    pairs.push(format!("{name}={value}"));
+                }
+                Ok(pairs.join("; "))
+            }
+            _ => text_value_field(v),
+        },
+        FieldKind::SetCookie => match first {
+            0x00..=0x1f => {
+                let len = v.value_length()?;
+                let mut body = v.sub(len, offset)?;
+                body.version_value()?;
+                let name = body.text_string()?;
+                let value = body.text_string()?;
+                let mut text = format!("{name}={value}");
+                parameters(&mut body, &mut text)?;
+                Ok(text)
+            }
+            _ => text_value_field(v),
+        },
         FieldKind::Opaque => match first {
             0x20..=0x7f => text_value_field(v),
             _ => Err(WspError::HeaderValue {
@@ -567,8 +600,9 @@ fn untyped_value(v: &mut Reader<'_>) -> Result<Option<String>> {
 }
 
 /// Text-value (§8.4.2.3): No-value (`None`), a Quoted-string (rendered
-/// with its quotes) or a Token-text (rendered bare when it is a token,
-/// quoted otherwise).
+/// with its quotes) or a Token-text (rendered bare unless it is empty or
+/// has white space, `;`, `,`, `"` or `\\`, which would break the
+/// parameter apart; then quoted).
 fn text_param(v: &mut Reader<'_>) -> Result<Option<String>> {
     match v.peek("text value")? {
         0x00 => {
@@ -582,7 +616,10 @@ fn text_param(v: &mut Reader<'_>) -> Result<Option<String>> {
         }
         _ => {
             let text = v.text_string()?;
-            Ok(Some(if codec::is_token(&text) {
+            let bare = !text.is_empty()
+                && !text
+                    .contains(|c: char| c.is_whitespace() || matches!(c, ';' | ',' | '"' | '\\'));
+            Ok(Some(if bare {
                 text
             } else {
                 format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))

@@ -348,7 +348,10 @@ fn element_value(
         FieldKind::Challenge => challenge(value, version, out),
         FieldKind::Range => range(value, out),
         FieldKind::Warning => warning(value, out),
-        FieldKind::Opaque => Ok(false),
+        // The encoded cookie forms carry versions and positional path and
+        // domain that RFC 6265 cookies do not have: an application header
+        // (as Kannel does) keeps the value exactly.
+        FieldKind::Cookie | FieldKind::SetCookie | FieldKind::Opaque => Ok(false),
     }
 }
 
