@@ -6,4 +6,5 @@
 #![forbid(unsafe_code)]
 
 pub mod wbxml;
+pub mod wsp;
 pub mod wtp;
