@@ -1,0 +1,47 @@
+//! HTML to WML 1.3 (WAP-191-WML): html5ever parses the page (recovering
+//! from broken markup as browsers do), [`extract`] reduces the DOM to
+//! paragraphs of text, links and form controls, and [`deck`] writes them as
+//! a deck of cards that each fit the client's SDU size once compiled.
+
+mod deck;
+mod extract;
+mod model;
+
+use html5ever::tendril::TendrilSink;
+use html5ever::{parse_document, ParseOpts};
+use markup5ever_rcdom::RcDom;
+
+use super::{parse_page_url, CompiledSize, ConvertError, Html2WmlOptions};
+
+/// Converts an HTML page to a WML 1.3 deck.
+///
+/// `html` is the page as received (UTF-8; invalid sequences are replaced),
+/// `page_url` the absolute URL it came from, against which links are
+/// resolved. The deck is split into cards so that each card, compiled alone
+/// as a one-card deck and measured by `sizer`, is at most
+/// `options.max_card_size` bytes; consecutive cards are linked with
+/// previous/next links. Broken markup never fails the conversion: the only
+/// errors are a page URL that is not absolute and a size bound too small
+/// for any card.
+pub fn html_to_wml(
+    html: &[u8],
+    page_url: &str,
+    options: &Html2WmlOptions,
+    sizer: &dyn CompiledSize,
+) -> Result<String, ConvertError> {
+    let page_url = parse_page_url(page_url)?;
+    let opts = ParseOpts {
+        tree_builder: html5ever::tree_builder::TreeBuilderOpts {
+            // Scripts never run on a WAP client: read <noscript> as markup.
+            scripting_enabled: false,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let dom = parse_document(RcDom::default(), opts).from_utf8().one(html);
+    let page = extract::extract(&dom.document, &page_url, options.link_style);
+    deck::write_deck(&page, options.max_card_size, sizer)
+}
+
+#[cfg(test)]
+mod tests;

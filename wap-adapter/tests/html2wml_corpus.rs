@@ -1,0 +1,229 @@
+//! HTML -> WML on a corpus of realistic pages (tests/html/): every deck is
+//! well-formed, valid against the WML 1.3 DTD (xmllint, tests/dtd/wml13.dtd),
+//! and every card compiles within the SDU size, measured with the library's
+//! conservative bound and, when installed, with kannel's independent WML
+//! compiler (`wml_tester`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code: a panic is a test failure
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use quick_xml::events::Event;
+use quick_xml::Reader;
+use wap_adapter::convert::{
+    html_to_wml, CompiledSize, Html2WmlOptions, SourceLengthBound, DEFAULT_SDU_SIZE,
+};
+
+const PAGE_URL: &str = "http://shop.example/dir/page.html";
+const XMLLINT: &str = "/usr/bin/xmllint";
+const WML_TESTER: &str = "/usr/lib/kannel/test/wml_tester";
+
+fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn corpus() -> Vec<(String, Vec<u8>)> {
+    let mut pages: Vec<(String, Vec<u8>)> = std::fs::read_dir(crate_dir().join("tests/html"))
+        .expect("tests/html is readable")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "html"))
+        .map(|p| {
+            let name = p
+                .file_name()
+                .expect("file name")
+                .to_string_lossy()
+                .into_owned();
+            (name, std::fs::read(&p).expect("page is readable"))
+        })
+        .collect();
+    pages.sort();
+    assert!(pages.len() >= 10, "the corpus has its ten pages");
+    pages
+}
+
+fn convert(html: &[u8], bound: usize) -> String {
+    html_to_wml(
+        html,
+        PAGE_URL,
+        &Html2WmlOptions::with_max_card_size(bound),
+        &SourceLengthBound,
+    )
+    .expect("conversion succeeds")
+}
+
+/// Parses `xml` completely; the error if it is not well-formed.
+fn well_formed(xml: &str) -> Result<(), String> {
+    let mut reader = Reader::from_str(xml);
+    let mut depth = 0i64;
+    let mut roots = 0;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(_)) => {
+                if depth == 0 {
+                    roots += 1;
+                }
+                depth += 1;
+            }
+            Ok(Event::End(_)) => depth -= 1,
+            Ok(Event::Empty(_)) if depth == 0 => roots += 1,
+            Ok(Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => return Err(format!("at {}: {e}", reader.error_position())),
+        }
+    }
+    if depth != 0 || roots != 1 {
+        return Err(format!("depth {depth}, {roots} root elements"));
+    }
+    Ok(())
+}
+
+/// The cards of a deck, each as a complete one-card deck.
+fn cards_as_decks(deck: &str) -> Vec<String> {
+    let head_end = deck.find("<wml>").expect("deck has <wml>") + "<wml>".len();
+    let head = &deck[..head_end];
+    let mut out = Vec::new();
+    let mut rest = &deck[head_end..];
+    while let Some(start) = rest.find("<card") {
+        let end = rest.find("</card>").expect("card is closed") + "</card>".len();
+        out.push(format!("{head}\n{}\n</wml>\n", &rest[start..end]));
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// Deletes a scratch file even when the test fails.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn scratch(name: &str, contents: &[u8]) -> TempFile {
+    let path =
+        std::env::temp_dir().join(format!("permanet-html2wml-{}-{name}", std::process::id()));
+    std::fs::write(&path, contents).expect("scratch file is writable");
+    TempFile(path)
+}
+
+fn xmllint_validate(name: &str, deck: &str) -> Result<(), String> {
+    let file = scratch(&format!("{name}.wml"), deck.as_bytes());
+    let dtd = crate_dir().join("tests/dtd/wml13.dtd");
+    let out = Command::new(XMLLINT)
+        .args(["--nonet", "--noout", "--dtdvalid"])
+        .arg(&dtd)
+        .arg(&file.0)
+        .output()
+        .map_err(|e| format!("running xmllint: {e}"))?;
+    // xmllint warns that it may not load the system identifier (no network);
+    // validity errors make it fail.
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(())
+}
+
+/// The size kannel's WML compiler gives a one-card deck.
+fn kannel_compiled_len(name: &str, deck: &str) -> usize {
+    let file = scratch(&format!("{name}.wml"), deck.as_bytes());
+    let out = Command::new(WML_TESTER)
+        .arg("-b")
+        .arg(&file.0)
+        .output()
+        .expect("wml_tester runs");
+    assert!(out.status.success(), "wml_tester compiles {name}: {deck}");
+    assert!(!out.stdout.is_empty(), "wml_tester output for {name}");
+    out.stdout.len()
+}
+
+#[test]
+fn every_corpus_deck_is_well_formed_and_every_card_within_the_bound() {
+    for bound in [DEFAULT_SDU_SIZE, 600, 3000] {
+        for (name, html) in corpus() {
+            let deck = convert(&html, bound);
+            if let Err(e) = well_formed(&deck) {
+                panic!("{name} (bound {bound}) is not well-formed: {e}\n{deck}");
+            }
+            let cards = cards_as_decks(&deck);
+            assert!(!cards.is_empty(), "{name}: at least one card");
+            for (i, card) in cards.iter().enumerate() {
+                let size = SourceLengthBound.compiled_len(card);
+                assert!(
+                    size <= bound,
+                    "{name} card {} is {size} > {bound}:\n{card}",
+                    i + 1
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_corpus_deck_is_valid_wml_1_3() {
+    if !Path::new(XMLLINT).exists() {
+        println!("permanet-test-skipped: every_corpus_deck_is_valid_wml_1_3: {XMLLINT} is absent (Debian package libxml2-utils)");
+        return;
+    }
+    for (name, html) in corpus() {
+        let deck = convert(&html, DEFAULT_SDU_SIZE);
+        if let Err(e) = xmllint_validate(&name, &deck) {
+            panic!("{name} is not valid WML 1.3: {e}\n{deck}");
+        }
+    }
+}
+
+#[test]
+fn the_size_bound_is_above_what_kannels_compiler_produces() {
+    if !Path::new(WML_TESTER).exists() {
+        println!("permanet-test-skipped: the_size_bound_is_above_what_kannels_compiler_produces: {WML_TESTER} is absent (Debian package kannel-extras)");
+        return;
+    }
+    let mut checked = 0;
+    for (name, html) in corpus() {
+        let deck = convert(&html, DEFAULT_SDU_SIZE);
+        for (i, card) in cards_as_decks(&deck).iter().enumerate() {
+            let compiled = kannel_compiled_len(&format!("{name}-{i}"), card);
+            let bound = SourceLengthBound.compiled_len(card);
+            assert!(
+                compiled <= bound && compiled <= DEFAULT_SDU_SIZE,
+                "{name} card {}: kannel compiles it to {compiled} bytes, bound {bound}",
+                i + 1
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 30, "the corpus gives many cards ({checked})");
+}
+
+#[test]
+fn the_long_article_is_split_into_linked_cards() {
+    let (_, html) = corpus()
+        .into_iter()
+        .find(|(n, _)| n == "article.html")
+        .expect("article.html");
+    assert!(html.len() > 30_000);
+    let deck = convert(&html, DEFAULT_SDU_SIZE);
+    let cards = cards_as_decks(&deck);
+    assert!(cards.len() > 25, "{} cards", cards.len());
+    let n = cards.len();
+    assert!(cards[0].contains("href=\"#c2\">Next &gt;&gt;</a>"));
+    assert!(!cards[0].contains("Prev"));
+    assert!(cards[1].contains("href=\"#c1\">&lt;&lt; Prev</a>") && cards[1].contains("#c3"));
+    assert!(cards[n - 1].contains(&format!("#c{}", n - 1)) && !cards[n - 1].contains("Next"));
+    // Nothing lost: every word of the page is in the deck, in order.
+    assert!(deck.contains("Averyveryveryverylongwordwithoutanyspaces"));
+    assert!(deck.contains("xxxend"));
+}
+
+#[test]
+fn dump_corpus_when_asked() {
+    let Ok(dir) = std::env::var("PERMANET_DUMP_WML") else {
+        return;
+    };
+    for (name, html) in corpus() {
+        let deck = convert(&html, DEFAULT_SDU_SIZE);
+        std::fs::write(Path::new(&dir).join(name.replace(".html", ".wml")), deck)
+            .expect("dump is writable");
+    }
+}
