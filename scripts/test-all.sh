@@ -18,7 +18,7 @@ if [ "$(id -u)" = 0 ] && [ -z "${PERMANET_NO_APT:-}" ]; then
     # the TUN-mode tunnels (tunneld/tests/netns.rs); slapd and ldap-utils:
     # the LDAP backend's tests run a private slapd (netns-tests/src/slapd.rs)
     # on a random localhost port.
-    packages=(iproute2 iputils-ping slapd ldap-utils)
+    packages=(iproute2 iputils-ping slapd ldap-utils libxml2-utils kannel-extras)
     missing=()
     for p in "${packages[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
