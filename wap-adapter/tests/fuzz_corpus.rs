@@ -20,10 +20,17 @@ fn html2wml_corpus() {
         let deck = html_to_wml(&data, URL, &Html2WmlOptions::default(), &SourceLengthBound)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         if let Err(e) = wml_to_html(deck.as_bytes(), URL) {
-            panic!("{}: the deck does not read back: {e}\n{deck}", path.display());
+            panic!(
+                "{}: the deck does not read back: {e}\n{deck}",
+                path.display()
+            );
         }
         let _ = wml_to_html(&data, URL);
         inputs += 1;
     }
-    assert!(inputs >= 10, "corpus in {} has {inputs} inputs", dir.display());
+    assert!(
+        inputs >= 10,
+        "corpus in {} has {inputs} inputs",
+        dir.display()
+    );
 }

@@ -227,3 +227,142 @@ fn dump_corpus_when_asked() {
             .expect("dump is writable");
     }
 }
+
+/// A small deterministic generator (xorshift64*), so the soup is the same
+/// on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+/// Random tag soup from the elements and attributes the converter handles
+/// (and some it does not), unbalanced on purpose.
+fn tag_soup(rng: &mut Rng) -> String {
+    const PIECES: &[&str] = &[
+        "<p>",
+        "</p>",
+        "<div>",
+        "</div>",
+        "<b>",
+        "</b>",
+        "<i>",
+        "<em>",
+        "</em>",
+        "<strong>",
+        "<u>",
+        "<big>",
+        "<small>",
+        "<br>",
+        "<h1>",
+        "</h1>",
+        "<h4>",
+        "<a href='/x?$y'>",
+        "<a href='javascript:z()'>",
+        "<a>",
+        "</a>",
+        "<img src=i alt='pic $'>",
+        "<img>",
+        "<ul>",
+        "<ol>",
+        "<li>",
+        "</li>",
+        "</ul>",
+        "</ol>",
+        "<table>",
+        "<tr>",
+        "<td>",
+        "<th>",
+        "</td>",
+        "</tr>",
+        "</table>",
+        "<form action='/f' method=post>",
+        "<form>",
+        "</form>",
+        "<input name='q w'>",
+        "<input type=password name=p>",
+        "<input type=hidden name=h value='$1'>",
+        "<input type=radio name=r value=a>",
+        "<input type=radio name=r value=b checked>",
+        "<input type=checkbox name=c value=1>",
+        "<label>",
+        "</label>",
+        "<label for=x>",
+        "<select name=s>",
+        "<option>o1",
+        "<option value=2 selected>o2",
+        "<optgroup label=g>",
+        "</select>",
+        "<textarea name=t>",
+        "</textarea>",
+        "<button>Go</button>",
+        "<pre>",
+        "</pre>",
+        "<script>x<p>y</script>",
+        "<style>p{}</style>",
+        "<!-- c -->",
+        "<meta http-equiv=refresh content='1;url=/r'>",
+        "<title>T $ &amp;</title>",
+        "word ",
+        "two words ",
+        "$",
+        "$$(v) ",
+        "&eacute;",
+        "&#0;",
+        "\u{1}",
+        "日本語 ",
+        "&nbsp;",
+        "<",
+        ">",
+        "&",
+        "\"",
+        "'",
+        "\n",
+        "<hr>",
+        "<dl><dt>d",
+        "<noscript>n",
+        "<svg><p>s</svg>",
+        "<center>",
+        "<font>",
+        "<base href='/b/'>",
+    ];
+    let n = 20 + rng.next() % 300;
+    (0..n).map(|_| rng.pick(PIECES)).collect()
+}
+
+#[test]
+fn random_tag_soup_gives_valid_decks_within_the_bound() {
+    let validate = Path::new(XMLLINT).exists();
+    if !validate {
+        println!("permanet-test-skipped: random_tag_soup_gives_valid_decks_within_the_bound (DTD part): {XMLLINT} is absent (Debian package libxml2-utils)");
+    }
+    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    for round in 0..60 {
+        let soup = tag_soup(&mut rng);
+        let bound = [600, DEFAULT_SDU_SIZE][round % 2];
+        let deck = convert(soup.as_bytes(), bound);
+        if let Err(e) = well_formed(&deck) {
+            panic!("round {round}: not well-formed: {e}\n{soup}\n{deck}");
+        }
+        for card in cards_as_decks(&deck) {
+            assert!(
+                SourceLengthBound.compiled_len(&card) <= bound,
+                "round {round}: {card}"
+            );
+        }
+        if validate {
+            if let Err(e) = xmllint_validate(&format!("soup{round}"), &deck) {
+                panic!("round {round}: not valid WML 1.3: {e}\n{soup}\n{deck}");
+            }
+        }
+    }
+}

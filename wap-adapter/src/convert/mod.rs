@@ -188,10 +188,19 @@ fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
-/// Escapes WML's variable marker: every `$` in literal text or a literal
-/// attribute value becomes `$$` (WAP-191-WML §10.3.1).
+/// Makes `text` a WML literal: every `$` becomes `$$` (WAP-191-WML
+/// §10.3.1, so no variable is referenced by accident) and characters XML
+/// cannot carry are dropped. Every literal text and attribute value the
+/// converter writes goes through it.
 fn escape_dollar(text: &str) -> String {
-    text.replace('$', "$$")
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars().filter(|c| is_xml_char(*c)) {
+        if c == '$' {
+            out.push('$');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -215,5 +224,6 @@ mod tests {
     #[test]
     fn dollar_is_doubled() {
         assert_eq!(escape_dollar("costs $5 or $$"), "costs $$5 or $$$$");
+        assert_eq!(escape_dollar("a\u{1}b\u{FFFF}"), "ab");
     }
 }

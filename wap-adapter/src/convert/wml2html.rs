@@ -758,7 +758,7 @@ impl Html {
     fn start(&mut self, name: &str, attrs: &[(&str, &str)]) -> Result<(), ConvertError> {
         let mut e = BytesStart::new(name);
         for (k, v) in attrs {
-            e.push_attribute((*k, *v));
+            e.push_attribute((*k, html_chars(v).as_str()));
         }
         self.w.write_event(Event::Start(e))?;
         Ok(())
@@ -768,7 +768,7 @@ impl Html {
     fn empty(&mut self, name: &str, attrs: &[(&str, &str)]) -> Result<(), ConvertError> {
         let mut e = BytesStart::new(name);
         for (k, v) in attrs {
-            e.push_attribute((*k, *v));
+            e.push_attribute((*k, html_chars(v).as_str()));
         }
         self.w.write_event(Event::Empty(e))?;
         Ok(())
@@ -780,13 +780,23 @@ impl Html {
     }
 
     fn text(&mut self, text: &str) -> Result<(), ConvertError> {
-        self.w.write_event(Event::Text(BytesText::new(text)))?;
+        self.w
+            .write_event(Event::Text(BytesText::new(&html_chars(text))))?;
         Ok(())
     }
 
     fn raw(&mut self, s: &str) {
         self.w.get_mut().extend_from_slice(s.as_bytes());
     }
+}
+
+/// `text` without the characters an HTML5 page may not contain (controls
+/// other than whitespace, noncharacters); variables from the query string
+/// can carry any of them.
+fn html_chars(text: &str) -> String {
+    text.chars()
+        .filter(|c| is_xml_char(*c) && !('\u{7f}'..='\u{9f}').contains(c))
+        .collect()
 }
 
 /// The `name=value` pairs of a URL's query, percent-decoded, variables
