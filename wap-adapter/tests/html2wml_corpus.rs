@@ -8,10 +8,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use html5ever::tendril::TendrilSink;
+use markup5ever_rcdom::RcDom;
 use quick_xml::events::Event;
 use quick_xml::Reader;
 use wap_adapter::convert::{
-    html_to_wml, CompiledSize, Html2WmlOptions, SourceLengthBound, DEFAULT_SDU_SIZE,
+    html_to_wml, wml_to_html, CompiledSize, Html2WmlOptions, SourceLengthBound, DEFAULT_SDU_SIZE,
 };
 
 const PAGE_URL: &str = "http://shop.example/dir/page.html";
@@ -359,10 +361,64 @@ fn random_tag_soup_gives_valid_decks_within_the_bound() {
                 "round {round}: {card}"
             );
         }
+        // And the deck reads back as WML into an HTML5 page without errors.
+        let page = wml_to_html(deck.as_bytes(), PAGE_URL)
+            .unwrap_or_else(|e| panic!("round {round}: {e}\n{deck}"));
+        let dom =
+            html5ever::parse_document(RcDom::default(), Default::default()).one(page.as_str());
+        let errors = dom.errors.borrow().len();
+        assert_eq!(errors, 0, "round {round}: HTML5 errors in\n{page}");
         if validate {
             if let Err(e) = xmllint_validate(&format!("soup{round}"), &deck) {
                 panic!("round {round}: not valid WML 1.3: {e}\n{soup}\n{deck}");
             }
         }
+    }
+}
+
+/// The compiled size as kannel's WML compiler gives it (a deck it cannot
+/// compile is too big for any bound).
+struct KannelSizer;
+
+impl CompiledSize for KannelSizer {
+    fn compiled_len(&self, wml: &str) -> usize {
+        let file = scratch("sizer.wml", wml.as_bytes());
+        match Command::new(WML_TESTER).arg("-b").arg(&file.0).output() {
+            Ok(out) if out.status.success() && !out.stdout.is_empty() => out.stdout.len(),
+            _ => usize::MAX,
+        }
+    }
+}
+
+#[test]
+fn decks_split_with_kannels_compiler_as_the_sizer_fit_exactly_its_measure() {
+    if !Path::new(WML_TESTER).exists() {
+        println!("permanet-test-skipped: decks_split_with_kannels_compiler_as_the_sizer_fit_exactly_its_measure: {WML_TESTER} is absent (Debian package kannel-extras)");
+        return;
+    }
+    for (name, html) in corpus() {
+        if !["news.html", "search.html", "table.html", "lists.html"].contains(&name.as_str()) {
+            continue;
+        }
+        let options = Html2WmlOptions::with_max_card_size(DEFAULT_SDU_SIZE);
+        let deck = html_to_wml(&html, PAGE_URL, &options, &KannelSizer)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let estimated = convert(&html, DEFAULT_SDU_SIZE);
+        let cards = cards_as_decks(&deck);
+        for (i, card) in cards.iter().enumerate() {
+            let compiled = kannel_compiled_len(&format!("{name}-k{i}"), card);
+            assert!(
+                compiled <= DEFAULT_SDU_SIZE,
+                "{name} card {}: {compiled} bytes",
+                i + 1
+            );
+        }
+        // The real measure packs at least as tightly as the upper bound.
+        assert!(
+            cards.len() <= cards_as_decks(&estimated).len(),
+            "{name}: {} cards with kannel, {} with the bound",
+            cards.len(),
+            cards_as_decks(&estimated).len()
+        );
     }
 }
