@@ -74,6 +74,8 @@ struct Form {
     groups: HashMap<(bool, String), usize>,
     submit_label: Option<String>,
     submit_field: Option<PostField>,
+    /// The form element had no controls inside (see [`Extractor::form`]).
+    detached: bool,
 }
 
 impl Extractor {
@@ -179,6 +181,7 @@ impl Extractor {
     /// The page read so far, with choice lists moved into place.
     fn finish(mut self) -> Page {
         self.end_block();
+        self.close_detached_forms();
         let selects = std::mem::take(&mut self.selects);
         for block in &mut self.blocks {
             for item in &mut block.items {
@@ -431,6 +434,7 @@ impl Extractor {
 
     fn form(&mut self, node: &Handle, depth: usize) {
         self.end_block();
+        self.close_detached_forms();
         let action = attr(node, "action").unwrap_or_default();
         let action = if action.trim().is_empty() {
             self.link(self.page_url.as_str())
@@ -438,12 +442,29 @@ impl Extractor {
             self.link(&action)
         };
         let post = attr(node, "method").is_some_and(|m| m.trim().eq_ignore_ascii_case("post"));
+        // A form opened inside a table (between rows) is left empty by the
+        // HTML parser, its controls following it as siblings: it stays
+        // open for them until the next form or the end of the page.
+        let detached = !descendants(node).skip(1).any(|n| {
+            matches!(
+                element_name(&n).as_deref(),
+                Some("input" | "select" | "textarea" | "button")
+            )
+        });
         self.forms.push(Form {
             action,
             post,
+            detached,
             ..Form::default()
         });
         self.walk_children(node, depth);
+        if !detached {
+            self.close_form();
+        }
+    }
+
+    /// Ends the innermost form: its submission goes where the form ends.
+    fn close_form(&mut self) {
         let Some(form) = self.forms.pop() else {
             return;
         };
@@ -460,6 +481,12 @@ impl Extractor {
             }));
         }
         self.end_block();
+    }
+
+    fn close_detached_forms(&mut self) {
+        while self.forms.last().is_some_and(|f| f.detached) {
+            self.close_form();
+        }
     }
 
     fn input(&mut self, node: &Handle) {

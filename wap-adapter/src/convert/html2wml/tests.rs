@@ -139,6 +139,28 @@ fn a_form_without_action_submits_to_the_page_by_get() {
 }
 
 #[test]
+fn a_form_opened_between_table_rows_keeps_its_controls() {
+    // The HTML parser leaves such a form empty; its controls follow it.
+    let b = body(
+        "<table><form action='/t' method='post'><tr><td>Name <input name='n'></td></tr>\
+         <tr><td><input type='submit' value='Send'></td></tr></form></table>\
+         <form action='/u'><input name='m'></form>",
+    );
+    assert!(
+        b.contains("<do type=\"accept\" name=\"submit1\" label=\"Send\"><go href=\"/t\" method=\"post\"><postfield name=\"n\" value=\"$(n)\"/></go></do>"),
+        "{b}"
+    );
+    assert!(
+        b.contains("<go href=\"/u\"><postfield name=\"m\" value=\"$(m)\"/></go>"),
+        "{b}"
+    );
+    assert!(
+        b.find("submit1").unwrap() < b.find("<input name=\"m\"/>").unwrap(),
+        "{b}"
+    );
+}
+
+#[test]
 fn a_form_with_a_script_action_has_no_submission() {
     let b = body("<form action='javascript:send()'><input name='q'></form>");
     assert!(
