@@ -15,7 +15,8 @@ use super::{parse_page_url, CompiledSize, ConvertError, Html2WmlOptions};
 
 /// Converts an HTML page to a WML 1.3 deck.
 ///
-/// `html` is the page as received (UTF-8; invalid sequences are replaced),
+/// `html` is the page as received: UTF-8, or else read as Windows-1252 (the
+/// superset of ISO-8859-1 browsers read legacy pages as);
 /// `page_url` the absolute URL it came from, against which links are
 /// resolved. The deck is split into cards so that each card, compiled alone
 /// as a one-card deck and measured by `sizer`, is at most
@@ -38,9 +39,32 @@ pub fn html_to_wml(
         },
         ..Default::default()
     };
-    let dom = parse_document(RcDom::default(), opts).from_utf8().one(html);
+    let dom = match std::str::from_utf8(html) {
+        Ok(text) => parse_document(RcDom::default(), opts).one(text),
+        Err(_) => parse_document(RcDom::default(), opts).one(windows_1252(html)),
+    };
     let page = extract::extract(&dom.document, &page_url, options.link_style);
     deck::write_deck(&page, options.max_card_size, sizer)
+}
+
+/// Decodes Windows-1252 (ISO-8859-1 with printable characters in
+/// 0x80..=0x9F; its five unassigned bytes become U+FFFD).
+fn windows_1252(bytes: &[u8]) -> String {
+    const HIGH: [char; 32] = [
+        '€', '\u{FFFD}', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\u{FFFD}', 'Ž',
+        '\u{FFFD}', '\u{FFFD}', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ',
+        '\u{FFFD}', 'ž', 'Ÿ',
+    ];
+    bytes
+        .iter()
+        .map(|&b| match b {
+            0x80..=0x9f => HIGH
+                .get(usize::from(b - 0x80))
+                .copied()
+                .unwrap_or('\u{FFFD}'),
+            _ => char::from(b),
+        })
+        .collect()
 }
 
 #[cfg(test)]

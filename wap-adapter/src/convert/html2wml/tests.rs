@@ -513,3 +513,28 @@ fn a_sizer_that_cannot_measure_fails_the_conversion() {
         "{err}"
     );
 }
+
+#[test]
+fn pages_that_are_not_utf8_are_read_as_windows_1252() {
+    let b = body_bytes(b"<p>caf\xe9 \x80 \x93quoted\x94 \x81</p>");
+    assert_eq!(
+        b,
+        "<p>caf\u{e9} \u{20ac} \u{201c}quoted\u{201d} \u{fffd}</p>"
+    );
+    // UTF-8 stays UTF-8.
+    assert_eq!(body_bytes("<p>café €</p>".as_bytes()), "<p>café €</p>");
+}
+
+fn body_bytes(html: &[u8]) -> String {
+    let deck = html_to_wml(
+        html,
+        URL,
+        &Html2WmlOptions::with_max_card_size(NO_SPLIT),
+        &SourceLengthBound,
+    )
+    .unwrap();
+    let start = deck.find("<card").unwrap();
+    let start = start + deck[start..].find('>').unwrap() + 1;
+    let end = deck.find("</card>").unwrap();
+    deck[start..end].replace('\n', "")
+}
