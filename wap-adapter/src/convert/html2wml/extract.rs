@@ -319,20 +319,7 @@ impl Extractor {
                 self.rows.pop();
                 self.end_block();
             }
-            "td" | "th" => {
-                let later_cell = self.rows.last().copied().unwrap_or(false);
-                if let Some(seen) = self.rows.last_mut() {
-                    *seen = true;
-                }
-                if later_cell {
-                    self.push_text(" | ");
-                }
-                if local == "th" {
-                    self.styled(node, Style::B, depth);
-                } else {
-                    self.walk_children(node, depth);
-                }
-            }
+            "td" | "th" => self.cell(node, local == "th", depth),
             "pre" | "listing" | "xmp" | "plaintext" => {
                 self.end_block();
                 self.pre += 1;
@@ -363,6 +350,41 @@ impl Extractor {
         self.style = Style(self.style.0 | bits);
         self.walk_children(node, depth);
         self.style = saved;
+    }
+
+    /// A table cell: after the row's first cell, a ` | ` separator, taken
+    /// back if the cell turns out empty.
+    fn cell(&mut self, node: &Handle, header: bool, depth: usize) {
+        let later_cell = self.rows.last().copied().unwrap_or(false);
+        if let Some(seen) = self.rows.last_mut() {
+            *seen = true;
+        }
+        let before = self.mark();
+        if later_cell {
+            self.push_text(" | ");
+        }
+        let separated = self.mark();
+        if header {
+            self.styled(node, Style::B, depth);
+        } else {
+            self.walk_children(node, depth);
+        }
+        if later_cell && self.mark() == separated {
+            self.current.truncate(before.0);
+            if let Some(Inline::Text { text, .. }) = self.current.last_mut() {
+                text.truncate(before.1);
+            }
+        }
+    }
+
+    /// Where the current paragraph ends: its item count and the length of
+    /// its last text run.
+    fn mark(&self) -> (usize, usize) {
+        let text = match self.current.last() {
+            Some(Inline::Text { text, .. }) => text.len(),
+            _ => 0,
+        };
+        (self.current.len(), text)
     }
 
     fn list_item(&mut self, node: &Handle, depth: usize) {

@@ -263,6 +263,11 @@ fn tables_are_flattened_row_by_row_with_separators() {
         body("<table><tr><th>A</th><th>B</th></tr><tr><td>1</td><td>2</td><td>3</td></tr></table>"),
         "<p><b>A</b> | <b>B</b></p><p>1 | 2 | 3</p>"
     );
+    // Empty cells leave no dangling separator.
+    assert_eq!(
+        body("<table><tr><td>a</td><td> </td><td>b</td><td></td></tr></table>"),
+        "<p>a | b</p>"
+    );
     // A nested table keeps its cells apart too.
     assert_eq!(
         body("<table><tr><td>out<table><tr><td>x</td><td>y</td></tr></table></td><td>z</td></tr></table>"),
