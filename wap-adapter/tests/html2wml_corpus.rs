@@ -13,7 +13,8 @@ use markup5ever_rcdom::RcDom;
 use quick_xml::events::Event;
 use quick_xml::Reader;
 use wap_adapter::convert::{
-    html_to_wml, wml_to_html, CompiledSize, Html2WmlOptions, SourceLengthBound, DEFAULT_SDU_SIZE,
+    html_to_wml, html_to_wml_cards, wml_to_html, CompiledSize, Html2WmlOptions, SourceLengthBound,
+    DEFAULT_SDU_SIZE,
 };
 
 const PAGE_URL: &str = "http://shop.example/dir/page.html";
@@ -156,6 +157,38 @@ fn every_corpus_deck_is_well_formed_and_every_card_within_the_bound() {
                     "{name} card {} is {size} > {bound}:\n{card}",
                     i + 1
                 );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_corpus_page_served_card_by_card_gives_valid_decks_within_the_bound() {
+    let validate = Path::new(XMLLINT).exists();
+    if !validate {
+        println!("permanet-test-skipped: every_corpus_page_served_card_by_card_gives_valid_decks_within_the_bound (DTD part): {XMLLINT} is absent (Debian package libxml2-utils)");
+    }
+    for (name, html) in corpus() {
+        let decks = html_to_wml_cards(
+            &html,
+            PAGE_URL,
+            "wap-card",
+            &Html2WmlOptions::default(),
+            &SourceLengthBound,
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let whole = convert(&html, DEFAULT_SDU_SIZE);
+        assert!(decks.len() >= cards_as_decks(&whole).len(), "{name}");
+        for (i, deck) in decks.iter().enumerate() {
+            well_formed(deck).unwrap_or_else(|e| panic!("{name} card {}: {e}", i + 1));
+            assert!(
+                SourceLengthBound.compiled_len(deck) <= DEFAULT_SDU_SIZE,
+                "{name}: {deck}"
+            );
+            if validate && i < 3 {
+                if let Err(e) = xmllint_validate(&format!("{name}-card{i}"), deck) {
+                    panic!("{name} card {} is not valid WML 1.3: {e}\n{deck}", i + 1);
+                }
             }
         }
     }

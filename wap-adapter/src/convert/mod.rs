@@ -18,7 +18,7 @@
 mod html2wml;
 mod wml2html;
 
-pub use html2wml::html_to_wml;
+pub use html2wml::{html_to_wml, html_to_wml_cards};
 pub use wml2html::wml_to_html;
 
 /// The default client SDU size (bytes): the largest compiled card the

@@ -28,52 +28,106 @@ const PLACEHOLDER_NUMBER: usize = 999_999;
 /// bounds the work spent cutting a huge paragraph.
 const TEXT_PER_CARD_FACTOR: usize = 4;
 
-/// The deck of `page`, every card within `bound` compiled bytes.
-pub(super) fn write_deck(
+/// Where the previous/next links between cards point.
+#[derive(Debug, Clone)]
+pub(super) enum CardLinks {
+    /// `#cN`: the cards travel together in one deck.
+    Fragment,
+    /// `{prefix}N`: each card is served alone, the adapter picking it by a
+    /// query parameter (the prefix ends with `param=`).
+    Query { prefix: String },
+}
+
+impl CardLinks {
+    fn href(&self, number: usize) -> String {
+        match self {
+            Self::Fragment => format!("#{}", card_id(number)),
+            Self::Query { prefix } => format!("{prefix}{number}"),
+        }
+    }
+}
+
+/// The page's paragraphs packed into cards, each within `bound` compiled
+/// bytes as a one-card deck.
+pub(super) fn split(
     page: &Page,
     bound: usize,
     sizer: &dyn CompiledSize,
-) -> Result<String, ConvertError> {
-    let splitter = Splitter { page, bound, sizer };
+    links: &CardLinks,
+) -> Result<Vec<Vec<Block>>, ConvertError> {
+    let splitter = Splitter {
+        page,
+        bound,
+        sizer,
+        links,
+    };
     let cards = splitter.split()?;
+    // Every card measured again as it is finally written.
+    for number in 1..=cards.len() {
+        let size = sizer.compiled_len(&single_card_deck(page, &cards, number, links)?);
+        if size > bound {
+            return Err(ConvertError::CardTooLarge {
+                card: number,
+                size,
+                bound,
+            });
+        }
+    }
+    Ok(cards)
+}
+
+/// All cards in one deck.
+pub(super) fn whole_deck(
+    page: &Page,
+    cards: &[Vec<Block>],
+    links: &CardLinks,
+) -> Result<String, ConvertError> {
     let total = cards.len();
     let mut w = deck_start()?;
     for (i, blocks) in cards.iter().enumerate() {
         let nav = Nav {
             number: i + 1,
             total,
+            links,
         };
         write_card(&mut w, page, blocks, &nav, i == 0)?;
     }
-    let deck = deck_end(w)?;
-    // Every card measured again as it is finally written.
-    for (i, blocks) in cards.iter().enumerate() {
-        let nav = Nav {
-            number: i + 1,
-            total,
-        };
-        let size = splitter.measure_with(blocks, &nav, i == 0)?;
-        if size > bound {
-            return Err(ConvertError::CardTooLarge {
-                card: i + 1,
-                size,
-                bound,
-            });
-        }
-    }
-    Ok(deck)
+    deck_end(w)
+}
+
+/// Card `number` (1-based) alone in a deck.
+pub(super) fn single_card_deck(
+    page: &Page,
+    cards: &[Vec<Block>],
+    number: usize,
+    links: &CardLinks,
+) -> Result<String, ConvertError> {
+    let nav = Nav {
+        number,
+        total: cards.len(),
+        links,
+    };
+    let blocks = cards
+        .get(number.saturating_sub(1))
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let mut w = deck_start()?;
+    write_card(&mut w, page, blocks, &nav, number == 1)?;
+    deck_end(w)
 }
 
 /// A card's position, for its id and navigation links.
-struct Nav {
+struct Nav<'a> {
     number: usize,
     total: usize,
+    links: &'a CardLinks,
 }
 
 struct Splitter<'a> {
     page: &'a Page,
     bound: usize,
     sizer: &'a dyn CompiledSize,
+    links: &'a CardLinks,
 }
 
 impl Splitter<'_> {
@@ -125,18 +179,10 @@ impl Splitter<'_> {
         let nav = Nav {
             number: PLACEHOLDER_NUMBER,
             total: PLACEHOLDER_NUMBER + 1,
+            links: self.links,
         };
-        self.measure_with(blocks, &nav, first)
-    }
-
-    fn measure_with(
-        &self,
-        blocks: &[Block],
-        nav: &Nav,
-        first: bool,
-    ) -> Result<usize, ConvertError> {
         let mut w = deck_start()?;
-        write_card(&mut w, self.page, blocks, nav, first)?;
+        write_card(&mut w, self.page, blocks, &nav, first)?;
         let deck = deck_end(w)?;
         Ok(self.sizer.compiled_len(&deck))
     }
@@ -463,13 +509,13 @@ fn write_nav(w: &mut W, nav: &Nav) -> Result<(), ConvertError> {
     w.get_mut().push(b'\n');
     w.write_event(Event::Start(BytesStart::new("p")))?;
     if nav.number > 1 {
-        write_link(w, &format!("#{}", card_id(nav.number - 1)), "<< Prev")?;
+        write_link(w, &nav.links.href(nav.number - 1), "<< Prev")?;
         text(w, " ")?;
     }
     text(w, &format!("{}/{}", nav.number, nav.total))?;
     if nav.number < nav.total {
         text(w, " ")?;
-        write_link(w, &format!("#{}", card_id(nav.number + 1)), "Next >>")?;
+        write_link(w, &nav.links.href(nav.number + 1), "Next >>")?;
     }
     w.write_event(Event::End(BytesEnd::new("p")))?;
     Ok(())

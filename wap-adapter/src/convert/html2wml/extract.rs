@@ -435,22 +435,7 @@ impl Extractor {
         if matches!(url.scheme(), "javascript" | "vbscript" | "data" | "about") {
             return None;
         }
-        let same_origin = url.origin() == self.page_url.origin();
-        let text = match self.link_style {
-            LinkStyle::AdapterRelative if same_origin => {
-                let mut s = url.path().to_owned();
-                if let Some(q) = url.query() {
-                    s.push('?');
-                    s.push_str(q);
-                }
-                if let Some(f) = url.fragment() {
-                    s.push('#');
-                    s.push_str(f);
-                }
-                s
-            }
-            _ => url.to_string(),
-        };
+        let text = format_link(&url, &self.page_url, self.link_style);
         Some(text.chars().filter(|c| is_xml_char(*c)).collect())
     }
 
@@ -810,6 +795,27 @@ impl Extractor {
         if meaningful {
             self.blocks.push(Block { items });
         }
+    }
+}
+
+/// A resolved link written per the link style: an absolute path on the
+/// page's own origin (adapter-relative), else the absolute URL.
+pub(super) fn format_link(url: &Url, page_url: &Url, style: LinkStyle) -> String {
+    let same_origin = url.origin() == page_url.origin();
+    match style {
+        LinkStyle::AdapterRelative if same_origin => {
+            let mut s = url.path().to_owned();
+            if let Some(q) = url.query() {
+                s.push('?');
+                s.push_str(q);
+            }
+            if let Some(f) = url.fragment() {
+                s.push('#');
+                s.push_str(f);
+            }
+            s
+        }
+        _ => url.to_string(),
     }
 }
 

@@ -543,3 +543,51 @@ fn body_bytes(html: &[u8]) -> String {
     let end = deck.find("</card>").unwrap();
     deck[start..end].replace('\n', "")
 }
+
+#[test]
+fn cards_can_be_served_one_deck_each_linked_by_a_query_parameter() {
+    let html: String = (1..=40)
+        .map(|i| format!("<p>Paragraph {i} with a few words in it.</p>"))
+        .collect();
+    let html = format!("<meta http-equiv=refresh content='9;url=/n'>{html}");
+    let options = Html2WmlOptions::with_max_card_size(600);
+    let url = "http://app.example/shop/page.html?x=1&card=7#frag";
+    let decks =
+        html_to_wml_cards(html.as_bytes(), url, "card", &options, &SourceLengthBound).unwrap();
+    let whole = html_to_wml(html.as_bytes(), url, &options, &SourceLengthBound).unwrap();
+    // Longer links than `#cN`: at least as many cards.
+    assert!(decks.len() >= whole.matches("<card").count());
+    assert!(decks.len() > 3);
+    for (i, deck) in decks.iter().enumerate() {
+        let n = i + 1;
+        assert_eq!(deck.matches("<card").count(), 1, "{deck}");
+        assert!(SourceLengthBound.compiled_len(deck) <= 600, "{deck}");
+        assert!(deck.contains(&format!("<card id=\"c{n}\"")));
+        assert_eq!(
+            deck.contains(&format!(
+                "<a href=\"/shop/page.html?x=1&amp;card={}\">&lt;&lt; Prev</a>",
+                n - 1
+            )),
+            n > 1,
+            "{deck}"
+        );
+        assert_eq!(
+            deck.contains(&format!(
+                "<a href=\"/shop/page.html?x=1&amp;card={}\">Next &gt;&gt;</a>",
+                n + 1
+            )),
+            n < decks.len(),
+            "{deck}"
+        );
+        assert_eq!(deck.contains("<timer"), n == 1);
+    }
+    let mut absolute = Html2WmlOptions::with_max_card_size(600);
+    absolute.link_style = LinkStyle::Absolute;
+    let decks =
+        html_to_wml_cards(html.as_bytes(), url, "card", &absolute, &SourceLengthBound).unwrap();
+    assert!(
+        decks[0].contains("<a href=\"http://app.example/shop/page.html?x=1&amp;card=2\">Next"),
+        "{}",
+        decks[0]
+    );
+}
