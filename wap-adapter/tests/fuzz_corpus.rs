@@ -6,7 +6,9 @@
 
 use std::path::Path;
 
-use wap_adapter::convert::{html_to_wml, wml_to_html, Html2WmlOptions, SourceLengthBound};
+use wap_adapter::convert::{
+    html_to_wml, html_to_wml_cards, wml_to_html, Html2WmlOptions, SourceLengthBound,
+};
 
 const URL: &str = "http://fuzz.example/dir/page.html?q=1";
 
@@ -24,6 +26,22 @@ fn html2wml_corpus() {
                 "{}: the deck does not read back: {e}\n{deck}",
                 path.display()
             );
+        }
+        let decks = html_to_wml_cards(
+            &data,
+            URL,
+            "card",
+            &Html2WmlOptions::default(),
+            &SourceLengthBound,
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for deck in decks {
+            if let Err(e) = wml_to_html(deck.as_bytes(), URL) {
+                panic!(
+                    "{}: a card deck does not read back: {e}\n{deck}",
+                    path.display()
+                );
+            }
         }
         let _ = wml_to_html(&data, URL);
         inputs += 1;
