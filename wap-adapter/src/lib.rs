@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod convert;
 pub mod wbxml;
 pub mod wsp;
 pub mod wtp;
