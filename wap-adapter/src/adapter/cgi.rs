@@ -8,7 +8,7 @@
 //! `REMOTE_USER` the lease name; every request header becomes an `HTTP_*`
 //! variable (§4.1.18) except `Content-Type` and `Content-Length` (their own
 //! variables) and the credentials headers `Authorization` and
-//! `Proxy-Authorization`; the identity headers the adapter set arrive as
+//! `Proxy-Authorization` and the hop-by-hop headers; the identity headers the adapter set arrive as
 //! `HTTP_X_PERMANET_USER`, `HTTP_X_PERMANET_ADDRESS`,
 //! `HTTP_X_PERMANET_GROUPS`. Also set: `PATH` (a fixed system default),
 //! `REMOTE_PORT`, `REQUEST_URI` and `SCRIPT_FILENAME`, which common CGI
@@ -107,6 +107,9 @@ impl Cgi {
         limits: &Limits,
     ) -> Result<Response<Bytes>, BackendError> {
         let deadline = tokio::time::Instant::now() + limits.backend_timeout;
+        // RFC 3875 §4.1.18: headers about the client connection only are
+        // not the program's business.
+        remove_hop_by_hop(request.headers_mut());
         for _ in 0..=MAX_LOCAL_REDIRECTS {
             let env = environment(&request, origin, identity, &self.program);
             let output = self
