@@ -74,3 +74,156 @@ fn run_fails_when_a_listener_cannot_be_bound() {
         "{stderr}"
     );
 }
+
+/// A fake tunneld control socket (a thread) that knows one lease: alice,
+/// `2002:b16:212c:1::1234`, in group `staff`.
+fn fake_tunneld(socket: &Path) {
+    use std::io::{BufRead, Write};
+    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut line = String::new();
+            let _ = std::io::BufReader::new(&stream).read_line(&mut line);
+            let address = line.trim_end().trim_start_matches("peer ");
+            let answer = if address == "2002:b16:212c:1::1234" {
+                format!(
+                    "{{\"lease\":{{\"name\":\"alice\",\"dn\":\"\",\"kind\":\"user\",\"address\":\"{address}/128\",\
+                     \"groups\":[\"staff\"],\"serial\":1,\"not_before\":0,\"not_after\":4000000000}}}}\n"
+                )
+            } else {
+                format!("{{\"unknown\":\"{address}\"}}\n")
+            };
+            let _ = (&stream).write_all(answer.as_bytes());
+        }
+    });
+}
+
+/// One request from alice through a PROXY v2 header; the status code.
+fn status_of_request(address: std::net::SocketAddr) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let mut header = vec![
+        0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x21, 0x00,
+        0x24,
+    ];
+    header.extend_from_slice(
+        &"2002:b16:212c:1::1234"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    header.extend_from_slice(&"2002::10".parse::<std::net::Ipv6Addr>().unwrap().octets());
+    header.extend_from_slice(&[0x9c, 0x40, 0x00, 0x50]);
+    stream.write_all(&header).unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer.get(9..12).unwrap().parse().unwrap()
+}
+
+#[test]
+fn sighup_reloads_allowed_groups_and_refuses_restart_only_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    fake_tunneld(&dir.path().join("tunneld.sock"));
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_address = backend.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in backend.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let config = |groups: &str, timeout: u64| {
+        format!(
+            "[identity]\ntunneld-socket = \"tunneld.sock\"\n[limits]\nbackend-timeout = {timeout}\n\
+             [[applications]]\nname = \"wiki\"\naddress = \"2002::10\"\nproxy-protocol-listen = \"{listen}\"\n\
+             backend.url = \"http://{backend_address}/\"\nallowed-groups = [{groups}]\n"
+        )
+    };
+    let path = dir.path().join("wap-adapter.toml");
+    std::fs::write(&path, config("\"staff\"", 30)).unwrap();
+    let log = dir.path().join("stderr.log");
+    let mut daemon = Daemon(
+        Command::new(BIN)
+            .args(["run", "--config", path.to_str().unwrap()])
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = daemon.0.id();
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let wait_log = |needle: &str, count: usize| {
+        netns_tests::wait_until(
+            needle,
+            std::time::Duration::from_secs(30),
+            || read_log().matches(needle).count() >= count,
+            read_log,
+        )
+    };
+    wait_log("wap-adapter running", 1);
+    assert_eq!(status_of_request(listen), 200);
+
+    let hup = |pid: u32| {
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success())
+    };
+    std::fs::write(&path, config("\"admins\"", 30)).unwrap();
+    hup(pid);
+    wait_log("config reloaded", 1);
+    assert_eq!(status_of_request(listen), 403, "{}", read_log());
+
+    // A restart-only key: refused, the running config (admins) stays.
+    std::fs::write(&path, config("\"staff\"", 31)).unwrap();
+    hup(pid);
+    wait_log("reload refused", 1);
+    assert!(
+        read_log().contains("limits: changed; restart wap-adapter to apply it"),
+        "{}",
+        read_log()
+    );
+    assert_eq!(status_of_request(listen), 403);
+
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let mut exited = None;
+    netns_tests::wait_until(
+        "wap-adapter to exit",
+        std::time::Duration::from_secs(30),
+        || {
+            exited = daemon.0.try_wait().unwrap();
+            exited.is_some()
+        },
+        read_log,
+    );
+    assert_eq!(exited.unwrap().code(), Some(0), "{}", read_log());
+}
+
+/// A child process, killed and reaped when the test ends (also when it
+/// fails) unless it exited.
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
