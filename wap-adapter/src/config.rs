@@ -119,6 +119,9 @@ pub struct Limits {
     /// `backend-timeout`: time a backend (HTTP or CGI) has to answer in
     /// full; past it the request gets 504 (a CGI program is killed).
     pub backend_timeout: Duration,
+    /// `max-connections`: HTTP connections served at once per application
+    /// (and so CGI programs running at once); more wait to be accepted.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -129,6 +132,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(5),
             backend_timeout: Duration::from_secs(30),
+            max_connections: 256,
         }
     }
 }
@@ -466,7 +470,7 @@ impl Listeners {
 
 fn limits(raw: RawLimits) -> Result<Limits, (&'static str, Problem)> {
     let d = Limits::default();
-    let bytes = |value: Option<u64>, default: usize, min: u64, max: u64, key| match value {
+    let count = |value: Option<u64>, default: usize, min: u64, max: u64, key| match value {
         None => Ok(default),
         Some(v) if (min..=max).contains(&v) => {
             usize::try_from(v).map_err(|_| (key, Problem::OutOfRange { value: v, min, max }))
@@ -475,14 +479,14 @@ fn limits(raw: RawLimits) -> Result<Limits, (&'static str, Problem)> {
     };
     Ok(Limits {
         // hyper's HTTP/1 read buffer cannot be smaller than 8 KiB.
-        max_header_bytes: bytes(
+        max_header_bytes: count(
             raw.max_header_bytes,
             d.max_header_bytes,
             8192,
             1 << 20,
             "max-header-bytes",
         )?,
-        max_body_bytes: bytes(
+        max_body_bytes: count(
             raw.max_body_bytes,
             d.max_body_bytes,
             1024,
@@ -495,6 +499,13 @@ fn limits(raw: RawLimits) -> Result<Limits, (&'static str, Problem)> {
             .map_err(|p| ("connect-timeout", p))?,
         backend_timeout: seconds(raw.backend_timeout, 30, 1, 3600)
             .map_err(|p| ("backend-timeout", p))?,
+        max_connections: count(
+            raw.max_connections,
+            d.max_connections,
+            1,
+            65_536,
+            "max-connections",
+        )?,
     })
 }
 
@@ -676,6 +687,7 @@ struct RawLimits {
     header_timeout: Option<u64>,
     connect_timeout: Option<u64>,
     backend_timeout: Option<u64>,
+    max_connections: Option<u64>,
 }
 
 #[derive(Deserialize)]

@@ -816,3 +816,30 @@ async fn shutdown_lets_a_running_request_finish_and_stops_accepting() {
         "still accepting after shutdown"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_bounds_concurrent_requests() {
+    let slow = TestBackend::start(Duration::from_millis(600)).await;
+    let front = Front::start(
+        &format!("url = \"http://{}/\"", slow.address),
+        "",
+        "max-connections = 1",
+        false,
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let address = front.address;
+    let requests: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(async move { exchange(address, b"", &get("/", "")).await }))
+        .collect();
+    for request in requests {
+        assert_eq!(request.await.unwrap().unwrap().status, 200);
+    }
+    // One at a time: at least two backend delays (in parallel: one).
+    assert!(
+        started.elapsed() >= Duration::from_millis(1200),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(slow.seen().len(), 2);
+}

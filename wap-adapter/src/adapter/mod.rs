@@ -209,11 +209,7 @@ impl Adapter {
         let timeout = self.limits.backend_timeout;
         let result = match &self.backend {
             BackendKind::Http(proxy) => {
-                tokio::time::timeout(
-                    timeout,
-                    proxy.forward(request, origin, &identity, &self.limits),
-                )
-                .await
+                tokio::time::timeout(timeout, proxy.forward(request, origin, &self.limits)).await
             }
             BackendKind::Cgi(cgi) => {
                 // The CGI runner enforces the timeout itself: it must kill

@@ -26,7 +26,6 @@ use tracing::debug;
 
 use super::{remove_hop_by_hop, BackendError, Origin};
 use crate::config::Limits;
-use crate::identity::Identity;
 
 /// Headers about earlier hops a client could forge; replaced, never
 /// forwarded.
@@ -81,7 +80,6 @@ impl ReverseProxy {
         &self,
         request: Request<Bytes>,
         origin: Origin,
-        _identity: &Identity,
         limits: &Limits,
     ) -> Result<Response<Bytes>, BackendError> {
         let head_request = request.method() == Method::HEAD;

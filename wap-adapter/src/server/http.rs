@@ -7,8 +7,9 @@
 //! is closed unanswered and counted (`proxy_refused`). Request heads are
 //! bounded by `max-header-bytes` and `header-timeout` (hyper), bodies by
 //! `max-body-bytes` (413) and `backend-timeout` (408). Every request goes to
-//! the application's [`Adapter`]. [`HttpServer::serve`] stops accepting when
-//! told to shut down, lets running requests finish (hyper's graceful
+//! the application's [`Adapter`]. At most `max-connections` connections
+//! are served at once; further ones wait in the listen backlog.
+//! [`HttpServer::serve`] stops accepting when told to shut down, lets running requests finish (hyper's graceful
 //! shutdown) for at most [`DRAIN_TIMEOUT`], then drops the rest.
 
 use std::convert::Infallible;
@@ -23,7 +24,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
@@ -72,11 +73,13 @@ impl HttpServer {
     /// drain (see the module docs).
     pub async fn serve(self, mut shutdown: watch::Receiver<bool>) {
         let mut connections = JoinSet::new();
+        let permits = Arc::new(Semaphore::new(self.limits.max_connections));
         info!(application = %self.adapter.name(), address = ?self.local_addr().ok(), proxied = self.proxied, "serving HTTP");
         loop {
             tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
+                // At max-connections, wait for one to end before accepting.
+                accepted = accept(&self.listener, &permits) => match accepted {
+                    Ok((stream, peer, permit)) => {
                         self.counters.connection();
                         let task = Connection {
                             proxied: self.proxied,
@@ -84,7 +87,11 @@ impl HttpServer {
                             limits: self.limits,
                             counters: Arc::clone(&self.counters),
                         };
-                        connections.spawn(task.serve(stream, peer, shutdown.clone()));
+                        let stopped = shutdown.clone();
+                        connections.spawn(async move {
+                            task.serve(stream, peer, stopped).await;
+                            drop(permit);
+                        });
                     }
                     Err(error) => {
                         warn!(%error, "HTTP accept failed");
@@ -114,6 +121,19 @@ impl HttpServer {
             connections.shutdown().await;
         }
     }
+}
+
+/// The next connection, once a permit is free.
+async fn accept(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+) -> io::Result<(TcpStream, SocketAddr, OwnedSemaphorePermit)> {
+    let permit = Arc::clone(permits)
+        .acquire_owned()
+        .await
+        .map_err(|_| io::Error::other("connection permits closed"))?;
+    let (stream, peer) = listener.accept().await?;
+    Ok((stream, peer, permit))
 }
 
 /// What one connection's task needs.
