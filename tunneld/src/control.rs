@@ -8,9 +8,12 @@
 //! `status`, answered with a [`Report`] built from the data plane's
 //! [`Status`] snapshot and the node's fixed [`Identity`]; and `reload`
 //! (what `tunneld login` sends after it wrote a new lease), which asks the
-//! daemon to reload as on SIGHUP and answers `{"reload":"requested"}`. The
+//! daemon to reload as on SIGHUP and answers `{"reload":"requested"}`; and
+//! `peer <IPv6 address>` (what wap-adapter asks to know who a request's
+//! overlay source is), answered with a [`PeerAnswer`]: the verified lease of
+//! the peer whose lease prefix holds that address, or `unknown`. The
 //! socket is mode 0600 in a 0700 directory: only the daemon's user (or
-//! root) can ask either.
+//! root) can ask any of them.
 //!
 //! [`ControlSocket::bind`] replaces a stale socket file (one nobody
 //! answers on) and refuses to steal a live one; dropping the
@@ -50,6 +53,9 @@ pub const STATUS_REQUEST: &str = "status";
 
 /// The reload request line.
 pub const RELOAD_REQUEST: &str = "reload";
+
+/// The peer request's word; the line is `peer <IPv6 address>`.
+pub const PEER_REQUEST: &str = "peer";
 
 /// What does not change while the daemon runs: this node (and, in
 /// userspace mode, the stack whose counters the report carries).
@@ -428,6 +434,74 @@ fn bytes(n: u64) -> String {
     format!("{value:.2} {unit}")
 }
 
+/// The answer to `peer <address>`, as JSON: `{"lease": {...}}` or
+/// `{"unknown": "<address>"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerAnswer {
+    /// A peer's lease holds the address and is valid now.
+    Lease(PeerLease),
+    /// No peer with a lease valid now holds the address.
+    Unknown(String),
+}
+
+impl PeerAnswer {
+    /// The answer for `address` from `status`'s peers at `now_unix`
+    /// (seconds): the first peer whose lease prefix holds the address and
+    /// whose lease is valid at that time.
+    pub fn find(status: &Status, address: std::net::Ipv6Addr, now_unix: u64) -> PeerAnswer {
+        status
+            .peers
+            .iter()
+            .map(|p| &p.lease)
+            .find(|lease| {
+                lease.contains_source(&address)
+                    && lease.not_before.as_secs() <= now_unix
+                    && now_unix < lease.not_after.as_secs()
+            })
+            .map_or_else(
+                || PeerAnswer::Unknown(address.to_string()),
+                |lease| PeerAnswer::Lease(PeerLease::from(lease)),
+            )
+    }
+}
+
+/// A peer's verified lease in a [`PeerAnswer`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerLease {
+    /// Short name, e.g. `alice`.
+    pub name: String,
+    /// Directory DN.
+    pub dn: String,
+    /// `user`, `application` or `system`.
+    pub kind: String,
+    /// The lease prefix (a /128 for users and applications).
+    pub address: String,
+    /// Group names.
+    pub groups: Vec<String>,
+    /// The lease's serial.
+    pub serial: u64,
+    /// Start of validity, Unix seconds.
+    pub not_before: u64,
+    /// End of validity (exclusive), Unix seconds.
+    pub not_after: u64,
+}
+
+impl From<&overlay_proto::lease::Lease> for PeerLease {
+    fn from(lease: &overlay_proto::lease::Lease) -> Self {
+        PeerLease {
+            name: lease.name.clone(),
+            dn: lease.dn.clone(),
+            kind: lease.kind.as_str().to_owned(),
+            address: lease.prefix.to_string(),
+            groups: lease.groups.clone(),
+            serial: lease.serial,
+            not_before: lease.not_before.as_secs(),
+            not_after: lease.not_after.as_secs(),
+        }
+    }
+}
+
 /// Errors of [`ControlSocket::bind`].
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
@@ -560,7 +634,20 @@ async fn answer(stream: UnixStream, handle: &TunnelHandle, identity: &Identity) 
             }
             _ => error_json("this daemon does not take reload requests"),
         },
-        _ => error_json("unknown request"),
+        line => match line.split_once(' ') {
+            Some((PEER_REQUEST, address)) => match address.trim().parse() {
+                Ok(address) => match handle.status().await {
+                    Some(status) => {
+                        let now = startup::now().unix.as_secs();
+                        let answer = PeerAnswer::find(&status, address, now);
+                        serde_json::to_string(&answer).map_err(io::Error::other)?
+                    }
+                    None => error_json("the data plane has stopped"),
+                },
+                Err(_) => error_json("peer: not an IPv6 address"),
+            },
+            _ => error_json("unknown request"),
+        },
     };
     write.write_all(response.as_bytes()).await?;
     write.write_all(b"\n").await?;

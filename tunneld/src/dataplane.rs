@@ -291,6 +291,9 @@ pub struct PeerStatus {
     pub name: String,
     /// Its lease prefix: the addresses it may use and that route to it.
     pub lease_prefix: ipnet::Ipv6Net,
+    /// Its verified lease as the node holds it (the control socket's
+    /// `peer` request answers with it).
+    pub lease: overlay_proto::lease::Lease,
     /// Its security associations.
     pub security_associations: Vec<SaStatus>,
     /// Where packets for it go now.
@@ -608,6 +611,7 @@ impl<P: InnerPort> Tunnel<P> {
                 public_key: *p.public_key(),
                 name: p.lease().lease().name.clone(),
                 lease_prefix: p.lease().lease().prefix,
+                lease: p.lease().lease().clone(),
                 security_associations: p.security_associations(now),
                 endpoint: p.endpoint(),
                 stats: p.stats(),

@@ -1,5 +1,5 @@
-//! Operating a running `tunneld`: the Prometheus endpoint, SIGHUP reloads
-//! and lease renewal from files. Each test starts real daemon processes
+//! Operating a running `tunneld`: the Prometheus endpoint, SIGHUP reloads,
+//! lease renewal from files and the control socket's `peer` request. Each test starts real daemon processes
 //! on loopback and talks to them as an operator would (signals, `tunneld
 //! status --json`, HTTP).
 
@@ -16,8 +16,8 @@ use netns_tests::{unix_now, wait_until};
 mod common;
 
 use common::daemon::{
-    free_tcp_addr, silent_peer, socks_connect, text, tunneld, Daemon, Pair, Setup, SERVER_PREFIX,
-    TIMEOUT,
+    free_tcp_addr, silent_peer, socks_connect, text, tunneld, Daemon, Pair, Setup, CLIENT_PREFIX,
+    SERVER_PREFIX, TIMEOUT,
 };
 
 const OTHER_PREFIX: &str = "2002:b16:212c:3::/64";
@@ -623,5 +623,46 @@ fn sighup_changes_who_may_reach_an_application() {
     conn.read_exact(&mut echo).unwrap();
     assert_eq!(&echo, b"hello");
 
+    pair.stop();
+}
+
+/// One control-socket request line; the JSON answer.
+fn control(socket: &std::path::Path, request: &str) -> serde_json::Value {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    stream.set_read_timeout(Some(TIMEOUT)).unwrap();
+    writeln!(stream, "{request}").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    serde_json::from_str(&answer).unwrap()
+}
+
+#[test]
+fn the_peer_request_answers_with_the_verified_lease_that_holds_the_address() {
+    let mut pair = Pair::start(0x75, "", "persistent-keepalive = 1");
+    let server = &mut pair.server_daemon;
+    server.wait_for_status("the client's handshake", |s| {
+        s["peers"].as_array().is_some_and(|p| !p.is_empty())
+    });
+    let user = CLIENT_PREFIX.trim_end_matches("/128");
+    let answer = control(server.socket(), &format!("peer {user}"));
+    let lease = &answer["lease"];
+    assert_eq!(lease["name"], "node", "{answer}");
+    assert_eq!(lease["kind"], "user", "{answer}");
+    assert_eq!(lease["address"], CLIENT_PREFIX, "{answer}");
+    assert_eq!(lease["groups"], serde_json::json!(["staff"]), "{answer}");
+    let now = unix_now();
+    let not_after = lease["not_after"].as_u64().unwrap();
+    let not_before = lease["not_before"].as_u64().unwrap();
+    assert!(not_before <= now && now < not_after, "{answer}");
+
+    // An address no peer's lease holds, and one of the server's own.
+    for address in ["2002:b16:212c:1::1235", "2002:b16:212c:2::10"] {
+        let answer = control(server.socket(), &format!("peer {address}"));
+        assert_eq!(answer, serde_json::json!({ "unknown": address }));
+    }
+    for bad in ["peer", "peer 192.0.2.1", "peer 2002::1 extra"] {
+        let answer = control(server.socket(), bad);
+        assert!(answer["error"].is_string(), "{bad}: {answer}");
+    }
     pair.stop();
 }
