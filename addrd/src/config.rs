@@ -12,7 +12,6 @@
 //! the line and column the `toml` crate reports. The reference config is
 //! `configs/addrd.toml`, which says which keys SIGHUP reloads.
 
-use std::fmt;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -54,34 +53,7 @@ pub const MAX_SESSION_AGE_LIMIT: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Bound on LDAP operations unless configured.
 pub const DEFAULT_LDAP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Most verbose log level shown.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LogLevel {
-    /// Errors only.
-    Error,
-    /// Warnings and errors.
-    Warn,
-    /// The default.
-    Info,
-    /// Per-event detail.
-    Debug,
-    /// Everything.
-    Trace,
-}
-
-impl LogLevel {
-    /// The matching `tracing` level.
-    pub const fn to_tracing(self) -> tracing::Level {
-        match self {
-            LogLevel::Error => tracing::Level::ERROR,
-            LogLevel::Warn => tracing::Level::WARN,
-            LogLevel::Info => tracing::Level::INFO,
-            LogLevel::Debug => tracing::Level::DEBUG,
-            LogLevel::Trace => tracing::Level::TRACE,
-        }
-    }
-}
+pub use daemon_kit::logging::LogLevel;
 
 /// The validated configuration. Paths are absolute or relative to the
 /// working directory (already resolved against the config's directory).
@@ -168,57 +140,9 @@ impl DirectoryConfig {
     }
 }
 
-/// A config file could not be used. The `Display` form is
-/// `FILE: KEY: WHAT` (or `FILE: WHAT` for unreadable files and TOML
-/// syntax errors).
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The config file itself could not be read.
-    #[error("{}: {error}", file.display())]
-    Read {
-        /// The config file.
-        file: PathBuf,
-        /// Why.
-        error: io::Error,
-    },
-    /// TOML syntax, an unknown key or a value of the wrong type.
-    #[error("{}: {message}", file.display())]
-    Syntax {
-        /// The config file.
-        file: PathBuf,
-        /// `toml`'s report, with line and column.
-        message: String,
-    },
-    /// A key's value is refused.
-    #[error("{}: {key}: {problem}", file.display())]
-    Key {
-        /// The config file.
-        file: PathBuf,
-        /// Dotted path of the key, e.g. `directory.url`.
-        key: String,
-        /// What is wrong.
-        problem: Box<Problem>,
-    },
-}
-
-impl ConfigError {
-    /// The key the error is about, if it is about one.
-    pub fn key(&self) -> Option<&str> {
-        match self {
-            ConfigError::Key { key, .. } => Some(key),
-            _ => None,
-        }
-    }
-
-    /// What is wrong with the key, if the error is about one.
-    pub fn problem(&self) -> Option<&Problem> {
-        match self {
-            ConfigError::Key { problem, .. } => Some(problem),
-            _ => None,
-        }
-    }
-}
+/// A config file could not be used: `FILE: KEY: PROBLEM` (see
+/// [`daemon_kit::config`]), with this daemon's [`Problem`]s.
+pub type ConfigError = daemon_kit::config::ConfigError<Problem>;
 
 /// What is wrong with a key's value (or a file it names).
 #[derive(Debug, thiserror::Error)]
@@ -302,50 +226,25 @@ pub enum Problem {
 impl Config {
     /// Reads and checks the config at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-            file: path.to_owned(),
-            error,
-        })?;
+        let text = daemon_kit::config::read(path)?;
         Config::parse(&text, path)
     }
 
     /// Checks config `text` as if read from `path` (which names the file in
     /// errors and anchors relative paths; it is not read).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            file: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
+        let raw: RawConfig = daemon_kit::config::parse_toml(text, path)?;
         Checker { file: path }.check(raw)
     }
 
     /// The directory relative paths in the config are resolved against.
     pub fn base_dir(path: &Path) -> &Path {
-        match path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        }
+        daemon_kit::config::base_dir(path)
     }
 
     /// An error about `key` of this config.
     pub fn error(&self, key: impl Into<String>, problem: Problem) -> ConfigError {
-        ConfigError::Key {
-            file: self.path.clone(),
-            key: key.into(),
-            problem: Box::new(problem),
-        }
-    }
-}
-
-impl fmt::Display for LogLevel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LogLevel::Error => "error",
-            LogLevel::Warn => "warn",
-            LogLevel::Info => "info",
-            LogLevel::Debug => "debug",
-            LogLevel::Trace => "trace",
-        })
+        ConfigError::at(&self.path, key, problem)
     }
 }
 
@@ -509,11 +408,7 @@ impl Checker<'_> {
     }
 
     fn error(&self, key: impl Into<String>, problem: Problem) -> ConfigError {
-        ConfigError::Key {
-            file: self.file.to_owned(),
-            key: key.into(),
-            problem: Box::new(problem),
-        }
+        ConfigError::at(self.file, key, problem)
     }
 
     fn resolve(&self, path: PathBuf) -> PathBuf {

@@ -24,7 +24,6 @@
 //! [`ControlSocket`] removes the file.
 
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,8 +36,8 @@ use overlay_proto::lease::EntityKind;
 use overlay_proto::time::UnixTime;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
-use tracing::{debug, info, warn};
+use tokio::net::UnixStream;
+use tracing::info;
 use zeroize::Zeroizing;
 
 use crate::backend::Backend;
@@ -175,26 +174,7 @@ pub enum Response {
     },
 }
 
-/// The control socket could not be bound.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum BindError {
-    /// A running addrd answers on it.
-    #[error("{}: another addrd is running (its control socket answers)", .0.display())]
-    InUse(PathBuf),
-    /// Something else has that name.
-    #[error("{}: exists and is not a socket", .0.display())]
-    NotASocket(PathBuf),
-    /// Creating the directory or socket failed.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The path.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: io::Error,
-    },
-}
+pub use daemon_kit::control::{BindError, ControlSocket};
 
 /// A request to the daemon failed.
 #[derive(Debug, thiserror::Error)]
@@ -245,87 +225,21 @@ pub struct Context {
     pub login: Option<crate::channel::ChannelHandle>,
 }
 
-/// The listening control socket.
-#[derive(Debug)]
-pub struct ControlSocket {
-    listener: UnixListener,
-    path: PathBuf,
+/// Bind addrd's control socket at `path` (see [`ControlSocket::bind`]:
+/// a second addrd with the same config is refused).
+pub async fn bind(path: &Path) -> Result<ControlSocket, BindError> {
+    ControlSocket::bind(path, "addrd").await
 }
 
-impl ControlSocket {
-    /// Bind `path` (mode 0600; its directory created 0700 if absent).
-    pub async fn bind(path: &Path) -> Result<Self, BindError> {
-        let io_error = |source| BindError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if !parent.exists() {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(parent)
-                    .map_err(io_error)?;
-            }
-        }
-        match std::fs::symlink_metadata(path) {
-            Ok(meta) if !meta.file_type().is_socket() => {
-                return Err(BindError::NotASocket(path.to_owned()))
-            }
-            Ok(_) => {
-                if UnixStream::connect(path).await.is_ok() {
-                    return Err(BindError::InUse(path.to_owned()));
-                }
-                debug!(path = %path.display(), "removing stale control socket");
-                std::fs::remove_file(path).map_err(io_error)?;
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error(e)),
-        }
-        let listener = UnixListener::bind(path).map_err(io_error)?;
-        let socket = ControlSocket {
-            listener,
-            path: path.to_owned(),
-        };
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_error)?;
-        Ok(socket)
-    }
-
-    /// The socket's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Answer requests until the task is dropped; one task per connection.
-    pub async fn serve(&self, context: Arc<Context>) {
-        loop {
-            match self.listener.accept().await {
-                Ok((stream, _)) => {
-                    let context = Arc::clone(&context);
-                    tokio::spawn(async move {
-                        if let Err(error) = answer(stream, &context).await {
-                            debug!(%error, "control connection failed");
-                        }
-                    });
-                }
-                Err(error) => {
-                    warn!(%error, "control socket accept failed");
-                    // EMFILE and the like: do not spin.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-}
-
-impl Drop for ControlSocket {
-    fn drop(&mut self) {
-        if let Err(error) = std::fs::remove_file(&self.path) {
-            if error.kind() != io::ErrorKind::NotFound {
-                warn!(path = %self.path.display(), %error, "could not remove the control socket");
-            }
-        }
-    }
+/// Answer requests on `socket` until the future is dropped; one task per
+/// connection.
+pub async fn serve(socket: &ControlSocket, context: Arc<Context>) {
+    socket
+        .serve(|stream| {
+            let context = Arc::clone(&context);
+            async move { answer(stream, &context).await }
+        })
+        .await;
 }
 
 async fn answer(stream: UnixStream, context: &Context) -> io::Result<()> {

@@ -26,7 +26,7 @@ use addrd::backend::Backend;
 use addrd::bindings::{BindingCache, BindingCacheConfig};
 use addrd::channel::{LoginChannel, Overlay};
 use addrd::config::{Config, DirectoryConfig, LogLevel};
-use addrd::control::{self, ClientError, Context, ControlSocket, EntityReport, Response};
+use addrd::control::{self, ClientError, Context, EntityReport, Response};
 use addrd::directory::{AuthError, Directory, Password};
 use addrd::dns::{DnsServer, ZoneConfig, ZoneHandle};
 use addrd::guard::GuardConfig;
@@ -39,13 +39,10 @@ use addrd::state::State;
 use anyhow::{bail, Context as _};
 use base64::Engine as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use daemon_kit::logging::{init as init_logging, LogLevelHandle};
 use overlay_proto::lease::{EntityKind, SignedLease};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
-use tracing_subscriber::filter::LevelFilter;
-use tracing_subscriber::layer::SubscriberExt as _;
-use tracing_subscriber::util::SubscriberInitExt as _;
-use tracing_subscriber::{reload as log_reload, Registry};
 use zeroize::Zeroizing;
 
 /// Default config file.
@@ -60,9 +57,6 @@ const REFRESH_INTERVAL: Duration = Duration::from_secs(300);
 
 /// How soon a directory that could not be read is tried again.
 const RETRY_INTERVAL: Duration = Duration::from_secs(2);
-
-/// Changes the log level of the running daemon (SIGHUP).
-type LogLevelHandle = log_reload::Handle<LevelFilter, Registry>;
 
 /// permanet address authority: directory, permanent addresses, leases, DNS.
 #[derive(Debug, Parser)]
@@ -687,7 +681,7 @@ async fn serve(config: Config, log_level: Option<LogLevelHandle>) -> anyhow::Res
     };
     // The control socket first: it is what tells a second daemon with the
     // same config to stop before it touches the store.
-    let control = ControlSocket::bind(&config.control_socket).await?;
+    let control = control::bind(&config.control_socket).await?;
     let service = Arc::new(open_service(&config).await?);
     info!(
         backend = service.directory().name(),
@@ -781,7 +775,7 @@ async fn serve(config: Config, log_level: Option<LogLevelHandle>) -> anyhow::Res
         "addrd running"
     );
     {
-        let served = control.serve(Arc::clone(&context));
+        let served = control::serve(&control, Arc::clone(&context));
         tokio::pin!(served);
         loop {
             tokio::select! {
@@ -823,9 +817,7 @@ impl Daemon {
         match Config::load(&self.config.path) {
             Ok(new) => {
                 if let Some(handle) = &self.log_level {
-                    if let Err(e) =
-                        handle.modify(|f| *f = LevelFilter::from_level(new.log_level.to_tracing()))
-                    {
+                    if let Err(e) = handle.set(new.log_level) {
                         warn!(error = %e, "could not change the log level");
                     }
                 }
@@ -894,17 +886,4 @@ async fn assign_all(service: &Service<Backend>) {
         }
         Err(e) => error!(error = %e, "assigning addresses: the directory failed"),
     }
-}
-
-fn init_logging(level: LogLevel) -> Option<LogLevelHandle> {
-    let (filter, handle) = log_reload::Layer::new(LevelFilter::from_level(level.to_tracing()));
-    let output = tracing_subscriber::fmt::layer()
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal());
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(output)
-        .try_init()
-        .ok()
-        .map(|()| handle)
 }

@@ -11,7 +11,7 @@ use std::time::Instant;
 use addrd::alloc::{AllocationKey, Allocator};
 use addrd::backend::Backend;
 use addrd::bindings::{BindingCache, BindingCacheConfig};
-use addrd::control::{self, BindError, Context, ControlSocket, Response};
+use addrd::control::{self, BindError, Context, Response};
 use addrd::embedded::EmbeddedDirectory;
 use addrd::issuer::{IssuePolicy, Issuer};
 use addrd::revocations::Revocations;
@@ -106,11 +106,11 @@ async fn fixture() -> Fixture {
         bad_requests: AtomicU64::new(0),
         login: None,
     });
-    let socket = ControlSocket::bind(&dir.path().join("run/addrd.sock"))
+    let socket = control::bind(&dir.path().join("run/addrd.sock"))
         .await
         .unwrap();
     let served = Arc::clone(&context);
-    let server = tokio::spawn(async move { socket.serve(served).await });
+    let server = tokio::spawn(async move { control::serve(&socket, served).await });
     Fixture {
         dir,
         context,
@@ -223,21 +223,21 @@ async fn malformed_requests_get_errors_and_are_counted() {
 #[tokio::test]
 async fn a_live_socket_is_not_stolen_and_a_stale_one_is_replaced() {
     let f = fixture().await;
-    let err = ControlSocket::bind(&f.socket()).await.unwrap_err();
-    assert!(matches!(err, BindError::InUse(_)), "{err}");
+    let err = control::bind(&f.socket()).await.unwrap_err();
+    assert!(matches!(err, BindError::InUse { .. }), "{err}");
     f.server.abort();
     // The aborted task dropped the socket (removing the file); leave a
     // stale socket file behind instead.
     let stale = f.dir.path().join("stale.sock");
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
-    let socket = ControlSocket::bind(&stale).await.unwrap();
+    let socket = control::bind(&stale).await.unwrap();
     assert!(stale.exists());
     drop(socket);
     assert!(!stale.exists());
     let file = f.dir.path().join("file");
     std::fs::write(&file, b"x").unwrap();
     assert!(matches!(
-        ControlSocket::bind(&file).await.unwrap_err(),
+        control::bind(&file).await.unwrap_err(),
         BindError::NotASocket(_)
     ));
 }

@@ -23,8 +23,7 @@ use overlay_proto::counters::Labelled;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,9 +32,8 @@ use overlay_proto::node::Node;
 use overlay_proto::session::{SaRole, SaStatus};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
-use tracing::{debug, warn};
 
 use crate::config::Config;
 use crate::dataplane::{Status, TunnelHandle};
@@ -502,111 +500,24 @@ impl From<&overlay_proto::lease::Lease> for PeerLease {
     }
 }
 
-/// Errors of [`ControlSocket::bind`].
-#[derive(Debug, thiserror::Error)]
-pub enum BindError {
-    /// Another daemon answers on the socket.
-    #[error("control socket {0} is in use by a running daemon")]
-    InUse(PathBuf),
-    /// Something that is not a socket is at the path.
-    #[error("{0} exists and is not a socket")]
-    NotASocket(PathBuf),
-    /// Creating the directory, removing the stale file, binding, or
-    /// setting the mode failed.
-    #[error("control socket {path}: {source}")]
-    Io {
-        /// The socket path.
-        path: PathBuf,
-        /// The error.
-        source: io::Error,
-    },
+pub use daemon_kit::control::{BindError, ControlSocket};
+
+/// Bind tunneld's control socket at `path` (see [`ControlSocket::bind`]:
+/// a second tunneld on the same socket is refused).
+pub async fn bind(path: &Path) -> Result<ControlSocket, BindError> {
+    ControlSocket::bind(path, "tunneld").await
 }
 
-/// The daemon's listening control socket. Dropping it removes the file.
-#[derive(Debug)]
-pub struct ControlSocket {
-    listener: UnixListener,
-    path: PathBuf,
-}
-
-impl ControlSocket {
-    /// Create the parent directory (0700) if missing, replace a stale
-    /// socket file, bind and set the socket's mode to 0600. Must run
-    /// inside a tokio runtime.
-    pub async fn bind(path: &Path) -> Result<Self, BindError> {
-        let io_error = |source| BindError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if !parent.exists() {
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(parent)
-                    .map_err(io_error)?;
-            }
-        }
-        match std::fs::symlink_metadata(path) {
-            Ok(meta) if !meta.file_type().is_socket() => {
-                return Err(BindError::NotASocket(path.to_owned()))
-            }
-            Ok(_) => {
-                if UnixStream::connect(path).await.is_ok() {
-                    return Err(BindError::InUse(path.to_owned()));
-                }
-                debug!(path = %path.display(), "removing stale control socket");
-                std::fs::remove_file(path).map_err(io_error)?;
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error(e)),
-        }
-        let listener = UnixListener::bind(path).map_err(io_error)?;
-        let socket = ControlSocket {
-            listener,
-            path: path.to_owned(),
-        };
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io_error)?;
-        Ok(socket)
-    }
-
-    /// The socket's path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Answer requests until the task is dropped. Each connection is
-    /// served in its own task.
-    pub async fn serve(&self, handle: TunnelHandle, identity: Arc<Identity>) {
-        loop {
-            match self.listener.accept().await {
-                Ok((stream, _)) => {
-                    let handle = handle.clone();
-                    let identity = Arc::clone(&identity);
-                    tokio::spawn(async move {
-                        if let Err(error) = answer(stream, &handle, &identity).await {
-                            debug!(%error, "control connection failed");
-                        }
-                    });
-                }
-                Err(error) => {
-                    warn!(%error, "control socket accept failed");
-                    // EMFILE and the like: do not spin.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-}
-
-impl Drop for ControlSocket {
-    fn drop(&mut self) {
-        if let Err(error) = std::fs::remove_file(&self.path) {
-            if error.kind() != io::ErrorKind::NotFound {
-                warn!(path = %self.path.display(), %error, "could not remove the control socket");
-            }
-        }
-    }
+/// Answer requests on `socket` until the future is dropped; one task per
+/// connection.
+pub async fn serve(socket: &ControlSocket, handle: TunnelHandle, identity: Arc<Identity>) {
+    socket
+        .serve(|stream| {
+            let handle = handle.clone();
+            let identity = Arc::clone(&identity);
+            async move { answer(stream, &handle, &identity).await }
+        })
+        .await;
 }
 
 async fn answer(stream: UnixStream, handle: &TunnelHandle, identity: &Identity) -> io::Result<()> {

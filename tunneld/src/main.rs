@@ -19,15 +19,12 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use daemon_kit::logging::{init as init_logging, LogLevelHandle};
 use overlay_proto::handshake::StaticKeypair;
 use rand::rngs::OsRng;
 use rand::RngCore;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{debug, error, info, warn};
-use tracing_subscriber::filter::LevelFilter;
-use tracing_subscriber::layer::SubscriberExt as _;
-use tracing_subscriber::util::SubscriberInitExt as _;
-use tracing_subscriber::{reload as log_reload, Registry};
 
 use overlay_proto::addr::SystemVirtualNetwork;
 use overlay_proto::authority::{ClientTimers, Password};
@@ -56,9 +53,6 @@ const DEFAULT_SOCKET: &str = "/run/permanet/tunneld.sock";
 
 /// Packets each direction of the inner-packet port holds.
 const PORT_QUEUE: usize = 256;
-
-/// Changes the log level of the running daemon (SIGHUP).
-type LogLevelHandle = log_reload::Handle<LevelFilter, Registry>;
 
 /// How long `tunneld status` waits for the daemon's answer.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -270,7 +264,7 @@ async fn serve(
     };
     // The control socket first: it is what tells a second daemon on the
     // same socket to stop before it takes any other resource.
-    let control = ControlSocket::bind(socket).await?;
+    let control = control::bind(socket).await?;
     let mut daemon = Daemon {
         control,
         signals,
@@ -436,7 +430,7 @@ impl Daemon {
         }
         info!(%listen, socket = %control.path().display(), "data plane running, control socket listening");
         let stopped_early = {
-            let serving = control.serve(handle.clone(), identity);
+            let serving = control::serve(&control, handle.clone(), identity);
             tokio::pin!(serving);
             loop {
                 tokio::select! {
@@ -508,8 +502,7 @@ async fn reload_config(
         Ok(applied) => {
             if new.log_level != running.config.log_level {
                 if let Some(handle) = log_level {
-                    let level = LevelFilter::from_level(new.log_level.to_tracing());
-                    if let Err(e) = handle.modify(|filter| *filter = level) {
+                    if let Err(e) = handle.set(new.log_level) {
                         warn!("log-level not changed: {e}");
                     }
                 }
@@ -1030,21 +1023,6 @@ fn control_request(socket: &Path, request: &str) -> Result<String, String> {
         ));
     }
     Ok(answer)
-}
-
-/// Log to stderr at `level`; the handle changes the level later
-/// (SIGHUP). `None` if a logger was already installed.
-fn init_logging(level: LogLevel) -> Option<LogLevelHandle> {
-    let (filter, handle) = log_reload::Layer::new(LevelFilter::from_level(level.to_tracing()));
-    let output = tracing_subscriber::fmt::layer()
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal());
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(output)
-        .try_init()
-        .ok()
-        .map(|()| handle)
 }
 
 fn os_seed() -> anyhow::Result<[u8; 32]> {
