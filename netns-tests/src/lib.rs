@@ -33,7 +33,9 @@ use overlay_proto::handshake::{PublicKey, StaticKeypair};
 use overlay_proto::lease::{EntityKind, Lease, LeaseAuthority};
 use overlay_proto::time::UnixTime;
 
+pub mod relay;
 pub mod slapd;
+pub mod topology;
 
 /// How long a daemon may take to start, to stop, or a condition to hold.
 /// Generous: CI runs the suite on two shared cores.

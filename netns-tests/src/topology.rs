@@ -1,0 +1,1191 @@
+//! The whole system in network namespaces: a home site (addrd on a real
+//! OpenLDAP slapd), an application server with its own public IPv4, an
+//! "internet" router between them, two carriers that NAT their mobile
+//! clients, and optionally an impairing UDP relay on the path.
+//!
+//! ```text
+//!                      ┌──────────── inet (router) ────────────┐
+//!                      │ relay 11.9.0.1:4500 (optional, lo)     │
+//!                      └─┬──────────┬─────────────┬──────────┬─┘
+//!            11.1.0.0/24 │          │ 11.22.33/24 │          │ 11.3.0.0/24
+//!   ┌────────────────────┴─┐ ┌──────┴───────────┐ │  ┌───────┴──────────┐
+//!   │ home  wan 11.1.0.2   │ │ app wan 11.22.33.44│ │  │ carrier-b        │
+//!   │ addrd :4500 (6to4    │ │ tunneld server TUN │ │  │ wan 11.3.0.2     │
+//!   │  /48 2002:b01:2::)   │ │ SVN 2002:b16:212c:N│ │  │ nft masquerade   │
+//!   │ slapd 127.0.0.1      │ │ HTTP on wiki's addr│ │  │ lan 100.64.I.1   │
+//!   └──────────────────────┘ └────────────────────┘ │  └───────┬──────────┘
+//!                                       11.2.0.0/24 │          │
+//!                                   ┌───────────────┴──┐       │
+//!                                   │ carrier-a        │       │
+//!                                   │ wan 11.2.0.2     │       │
+//!                                   │ nft masquerade   │       │
+//!                                   │ lan 10.0.I.1     │       │
+//!                                   └────────┬─────────┘       │
+//!                                  ┌─────────┴─────────────────┴─┐
+//!                                  │ mobile I: wlan-a 10.0.I.2    │
+//!                                  │           wlan-b 100.64.I.2  │
+//!                                  │ tunneld client TUN permanet0 │
+//!                                  └──────────────────────────────┘
+//! ```
+//!
+//! The "public" addresses are from 11.0.0.0/8 so that no
+//! `dangerous-allow-private-ipv4` switch is needed: inside these
+//! namespaces they reach nothing else. The server is `app1` of
+//! `configs/ldap/example-org.ldif`, whose `permanetPublicIPv4` is
+//! 11.22.33.44: its system virtual network is in that address's 6to4
+//! prefix, so clients derive its endpoint from the application's address.
+//! addrd's overlay /48 is the 6to4 prefix of the home site's address
+//! (DESIGN §2's default), and users' permanent addresses live there.
+//!
+//! Every piece is a guard: dropping a [`World`] stops its processes by PID
+//! (daemons first), stops the relay and the HTTP backend threads, deletes
+//! the namespaces and the temporary files — also when the test panics.
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Ipv6Addr, Shutdown, SocketAddr, SocketAddrV6, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::relay::{Impairment, Relay};
+use crate::slapd::{self, Slapd};
+use crate::{run_ok, wait_until, Netns, Process, Signal, DEADLINE};
+
+/// The home site's public IPv4: addrd's endpoint and its 6to4 /48.
+pub const HOME_V4: &str = "11.1.0.2";
+/// The application server's public IPv4 (`app1`'s `permanetPublicIPv4`).
+pub const APP_V4: &str = "11.22.33.44";
+/// The relay's address on the internet router.
+pub const RELAY_V4: &str = "11.9.0.1";
+/// The overlay UDP port everywhere.
+pub const PORT: u16 = 4500;
+/// The HTTP port of the test backend on the application's address.
+pub const HTTP_PORT: u16 = 80;
+/// alice's lab password (configs/ldap/example-org.ldif).
+pub const ALICE_PASSWORD: &str = "alice-lab-password";
+
+/// The permanet binaries, found next to the test executable.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// `tunneld`.
+    pub tunneld: PathBuf,
+    /// `addrd`.
+    pub addrd: PathBuf,
+}
+
+impl Binaries {
+    /// The binaries Cargo built in the test executable's target directory
+    /// (`target/debug/deps/system-HASH` → `target/debug/tunneld`), or
+    /// `None` after reporting `test` skipped when one is missing.
+    pub fn find_or_skip(test: &str) -> Option<Binaries> {
+        let exe = std::env::current_exe().ok()?;
+        let dir = exe.parent()?.parent()?;
+        let bins = Binaries {
+            tunneld: dir.join("tunneld"),
+            addrd: dir.join("addrd"),
+        };
+        for bin in [&bins.tunneld, &bins.addrd] {
+            if !bin.is_file() {
+                crate::skip(
+                    test,
+                    &format!(
+                        "{} is not built (run `cargo build -p tunneld -p addrd` first)",
+                        bin.display()
+                    ),
+                );
+                return None;
+            }
+        }
+        Some(bins)
+    }
+}
+
+/// Make `ns` forward IPv4 between its interfaces.
+fn forward(ns: &Netns) {
+    let out = ns
+        .command("sysctl")
+        .args(["-q", "-w", "net.ipv4.ip_forward=1"])
+        .output()
+        .unwrap_or_else(|e| panic!("sysctl in {}: {e}", ns.name()));
+    assert!(out.status.success(), "sysctl in {}: {out:?}", ns.name());
+}
+
+/// Connect `a` and `b` with a veth pair named `a_dev` in `a` and `b_dev`
+/// in `b`, carrying `a_addr` and `b_addr` (with prefix length), both up.
+pub fn link(a: &Netns, a_dev: &str, a_addr: &str, b: &Netns, b_dev: &str, b_addr: &str) {
+    run_ok(
+        "ip",
+        &[
+            "link",
+            "add",
+            a_dev,
+            "netns",
+            a.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b_dev,
+            "netns",
+            b.name(),
+        ],
+    );
+    for (ns, dev, addr) in [(a, a_dev, a_addr), (b, b_dev, b_addr)] {
+        ns.ip(&["addr", "add", addr, "dev", dev]);
+        ns.ip(&["link", "set", dev, "up"]);
+    }
+}
+
+/// Run `program args` inside `ns` with `stdin`, and return its output.
+pub fn run_in(ns: &Netns, program: &Path, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = ns
+        .command(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", program.display()));
+    if let Some(mut input) = child.stdin.take() {
+        // A program that exits without reading its stdin is not an error.
+        let _ = input.write_all(stdin);
+    }
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("waiting for {}: {e}", program.display()))
+}
+
+/// The output's stdout, or a panic with both streams unless it succeeded.
+pub fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A temporary directory (removed when dropped) with helpers for files.
+#[derive(Debug)]
+pub struct Dir(tempfile::TempDir);
+
+impl Dir {
+    /// A new temporary directory.
+    pub fn new() -> Dir {
+        Dir(tempfile::Builder::new()
+            .prefix("permanet-system-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("temporary directory: {e}")))
+    }
+
+    /// A path inside.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.path().join(name)
+    }
+
+    /// Write `bytes` to `name` with mode `mode`.
+    pub fn write(&self, name: &str, bytes: &[u8], mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.path(name);
+        fs::write(&path, bytes).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", path.display()));
+        path
+    }
+}
+
+impl Default for Dir {
+    fn default() -> Self {
+        Dir::new()
+    }
+}
+
+/// The home site: addrd on an LDAP directory served by a private slapd
+/// on the namespace's loopback.
+#[derive(Debug)]
+pub struct Home {
+    /// The running `addrd run` (None while stopped).
+    pub addrd: Option<Process>,
+    /// The directory server (started inside the namespace).
+    pub slapd: Option<Slapd>,
+    /// The namespace.
+    pub ns: Netns,
+    /// addrd's config, keys, state, log.
+    pub dir: Dir,
+    bins: Binaries,
+    starts: u32,
+}
+
+impl Home {
+    fn start(tag: &str, inet: &Netns, bins: &Binaries) -> Home {
+        let ns = Netns::new(&format!("{tag}-home"));
+        link(
+            inet,
+            "home",
+            "11.1.0.1/24",
+            &ns,
+            "wan",
+            &format!("{HOME_V4}/24"),
+        );
+        ns.ip(&["route", "add", "default", "via", "11.1.0.1"]);
+        // slapd and ldapadd run as children of a thread inside the
+        // namespace: the directory listens on the home site's loopback.
+        let slapd = ns.run(|| {
+            Slapd::start(slapd::Options {
+                no_sync: true,
+                ..slapd::Options::default()
+            })
+        });
+        let slapd = slapd.unwrap_or_else(|e| panic!("slapd in the home namespace: {e}"));
+        let dir = Dir::new();
+        for key in ["addrd.key", "authority.key", "allocation.key"] {
+            let out = ok(run_in(&ns, &bins.addrd, &["genkey"], b""), "addrd genkey");
+            dir.write(key, out.as_bytes(), 0o600);
+        }
+        let password = fs::read(slapd.service_password_file())
+            .unwrap_or_else(|e| panic!("service password: {e}"));
+        dir.write("ldap-password", &password, 0o600);
+        let config = format!(
+            "listen = \"{HOME_V4}:{PORT}\"\n\
+             control-socket = \"{socket}\"\n\
+             static-key-file = \"addrd.key\"\n\
+             authority-key-file = \"authority.key\"\n\
+             allocation-key-file = \"allocation.key\"\n\
+             state-file = \"addrd-state.redb\"\n\
+             audit-log = \"audit.log\"\n\n\
+             [address-plan]\nhome-ipv4 = \"{HOME_V4}\"\n\n\
+             [dns]\nlisten = []\n\n\
+             [directory]\nbackend = \"ldap\"\nurl = \"{url}\"\n\
+             bind-dn = \"{bind_dn}\"\nbind-password-file = \"ldap-password\"\n\
+             base-dn = \"{base}\"\ntimeout = 5\n",
+            socket = dir.path("run/addrd.sock").display(),
+            url = slapd.url(),
+            bind_dn = slapd::SERVICE_DN,
+            base = slapd::BASE_DN,
+        );
+        dir.write("addrd.toml", config.as_bytes(), 0o644);
+        let mut home = Home {
+            addrd: None,
+            slapd: Some(slapd),
+            ns,
+            dir,
+            bins: bins.clone(),
+            starts: 0,
+        };
+        home.start_addrd();
+        home
+    }
+
+    /// Start `addrd run` and wait until it serves.
+    pub fn start_addrd(&mut self) {
+        self.starts += 1;
+        let mut command = self.ns.command(&self.bins.addrd);
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(self.dir.path("addrd.toml"));
+        let log = self.dir.path(&format!("addrd-{}.log", self.starts));
+        let mut process = Process::start("addrd", command, log);
+        process.wait_for_log("addrd running");
+        self.addrd = Some(process);
+    }
+
+    /// Stop addrd with SIGTERM; panics unless it exits cleanly.
+    pub fn stop_addrd(&mut self) {
+        if let Some(mut addrd) = self.addrd.take() {
+            let status = addrd.stop(Signal::SIGTERM);
+            assert!(
+                status.success(),
+                "addrd after SIGTERM: {status}\n{}",
+                addrd.log()
+            );
+        }
+    }
+
+    /// Stop the directory server (keeping its data).
+    pub fn stop_ldap(&mut self) {
+        if let Some(slapd) = self.slapd.as_mut() {
+            slapd.stop();
+        }
+    }
+
+    /// Start the directory server again, inside the namespace.
+    pub fn restart_ldap(&mut self) {
+        let Some(mut slapd) = self.slapd.take() else {
+            return;
+        };
+        let slapd = self.ns.run(move || {
+            let result = slapd.restart();
+            (slapd, result)
+        });
+        let (slapd, result) = slapd;
+        self.slapd = Some(slapd);
+        result.unwrap_or_else(|e| panic!("restarting slapd: {e}"));
+    }
+
+    /// `addrd ARGS --config …` inside the namespace.
+    pub fn addrd_cmd(&self, args: &[&str]) -> Output {
+        let config = self.dir.path("addrd.toml");
+        let mut all = args.to_vec();
+        let config = config.to_string_lossy().into_owned();
+        all.extend(["--config", &config]);
+        run_in(&self.ns, &self.bins.addrd, &all, b"")
+    }
+
+    /// `addrd ARGS --json`, parsed.
+    pub fn addrd_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = ok(self.addrd_cmd(args), &format!("addrd {args:?}"));
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("addrd {args:?}: {e}: {out}"))
+    }
+
+    /// The permanent address of `name` (`addrd show NAME --json`).
+    pub fn address_of(&self, name: &str) -> Ipv6Addr {
+        let value = self.addrd_json(&["show", name, "--json"]);
+        let address = value
+            .as_array()
+            .and_then(|all| all.iter().find(|e| e["name"] == name))
+            .and_then(|e| e["address"].as_str())
+            .unwrap_or_else(|| panic!("no address for {name}: {value}"));
+        Ipv6Addr::from_str(address).unwrap_or_else(|e| panic!("{address}: {e}"))
+    }
+
+    /// The home agent's binding of `name`, if any (`addrd bindings`).
+    pub fn binding_of(&self, name: &str) -> Option<serde_json::Value> {
+        let all = self.addrd_json(&["bindings", "--json"]);
+        all.as_array()?.iter().find(|b| b["name"] == name).cloned()
+    }
+
+    /// addrd's log (every run) and slapd's tail, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for n in 1..=self.starts {
+            let path = self.dir.path(&format!("addrd-{n}.log"));
+            let text = fs::read_to_string(&path).unwrap_or_default();
+            s.push_str(&format!("--- addrd run {n} ---\n{}\n", tail(&text, 6000)));
+        }
+        if let Some(slapd) = &self.slapd {
+            s.push_str(&format!("--- slapd ---\n{}\n", slapd.log_tail()));
+        }
+        s
+    }
+}
+
+/// The last `max` bytes of `text` (on a character boundary).
+fn tail(text: &str, max: usize) -> &str {
+    let mut start = text.len().saturating_sub(max);
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    &text[start..]
+}
+
+/// What the HTTP test backend served: one entry per request.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The request line.
+    pub request: String,
+    /// The client's address (an overlay address: the authenticated
+    /// identity).
+    pub peer: SocketAddr,
+    /// Bytes of body sent or received.
+    pub bytes: u64,
+    /// SHA-256 of that body.
+    pub sha256: [u8; 32],
+}
+
+/// A small HTTP/1.0 server inside a namespace, on an application's
+/// permanent address: `GET /bytes/N/SEED` sends N pseudo-random bytes,
+/// `POST /sha256` answers the SHA-256 of the body (hex), `GET /marker/N`
+/// sends N bytes of a repeated plaintext marker. It records what it served.
+#[derive(Debug)]
+pub struct HttpBackend {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    served: Arc<Mutex<Vec<Served>>>,
+}
+
+/// The marker the `/marker` resource repeats.
+pub const MARKER: &[u8] = b"PERMANET-PLAINTEXT-MARKER-7d1f0c2a;";
+
+impl HttpBackend {
+    /// Listen on `[address]:port` inside `ns`.
+    pub fn start(ns: &Netns, address: Ipv6Addr, port: u16) -> HttpBackend {
+        let listener = ns
+            .run(move || TcpListener::bind(SocketAddrV6::new(address, port, 0, 0)))
+            .unwrap_or_else(|e| panic!("binding [{address}]:{port}: {e}"));
+        listener
+            .set_nonblocking(true)
+            .unwrap_or_else(|e| panic!("nonblocking: {e}"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let served: Arc<Mutex<Vec<Served>>> = Arc::default();
+        let (stop2, served2) = (stop.clone(), served.clone());
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, peer)) => {
+                        let served = served2.clone();
+                        let stop = stop2.clone();
+                        std::thread::spawn(move || {
+                            if let Ok(Some(record)) = serve(conn, peer, &stop) {
+                                if let Ok(mut all) = served.lock() {
+                                    all.push(record);
+                                }
+                            }
+                        });
+                    }
+                    // Nothing to accept: look at the stop flag again soon.
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        HttpBackend {
+            stop,
+            thread: Some(thread),
+            served,
+        }
+    }
+
+    /// What was served so far.
+    pub fn served(&self) -> Vec<Served> {
+        self.served.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for HttpBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The pseudo-random body of `/bytes/N/SEED`, block by block.
+#[derive(Debug)]
+pub struct Body {
+    rng: crate::relay::SplitMix64,
+    left: u64,
+}
+
+impl Body {
+    /// `len` bytes from `seed`.
+    pub fn new(len: u64, seed: u64) -> Body {
+        Body {
+            rng: crate::relay::SplitMix64(seed),
+            left: len,
+        }
+    }
+
+    /// Fill (a prefix of) `buf`; 0 at the end.
+    pub fn fill(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        for chunk in buf[..n].chunks_mut(8) {
+            let word = self.rng.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&word[..chunk.len()]);
+        }
+        self.left -= n as u64;
+        n
+    }
+}
+
+fn serve(conn: TcpStream, peer: SocketAddr, stop: &AtomicBool) -> io::Result<Option<Served>> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(DEADLINE))?;
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut request = String::new();
+    reader.read_line(&mut request)?;
+    let request = request.trim_end().to_owned();
+    let mut content_length = 0u64;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                content_length = value.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut writer = conn;
+    let parts: Vec<&str> = request.split(' ').collect();
+    let path: Vec<&str> = parts.get(1).unwrap_or(&"").split('/').collect();
+    let mut hash = Sha256::new();
+    let mut sent = 0u64;
+    match (parts.first().copied(), path.as_slice()) {
+        (Some("GET"), ["", "bytes", n, seed]) | (Some("GET"), ["", "marker", n, seed]) => {
+            let len: u64 = n.parse().unwrap_or(0);
+            let seed: u64 = seed.parse().unwrap_or(0);
+            let marker = path.get(1) == Some(&"marker");
+            writer.write_all(
+                format!("HTTP/1.0 200 OK\r\nContent-Length: {len}\r\n\r\n").as_bytes(),
+            )?;
+            let mut body = Body::new(len, seed);
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(None);
+                }
+                let n = if marker {
+                    let n = buf.len().min(usize::try_from(len - sent).unwrap_or(0));
+                    for (i, b) in buf[..n].iter_mut().enumerate() {
+                        *b = MARKER[(sent as usize + i) % MARKER.len()];
+                    }
+                    n
+                } else {
+                    body.fill(&mut buf)
+                };
+                if n == 0 {
+                    break;
+                }
+                hash.update(&buf[..n]);
+                writer.write_all(&buf[..n])?;
+                sent += n as u64;
+            }
+        }
+        (Some("POST"), ["", "sha256"]) => {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut reader = reader.take(content_length);
+            loop {
+                let n = reader.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hash.update(&buf[..n]);
+                sent += n as u64;
+            }
+            let digest: [u8; 32] = hash.clone().finalize().into();
+            writer.write_all(format!("HTTP/1.0 200 OK\r\n\r\n{}", hex(&digest)).as_bytes())?;
+        }
+        _ => {
+            writer.write_all(b"HTTP/1.0 404 Not Found\r\n\r\n")?;
+        }
+    }
+    writer.flush()?;
+    let _ = writer.shutdown(Shutdown::Write);
+    Ok(Some(Served {
+        request,
+        peer,
+        bytes: sent,
+        sha256: hash.finalize().into(),
+    }))
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What an HTTP client got: the status line, the body's length and
+/// SHA-256, the body's first bytes (for messages).
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The status line.
+    pub status: String,
+    /// Body length.
+    pub bytes: u64,
+    /// SHA-256 of the body.
+    pub sha256: [u8; 32],
+    /// The first bytes of the body.
+    pub head: Vec<u8>,
+}
+
+/// How far a download got, and where it should pause.
+#[derive(Debug)]
+pub struct Progress {
+    /// Body bytes received so far.
+    pub received: AtomicU64,
+    /// The reader stops reading (TCP flow control then stalls the sender)
+    /// once it has this many bytes, until the value is raised.
+    pub hold_at: AtomicU64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            received: AtomicU64::new(0),
+            hold_at: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+/// `GET path` from `[address]:port`, from a thread inside `ns`;
+/// `progress` counts body bytes as they arrive (and can pause the
+/// reader). Any I/O error (a reset included) is returned.
+pub fn http_get(
+    ns: &Netns,
+    address: Ipv6Addr,
+    port: u16,
+    path: &str,
+    progress: Arc<Progress>,
+) -> JoinHandle<io::Result<Fetched>> {
+    let path = path.to_owned();
+    ns.spawn(move || {
+        let conn = TcpStream::connect_timeout(
+            &SocketAddr::V6(SocketAddrV6::new(address, port, 0, 0)),
+            DEADLINE,
+        )?;
+        conn.set_read_timeout(Some(DEADLINE))?;
+        let mut writer = conn.try_clone()?;
+        writer.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
+        read_response(conn, &progress)
+    })
+}
+
+/// `POST /sha256` with `len` bytes of [`Body`] from `seed`; returns the
+/// response (whose body is the server's SHA-256, hex) and the SHA-256 of
+/// what was sent.
+pub fn http_post(
+    ns: &Netns,
+    address: Ipv6Addr,
+    port: u16,
+    len: u64,
+    seed: u64,
+) -> JoinHandle<io::Result<(Fetched, [u8; 32])>> {
+    ns.spawn(move || {
+        let mut conn = TcpStream::connect_timeout(
+            &SocketAddr::V6(SocketAddrV6::new(address, port, 0, 0)),
+            DEADLINE,
+        )?;
+        conn.set_read_timeout(Some(DEADLINE))?;
+        conn.set_write_timeout(Some(DEADLINE))?;
+        conn.write_all(
+            format!("POST /sha256 HTTP/1.0\r\nContent-Length: {len}\r\n\r\n").as_bytes(),
+        )?;
+        let mut body = Body::new(len, seed);
+        let mut hash = Sha256::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = body.fill(&mut buf);
+            if n == 0 {
+                break;
+            }
+            hash.update(&buf[..n]);
+            conn.write_all(&buf[..n])?;
+        }
+        let fetched = read_response(conn, &Progress::default())?;
+        Ok((fetched, hash.finalize().into()))
+    })
+}
+
+fn read_response(conn: TcpStream, progress: &Progress) -> io::Result<Fetched> {
+    let mut reader = BufReader::new(conn);
+    let mut status = String::new();
+    reader.read_line(&mut status)?;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
+            break;
+        }
+    }
+    let mut hash = Sha256::new();
+    let mut bytes = 0u64;
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+        if head.len() < 256 {
+            head.extend_from_slice(&buf[..n.min(256 - head.len())]);
+        }
+        bytes += n as u64;
+        progress.received.store(bytes, Ordering::Relaxed);
+        while bytes >= progress.hold_at.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    Ok(Fetched {
+        status: status.trim_end().to_owned(),
+        bytes,
+        sha256: hash.finalize().into(),
+        head,
+    })
+}
+
+/// A node running `tunneld` (server or mobile client) in TUN mode.
+#[derive(Debug)]
+pub struct Node {
+    /// The daemon (None while stopped).
+    pub daemon: Option<Process>,
+    /// Its namespace.
+    pub ns: Netns,
+    /// Key, lease, netmap, config, control socket, logs.
+    pub dir: Dir,
+    name: String,
+    bins: Binaries,
+    starts: u32,
+}
+
+impl Node {
+    fn new(name: &str, ns: Netns, bins: &Binaries) -> Node {
+        let dir = Dir::new();
+        let key = ok(
+            run_in(&ns, &bins.tunneld, &["genkey"], b""),
+            "tunneld genkey",
+        );
+        dir.write("tunneld.key", key.as_bytes(), 0o600);
+        let public = ok(
+            run_in(&ns, &bins.tunneld, &["pubkey"], key.as_bytes()),
+            "tunneld pubkey",
+        );
+        dir.write("tunneld.pub", public.as_bytes(), 0o644);
+        Node {
+            daemon: None,
+            ns,
+            dir,
+            name: name.to_owned(),
+            bins: bins.clone(),
+            starts: 0,
+        }
+    }
+
+    /// The config file.
+    pub fn config(&self) -> PathBuf {
+        self.dir.path("tunneld.toml")
+    }
+
+    /// The control socket.
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path("tunneld.sock")
+    }
+
+    /// `tunneld run`, waiting until its data plane runs.
+    pub fn start(&mut self) {
+        self.starts += 1;
+        let mut command = self.ns.command(&self.bins.tunneld);
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(self.config())
+            .arg("--socket")
+            .arg(self.socket());
+        let log = self.dir.path(&format!("tunneld-{}.log", self.starts));
+        let mut process = Process::start(&format!("{} tunneld", self.name), command, log);
+        process.wait_for_log("data plane running");
+        self.daemon = Some(process);
+    }
+
+    /// Stop the daemon with SIGTERM.
+    pub fn stop(&mut self) {
+        if let Some(mut daemon) = self.daemon.take() {
+            let status = daemon.stop(Signal::SIGTERM);
+            assert!(
+                status.success(),
+                "{} after SIGTERM: {status}\n{}",
+                self.name,
+                daemon.log()
+            );
+        }
+    }
+
+    /// `tunneld login --user USER --password-stdin` inside the namespace.
+    pub fn login(&self, user: &str, password: &str) -> Output {
+        let config = self.config().to_string_lossy().into_owned();
+        let socket = self.socket().to_string_lossy().into_owned();
+        run_in(
+            &self.ns,
+            &self.bins.tunneld,
+            &[
+                "login",
+                "--config",
+                &config,
+                "--user",
+                user,
+                "--password-stdin",
+                "--timeout",
+                "20",
+                "--socket",
+                &socket,
+            ],
+            format!("{password}\n").as_bytes(),
+        )
+    }
+
+    /// `tunneld status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        let socket = self.socket().to_string_lossy().into_owned();
+        let out = ok(
+            run_in(
+                &self.ns,
+                &self.bins.tunneld,
+                &["status", "--json", "--socket", &socket],
+                b"",
+            ),
+            "tunneld status",
+        );
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("tunneld status: {e}: {out}"))
+    }
+
+    /// The daemon's log (every run) and, while it runs, its status.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for n in 1..=self.starts {
+            let text =
+                fs::read_to_string(self.dir.path(&format!("tunneld-{n}.log"))).unwrap_or_default();
+            s.push_str(&format!(
+                "--- {} tunneld run {n} ---\n{}\n",
+                self.name,
+                tail(&text, 6000)
+            ));
+        }
+        if self.daemon.is_some() {
+            let socket = self.socket().to_string_lossy().into_owned();
+            let out = run_in(
+                &self.ns,
+                &self.bins.tunneld,
+                &["status", "--json", "--socket", &socket],
+                b"",
+            );
+            s.push_str(&format!(
+                "--- {} status ---\n{}\n",
+                self.name,
+                String::from_utf8_lossy(&out.stdout)
+            ));
+        }
+        s
+    }
+}
+
+/// A carrier: a NAT router between its mobile clients and the internet.
+#[derive(Debug)]
+pub struct Carrier {
+    /// Its namespace.
+    pub ns: Netns,
+    /// Its public address (the NAT's outside).
+    pub public: String,
+    /// The first two octets of its clients' private subnets (`10.0`,
+    /// `100.64`): client I is on `PRIVATE.I.0/24`.
+    private: &'static str,
+    /// The device name clients see it by.
+    client_dev: &'static str,
+    attached: u32,
+}
+
+impl Carrier {
+    fn start(tag: &str, which: char, inet: &Netns, octet: u8, private: &'static str) -> Carrier {
+        let ns = Netns::new(&format!("{tag}-car{which}"));
+        let public = format!("11.{octet}.0.2");
+        link(
+            inet,
+            &format!("car{which}"),
+            &format!("11.{octet}.0.1/24"),
+            &ns,
+            "wan",
+            &format!("{public}/24"),
+        );
+        ns.ip(&["route", "add", "default", "via", &format!("11.{octet}.0.1")]);
+        forward(&ns);
+        let rules =
+            "table ip nat {\n chain postrouting {\n  type nat hook postrouting priority 100;\n  \
+                     oifname \"wan\" masquerade\n }\n}\n";
+        let mut nft = ns
+            .command("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("nft: {e} (install nftables)"));
+        if let Some(mut stdin) = nft.stdin.take() {
+            stdin
+                .write_all(rules.as_bytes())
+                .unwrap_or_else(|e| panic!("nft stdin: {e}"));
+        }
+        let out = nft
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("nft: {e}"));
+        assert!(out.status.success(), "nft in {}: {out:?}", ns.name());
+        Carrier {
+            ns,
+            public,
+            private,
+            client_dev: if which == 'a' { "wlan-a" } else { "wlan-b" },
+            attached: 0,
+        }
+    }
+
+    /// Attach `client` to this carrier; returns the carrier's gateway
+    /// address on the client's link.
+    fn attach(&mut self, client: &Netns) -> String {
+        self.attached += 1;
+        let i = self.attached;
+        let gateway = format!("{}.{i}.1", self.private);
+        link(
+            &self.ns,
+            &format!("lan{i}"),
+            &format!("{gateway}/24"),
+            client,
+            self.client_dev,
+            &format!("{}.{i}.2/24", self.private),
+        );
+        gateway
+    }
+}
+
+/// Which carrier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CarrierId {
+    /// Carrier A (10.0.0.0/16 inside, 11.2.0.2 outside).
+    A,
+    /// Carrier B (100.64.0.0/16 inside, 11.3.0.2 outside).
+    B,
+}
+
+/// A mobile terminal: a namespace attached to both carriers, a tunneld
+/// client, its default route through one carrier at a time.
+#[derive(Debug)]
+pub struct Mobile {
+    /// The tunneld client node.
+    pub node: Node,
+    gateways: [String; 2],
+    /// The carrier its default route goes through.
+    pub carrier: CarrierId,
+}
+
+impl Mobile {
+    /// Send everything through `carrier` from now on, and take the
+    /// other carrier's link down (out of its coverage).
+    pub fn roam_to(&mut self, carrier: CarrierId) {
+        let (gateway, dev, other) = match carrier {
+            CarrierId::A => (&self.gateways[0], "wlan-a", "wlan-b"),
+            CarrierId::B => (&self.gateways[1], "wlan-b", "wlan-a"),
+        };
+        self.node.ns.ip(&["link", "set", dev, "up"]);
+        self.node
+            .ns
+            .ip(&["route", "replace", "default", "via", gateway, "dev", dev]);
+        self.node.ns.ip(&["link", "set", other, "down"]);
+        self.carrier = carrier;
+    }
+}
+
+/// What a [`World`] has besides the fixed parts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Put an impairing relay on the internet router and make clients
+    /// reach the application server through it.
+    pub relay: Option<Impairment>,
+}
+
+/// The whole topology. Field order is drop order: the daemons' guards
+/// (inside the nodes) go before the namespaces that hold them, the relay
+/// and backend threads before their namespaces.
+#[derive(Debug)]
+pub struct World {
+    /// Mobile terminals, in creation order.
+    pub mobiles: Vec<Mobile>,
+    /// The HTTP backend on the application's address.
+    pub backend: Option<HttpBackend>,
+    /// The application server's tunneld.
+    pub app: Node,
+    /// The home site.
+    pub home: Home,
+    /// The relay, if asked for.
+    pub relay: Option<Relay>,
+    /// Carrier A and carrier B.
+    pub carriers: [Carrier; 2],
+    /// The internet router.
+    pub inet: Netns,
+    /// The binaries.
+    pub bins: Binaries,
+    /// The application's permanent address (`wiki`).
+    pub wiki: Ipv6Addr,
+    /// addrd's overlay address.
+    pub addrd_overlay: Ipv6Addr,
+    /// The authority's public key (base64).
+    pub authority: String,
+    /// addrd's login-channel public key (base64).
+    pub addrd_public: String,
+    tag: String,
+}
+
+impl World {
+    /// Build and start everything but the mobiles.
+    pub fn start(tag: &str, bins: &Binaries, options: Options) -> World {
+        let inet = Netns::new(&format!("{tag}-inet"));
+        forward(&inet);
+        let carriers = [
+            Carrier::start(tag, 'a', &inet, 2, "10.0"),
+            Carrier::start(tag, 'b', &inet, 3, "100.64"),
+        ];
+        let relay_dest: SocketAddr = SocketAddr::from((Ipv4Addr4::parse(APP_V4), PORT));
+        let relay = options.relay.map(|impairment| {
+            inet.ip(&["addr", "add", &format!("{RELAY_V4}/32"), "dev", "lo"]);
+            let listen = SocketAddr::from((Ipv4Addr4::parse(RELAY_V4), PORT));
+            Relay::start(&inet, listen, relay_dest, impairment)
+                .unwrap_or_else(|e| panic!("relay: {e}"))
+        });
+
+        let home = Home::start(tag, &inet, bins);
+        let status = home.addrd_json(&["status"]);
+        let overlay = status["overlay_address"]
+            .as_str()
+            .and_then(|a| Ipv6Addr::from_str(a).ok())
+            .unwrap_or_else(|| panic!("addrd overlay address: {status}"));
+        let authority = ok(home.addrd_cmd(&["authority-key"]), "addrd authority-key")
+            .trim()
+            .to_owned();
+        let addrd_key =
+            fs::read(home.dir.path("addrd.key")).unwrap_or_else(|e| panic!("addrd.key: {e}"));
+        let addrd_public = ok(
+            run_in(&home.ns, &bins.tunneld, &["pubkey"], &addrd_key),
+            "tunneld pubkey",
+        )
+        .trim()
+        .to_owned();
+
+        // The application server: app1 of the example organisation.
+        let app_ns = Netns::new(&format!("{tag}-app"));
+        link(
+            &inet,
+            "app",
+            "11.22.33.1/24",
+            &app_ns,
+            "wan",
+            &format!("{APP_V4}/24"),
+        );
+        app_ns.ip(&["route", "add", "default", "via", "11.22.33.1"]);
+        let mut app = Node::new("app1", app_ns, bins);
+        let lease = app.dir.path("tunneld.lease").to_string_lossy().into_owned();
+        let public = app.dir.path("tunneld.pub").to_string_lossy().into_owned();
+        ok(
+            home.addrd_cmd(&[
+                "issue-lease",
+                "app1",
+                "--kind",
+                "system",
+                "--public-key-file",
+                &public,
+                "--out",
+                &lease,
+            ]),
+            "addrd issue-lease app1",
+        );
+        let wiki = home.address_of("wiki");
+        let config = format!(
+            "role = \"server\"\nlisten = \"{APP_V4}:{PORT}\"\nmode = \"tun\"\n\
+             private-key-file = \"tunneld.key\"\nlease-file = \"tunneld.lease\"\n\
+             authority-key = \"{authority}\"\n\n\
+             [[applications]]\nname = \"wiki\"\naddress = \"{wiki}\"\n\
+             allowed-groups = [\"staff\"]\n"
+        );
+        app.dir.write("tunneld.toml", config.as_bytes(), 0o644);
+        app.start();
+        let backend = HttpBackend::start(&app.ns, wiki, HTTP_PORT);
+        World {
+            mobiles: Vec::new(),
+            backend: Some(backend),
+            app,
+            home,
+            relay,
+            carriers,
+            inet,
+            bins: bins.clone(),
+            wiki,
+            addrd_overlay: overlay,
+            authority,
+            addrd_public,
+            tag: tag.to_owned(),
+        }
+    }
+
+    /// A new mobile terminal (new namespace, new key) on both carriers,
+    /// routed through `carrier`, its tunneld configured but not started
+    /// nor logged in. Returns its index in [`World::mobiles`].
+    pub fn add_mobile(&mut self, carrier: CarrierId) -> usize {
+        let index = self.mobiles.len();
+        let ns = Netns::new(&format!("{}-m{index}", self.tag));
+        let gateways = [self.carriers[0].attach(&ns), self.carriers[1].attach(&ns)];
+        let node = Node::new(&format!("mobile{index}"), ns, &self.bins);
+        let peers = match &self.relay {
+            Some(relay) => {
+                let lease = fs::read(self.app.dir.path("tunneld.lease"))
+                    .unwrap_or_else(|e| panic!("app1's lease: {e}"));
+                node.dir.write("app1.lease", &lease, 0o644);
+                format!(
+                    "\n[[peers]]\nlease-file = \"app1.lease\"\nendpoint = \"{}\"\n",
+                    relay.listen()
+                )
+            }
+            None => String::new(),
+        };
+        let config = format!(
+            "role = \"client\"\nlisten = \"0.0.0.0:{PORT}\"\nmode = \"tun\"\n\
+             private-key-file = \"tunneld.key\"\nlease-file = \"tunneld.lease\"\n\
+             authority-key = \"{}\"\n\n\
+             [addrd]\nendpoint = \"{HOME_V4}:{PORT}\"\npublic-key = \"{}\"\n{peers}",
+            self.authority, self.addrd_public
+        );
+        node.dir.write("tunneld.toml", config.as_bytes(), 0o644);
+        let mut mobile = Mobile {
+            node,
+            gateways,
+            carrier,
+        };
+        mobile.roam_to(carrier);
+        self.mobiles.push(mobile);
+        index
+    }
+
+    /// Every daemon's log and status, the relay's counters: the context
+    /// of a failed assertion.
+    pub fn logs(&self) -> String {
+        let mut s = self.home.logs();
+        s.push_str(&self.app.logs());
+        for m in &self.mobiles {
+            s.push_str(&m.node.logs());
+        }
+        if let Some(relay) = &self.relay {
+            s.push_str(&format!(
+                "--- relay ---\n{:?}\n",
+                relay.counters().snapshot()
+            ));
+        }
+        s
+    }
+
+    /// Wait until `what` holds, with [`DEADLINE`], the world's logs as
+    /// context.
+    pub fn wait(&self, what: &str, condition: impl FnMut() -> bool) {
+        wait_until(what, DEADLINE, condition, || self.logs());
+    }
+
+    /// Wait for a transfer thread; the world's logs on a panic.
+    pub fn join<T>(&self, handle: JoinHandle<T>, what: &str) -> T {
+        let end = Instant::now() + Duration::from_secs(120);
+        while !handle.is_finished() {
+            assert!(
+                Instant::now() < end,
+                "{what} did not finish in time\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        handle
+            .join()
+            .unwrap_or_else(|_| panic!("{what} panicked\n{}", self.logs()))
+    }
+}
+
+/// IPv4 parsing for constants.
+struct Ipv4Addr4;
+
+impl Ipv4Addr4 {
+    fn parse(text: &str) -> std::net::Ipv4Addr {
+        text.parse()
+            .unwrap_or_else(|e| panic!("IPv4 address {text}: {e}"))
+    }
+}
