@@ -78,6 +78,8 @@ pub struct Binaries {
     pub tunneld: PathBuf,
     /// `addrd`.
     pub addrd: PathBuf,
+    /// `wap-adapter`, if built.
+    pub wap_adapter: Option<PathBuf>,
 }
 
 impl Binaries {
@@ -90,6 +92,7 @@ impl Binaries {
         let bins = Binaries {
             tunneld: dir.join("tunneld"),
             addrd: dir.join("addrd"),
+            wap_adapter: Some(dir.join("wap-adapter")).filter(|p| p.is_file()),
         };
         for bin in [&bins.tunneld, &bins.addrd] {
             if !bin.is_file() {
@@ -393,6 +396,8 @@ fn tail(text: &str, max: usize) -> &str {
 pub struct Served {
     /// The request line.
     pub request: String,
+    /// The request's header lines, as sent.
+    pub headers: Vec<String>,
     /// The client's address (an overlay address: the authenticated
     /// identity).
     pub peer: SocketAddr,
@@ -417,11 +422,11 @@ pub struct HttpBackend {
 pub const MARKER: &[u8] = b"PERMANET-PLAINTEXT-MARKER-7d1f0c2a;";
 
 impl HttpBackend {
-    /// Listen on `[address]:port` inside `ns`.
-    pub fn start(ns: &Netns, address: Ipv6Addr, port: u16) -> HttpBackend {
+    /// Listen on `address` inside `ns`.
+    pub fn start(ns: &Netns, address: SocketAddr) -> HttpBackend {
         let listener = ns
-            .run(move || TcpListener::bind(SocketAddrV6::new(address, port, 0, 0)))
-            .unwrap_or_else(|e| panic!("binding [{address}]:{port}: {e}"));
+            .run(move || TcpListener::bind(address))
+            .unwrap_or_else(|e| panic!("binding {address}: {e}"));
         listener
             .set_nonblocking(true)
             .unwrap_or_else(|e| panic!("nonblocking: {e}"));
@@ -507,11 +512,13 @@ fn serve(conn: TcpStream, peer: SocketAddr, stop: &AtomicBool) -> io::Result<Opt
     reader.read_line(&mut request)?;
     let request = request.trim_end().to_owned();
     let mut content_length = 0u64;
+    let mut headers = Vec::new();
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
             break;
         }
+        headers.push(line.trim_end().to_owned());
         if let Some((name, value)) = line.split_once(':') {
             if name.eq_ignore_ascii_case("content-length") {
                 content_length = value.trim().parse().unwrap_or(0);
@@ -576,6 +583,7 @@ fn serve(conn: TcpStream, peer: SocketAddr, stop: &AtomicBool) -> io::Result<Opt
     let _ = writer.shutdown(Shutdown::Write);
     Ok(Some(Served {
         request,
+        headers,
         peer,
         bytes: sent,
         sha256: hash.finalize().into(),
@@ -630,7 +638,24 @@ pub fn http_get(
     path: &str,
     progress: Arc<Progress>,
 ) -> JoinHandle<io::Result<Fetched>> {
-    let path = path.to_owned();
+    http_request(
+        ns,
+        address,
+        port,
+        format!("GET {path} HTTP/1.0\r\n\r\n"),
+        progress,
+    )
+}
+
+/// Send `head` (a whole request without a body) to `[address]:port`
+/// from a thread inside `ns`, and read the response as [`http_get`] does.
+pub fn http_request(
+    ns: &Netns,
+    address: Ipv6Addr,
+    port: u16,
+    head: String,
+    progress: Arc<Progress>,
+) -> JoinHandle<io::Result<Fetched>> {
     ns.spawn(move || {
         let conn = TcpStream::connect_timeout(
             &SocketAddr::V6(SocketAddrV6::new(address, port, 0, 0)),
@@ -638,7 +663,7 @@ pub fn http_get(
         )?;
         conn.set_read_timeout(Some(DEADLINE))?;
         let mut writer = conn.try_clone()?;
-        writer.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())?;
+        writer.write_all(head.as_bytes())?;
         read_response(conn, &progress)
     })
 }
@@ -978,6 +1003,10 @@ pub struct Options {
     /// Put an impairing relay on the internet router and make clients
     /// reach the application server through it.
     pub relay: Option<Impairment>,
+    /// Serve the applications through wap-adapter's HTTP front (on the
+    /// applications' addresses; the test backend behind it on the
+    /// server's loopback) instead of the test backend directly.
+    pub wap_adapter: bool,
 }
 
 /// The whole topology. Field order is drop order: the daemons' guards
@@ -985,6 +1014,8 @@ pub struct Options {
 /// and backend threads before their namespaces.
 #[derive(Debug)]
 pub struct World {
+    /// wap-adapter, with [`Options::wap_adapter`].
+    pub wap_adapter: Option<Process>,
     /// Mobile terminals, in creation order.
     pub mobiles: Vec<Mobile>,
     /// The HTTP backend on the application's address.
@@ -1003,6 +1034,8 @@ pub struct World {
     pub bins: Binaries,
     /// The application's permanent address (`wiki`).
     pub wiki: Ipv6Addr,
+    /// A second application's address (`grades`).
+    pub grades: Ipv6Addr,
     /// addrd's overlay address.
     pub addrd_overlay: Ipv6Addr,
     /// The authority's public key (base64).
@@ -1075,17 +1108,30 @@ impl World {
             "addrd issue-lease app1",
         );
         let wiki = home.address_of("wiki");
+        let grades = home.address_of("grades");
+        // The tunnel lets staff reach the wiki (others get ICMPv6
+        // "administratively prohibited") and anyone with a lease reach
+        // grades (the application decides).
         let config = format!(
             "role = \"server\"\nlisten = \"{APP_V4}:{PORT}\"\nmode = \"tun\"\n\
              private-key-file = \"tunneld.key\"\nlease-file = \"tunneld.lease\"\n\
              authority-key = \"{authority}\"\n\n\
              [[applications]]\nname = \"wiki\"\naddress = \"{wiki}\"\n\
-             allowed-groups = [\"staff\"]\n"
+             allowed-groups = [\"staff\"]\n\n\
+             [[applications]]\nname = \"grades\"\naddress = \"{grades}\"\n"
         );
         app.dir.write("tunneld.toml", config.as_bytes(), 0o644);
         app.start();
-        let backend = HttpBackend::start(&app.ns, wiki, HTTP_PORT);
+        let (backend, wap_adapter) = if options.wap_adapter {
+            let backend = HttpBackend::start(&app.ns, SocketAddr::from(([127, 0, 0, 1], 8080)));
+            (backend, Some(start_wap_adapter(&app, bins, wiki, grades)))
+        } else {
+            let address = SocketAddr::V6(SocketAddrV6::new(wiki, HTTP_PORT, 0, 0));
+            (HttpBackend::start(&app.ns, address), None)
+        };
         World {
+            wap_adapter,
+            grades,
             mobiles: Vec::new(),
             backend: Some(backend),
             app,
@@ -1145,6 +1191,9 @@ impl World {
     pub fn logs(&self) -> String {
         let mut s = self.home.logs();
         s.push_str(&self.app.logs());
+        if let Some(wap) = &self.wap_adapter {
+            s.push_str(&wap.log());
+        }
         for m in &self.mobiles {
             s.push_str(&m.node.logs());
         }
@@ -1178,6 +1227,32 @@ impl World {
             .join()
             .unwrap_or_else(|_| panic!("{what} panicked\n{}", self.logs()))
     }
+}
+
+/// wap-adapter in the server's namespace: the HTTP front of the wiki
+/// (staff, as in the directory) and of grades (staff here: stricter than
+/// the tunnel, so the adapter's own check is what refuses students), both
+/// proxied to the test backend on the server's loopback, identities from
+/// the server's tunneld.
+fn start_wap_adapter(app: &Node, bins: &Binaries, wiki: Ipv6Addr, grades: Ipv6Addr) -> Process {
+    let binary = bins
+        .wap_adapter
+        .as_ref()
+        .unwrap_or_else(|| panic!("wap-adapter is not built (cargo build -p wap-adapter)"));
+    let config = format!(
+        "log-level = \"info\"\n\n[identity]\ntunneld-socket = \"{}\"\n\n\
+         [[applications]]\nname = \"wiki\"\naddress = \"{wiki}\"\n\
+         backend.url = \"http://127.0.0.1:8080\"\nallowed-groups = [\"staff\"]\n\n\
+         [[applications]]\nname = \"grades\"\naddress = \"{grades}\"\n\
+         backend.url = \"http://127.0.0.1:8080\"\nallowed-groups = [\"staff\"]\n",
+        app.socket().display()
+    );
+    let path = app.dir.write("wap-adapter.toml", config.as_bytes(), 0o644);
+    let mut command = app.ns.command(binary);
+    command.arg("run").arg("--config").arg(path);
+    let mut process = Process::start("wap-adapter", command, app.dir.path("wap-adapter.log"));
+    process.wait_for_log("wap-adapter running");
+    process
 }
 
 /// IPv4 parsing for constants.

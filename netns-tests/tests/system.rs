@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use netns_tests::relay::Impairment;
 use netns_tests::topology::{
-    http_get, http_post, ok, Binaries, CarrierId, Fetched, Options, Progress, World,
+    http_get, http_post, http_request, ok, Binaries, CarrierId, Fetched, Options, Progress, World,
     ALICE_PASSWORD, HTTP_PORT, MARKER,
 };
 use netns_tests::{skip, skip_unless_root, Process, Signal};
@@ -364,6 +364,121 @@ fn spoofed_inner_sources_are_dropped_and_counted() {
     eprintln!("{test}: {:?}", started.elapsed());
 }
 
+/// Scenario 2 (HTTP half) and scenario 4 (access control half): HTTP
+/// from terminals behind NAT to applications on their permanent
+/// addresses through wap-adapter's HTTP front. The backend receives the
+/// verified identity (never the client's forged header); a user outside
+/// an application's group gets HTTP 403 from the adapter, or ICMPv6
+/// "administratively prohibited" from the tunnel, and the backend sees
+/// nothing.
+#[test]
+fn http_through_the_wap_adapter_with_identity_and_access_control() {
+    let test = "http_through_the_wap_adapter_with_identity_and_access_control";
+    let Some(bins) = prerequisites(test) else {
+        return;
+    };
+    if bins.wap_adapter.is_none() {
+        skip(
+            test,
+            "wap-adapter is not built (cargo build -p wap-adapter)",
+        );
+        return;
+    }
+    let started = Instant::now();
+    let mut world = World::start(
+        "http",
+        &bins,
+        Options {
+            wap_adapter: true,
+            ..Options::default()
+        },
+    );
+    let a = world.add_mobile(CarrierId::A);
+    let alice = connect_alice(&mut world, a);
+    let b = world.add_mobile(CarrierId::B);
+    ok(
+        world.mobiles[b].node.login("bob", "bob-lab-password"),
+        "tunneld login (bob)",
+    );
+    world.mobiles[b].node.start();
+
+    // alice (staff) reads the wiki; her forged identity header is dropped.
+    let head = "GET /bytes/5000/11 HTTP/1.1\r\nHost: wiki\r\n\
+                X-Permanet-User: mallory\r\nConnection: close\r\n\r\n"
+        .to_owned();
+    let handle = http_request(
+        &world.mobiles[a].node.ns,
+        world.wiki,
+        HTTP_PORT,
+        head,
+        Arc::default(),
+    );
+    let fetched = world.join(handle, "alice's request").unwrap();
+    assert!(
+        fetched.status.starts_with("HTTP/1.") && fetched.status.contains(" 200 "),
+        "{fetched:?}\n{}",
+        world.logs()
+    );
+    assert_eq!(fetched.bytes, 5000);
+    let served = world.backend.as_ref().unwrap().served();
+    assert_eq!(served.len(), 1, "{served:?}");
+    let headers = served[0].headers.join("\n").to_ascii_lowercase();
+    assert!(headers.contains("x-permanet-user: alice"), "{headers}");
+    assert!(
+        headers.contains(&format!("x-permanet-address: {alice}")),
+        "{headers}"
+    );
+    assert!(
+        !headers.contains("mallory"),
+        "a forged header reached the backend: {headers}"
+    );
+
+    // bob (students): grades' adapter admits staff only: 403, no backend.
+    let handle = http_get(
+        &world.mobiles[b].node.ns,
+        world.grades,
+        HTTP_PORT,
+        "/bytes/10/12",
+        Arc::default(),
+    );
+    let refused = world.join(handle, "bob's request").unwrap();
+    assert!(refused.status.contains(" 403"), "{refused:?}");
+    // The wiki is staff-only at the tunnel: bob's connection attempt is
+    // answered with ICMPv6 "administratively prohibited" at once.
+    let wiki = world.wiki;
+    let attempt = world.mobiles[b].node.ns.run(move || {
+        let t = Instant::now();
+        let result = std::net::TcpStream::connect_timeout(
+            &SocketAddr::V6(SocketAddrV6::new(wiki, HTTP_PORT, 0, 0)),
+            Duration::from_secs(20),
+        );
+        (result.map(drop), t.elapsed())
+    });
+    let (result, took) = attempt;
+    let error = result.expect_err("bob connected to the staff-only wiki");
+    assert_eq!(
+        error.kind(),
+        std::io::ErrorKind::PermissionDenied,
+        "ICMPv6 administratively prohibited is EACCES: {error}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "refused only after {took:?}"
+    );
+    let status = world.app.status();
+    assert!(
+        status["dataplane"]["prohibited"].as_u64().unwrap_or(0) >= 1,
+        "{}",
+        status["dataplane"]
+    );
+    assert_eq!(
+        world.backend.as_ref().unwrap().served().len(),
+        1,
+        "the backend saw bob"
+    );
+    eprintln!("{test}: {:?}", started.elapsed());
+}
+
 /// Scenario 5: 5 % loss, reordering and duplication on the path (the
 /// relay, both directions): transfers both ways complete and verify.
 #[test]
@@ -384,6 +499,7 @@ fn transfers_survive_loss_reordering_and_duplication() {
         &bins,
         Options {
             relay: Some(impairment),
+            ..Options::default()
         },
     );
     let m = world.add_mobile(CarrierId::A);
