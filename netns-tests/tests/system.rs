@@ -504,12 +504,12 @@ fn transfers_survive_loss_reordering_and_duplication() {
     );
     let m = world.add_mobile(CarrierId::A);
     connect_alice(&mut world, m);
-    download(&world, m, 4 * 1024 * 1024, 5);
+    download(&world, m, 16 * 1024 * 1024, 5);
     let upload = http_post(
         &world.mobiles[m].node.ns,
         world.wiki,
         HTTP_PORT,
-        2 * 1024 * 1024,
+        8 * 1024 * 1024,
         6,
     );
     let (answer, sent) = world
