@@ -361,6 +361,37 @@ fn spoofed_inner_sources_are_dropped_and_counted() {
         "server drops: {}",
         status["drops"]
     );
+
+    // The same toward addrd's overlay address (its DNS): addrd's home
+    // agent drops and counts them, and answers none.
+    let addrd_counter = |name: &str| {
+        world.home.addrd_json(&["status"])["login"][name]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let answered_before = addrd_counter("homeagent.dns_answers");
+    let overlay = world.addrd_overlay;
+    world.mobiles[m].node.ns.run(move || {
+        let spoofer = UdpSocket::bind(SocketAddrV6::new(bob, 0, 0, 0)).unwrap();
+        for i in 0..SPOOFED {
+            let mut query = vec![0, i as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+            query.extend_from_slice(
+                b"\x05alice\x05users\x08permanet\x08internal\x00\x00\x1c\x00\x01",
+            );
+            spoofer
+                .send_to(&query, SocketAddrV6::new(overlay, 53, 0, 0))
+                .unwrap();
+        }
+    });
+    world.wait("addrd to count the spoofed queries", || {
+        addrd_counter("overlay.drop.spoofed_source") >= SPOOFED
+    });
+    assert_eq!(addrd_counter("overlay.drop.spoofed_source"), SPOOFED);
+    assert_eq!(
+        addrd_counter("homeagent.dns_answers"),
+        answered_before,
+        "addrd answered a spoofed query"
+    );
     eprintln!("{test}: {:?}", started.elapsed());
 }
 
