@@ -17,8 +17,9 @@ if [ "$(id -u)" = 0 ] && [ -z "${PERMANET_NO_APT:-}" ]; then
     # iproute2: namespaces, veth, addresses; iputils-ping: ping -6 through
     # the TUN-mode tunnels (tunneld/tests/netns.rs); slapd and ldap-utils:
     # the LDAP backend's tests run a private slapd (netns-tests/src/slapd.rs)
-    # on a random localhost port.
-    packages=(iproute2 iputils-ping slapd ldap-utils kannel kannel-extras libwbxml2-utils libxml2-utils)
+    # on a random localhost port; nftables: the carriers' NAT and tshark:
+    # the on-the-wire capture in the system tests (netns-tests/tests/system.rs).
+    packages=(iproute2 iputils-ping slapd ldap-utils kannel kannel-extras libwbxml2-utils libxml2-utils nftables tshark)
     missing=()
     for p in "${packages[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

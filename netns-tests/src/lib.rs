@@ -12,7 +12,10 @@
 //! for the devices); [`skip_unless_root`] reports each test as skipped
 //! otherwise ([`skip`]). [`slapd`] is a private OpenLDAP server with the
 //! permanet schema and the example organisation, for addrd's tests and the
-//! end-to-end ones. The daemons
+//! end-to-end ones. [`topology`] builds the whole system (home site with
+//! addrd on slapd, application server, internet router, two NAT carriers,
+//! mobile terminals) for `tests/system.rs`, with [`relay`], a UDP relay
+//! that drops, reorders and duplicates. The daemons
 //! themselves are binaries of other packages: each test passes the path
 //! Cargo gives it (`env!("CARGO_BIN_EXE_tunneld")`).
 //!
@@ -33,7 +36,10 @@ use overlay_proto::handshake::{PublicKey, StaticKeypair};
 use overlay_proto::lease::{EntityKind, Lease, LeaseAuthority};
 use overlay_proto::time::UnixTime;
 
+pub mod http;
+pub mod relay;
 pub mod slapd;
+pub mod topology;
 
 /// How long a daemon may take to start, to stop, or a condition to hold.
 /// Generous: CI runs the suite on two shared cores.

@@ -97,8 +97,12 @@ pub enum AddrdError {
         /// Why.
         reason: LoginNeededReason,
     },
-    /// addrd is overloaded.
-    #[error("addrd is busy; try again in {retry_after_secs} s")]
+    /// addrd is overloaded: it answers so when it cannot ask its
+    /// directory (LDAP down), never for a wrong password.
+    #[error(
+        "addrd is busy (its directory is unreachable or overloaded); \
+         try again in {retry_after_secs} s"
+    )]
     Busy {
         /// Seconds to wait.
         retry_after_secs: u32,
