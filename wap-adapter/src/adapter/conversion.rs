@@ -166,6 +166,8 @@ struct ConversionCounters {
     html2wml: Outcomes,
     wml2html: Outcomes,
     wbxml: Outcomes,
+    /// Conversion tasks that ended abnormally (a bug: a panic).
+    aborted: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -223,7 +225,7 @@ impl Converter {
         let wants_wml = match origin.front {
             // A WAP client wants WML unless it says it prefers HTML.
             Front::Wap => html_q <= wml_q,
-            Front::Http => wml_q > 0 && (wml_q > html_q || html_q == NOT_LISTED),
+            Front::Http => wml_q > 0 && wml_q > html_q,
         };
         let accepts_wmlc = explicit_quality(&accept, WMLC_TYPE) > 0;
         let browser = origin.front == Front::Http && wml_q <= 0;
@@ -266,6 +268,7 @@ impl Converter {
             Err(error) => {
                 // Only a panic (a bug) gets here; the response is lost
                 // with it.
+                self.counters.aborted.fetch_add(1, Ordering::Relaxed);
                 let error = ConversionError::Task(error.to_string());
                 warn!(%error, "content conversion failed");
                 failure()
@@ -273,7 +276,8 @@ impl Converter {
         }
     }
 
-    /// The counters, `conversion_<kind>_<done|failed|off>`.
+    /// The counters, `conversion_<kind>_<done|failed|off>` and
+    /// `conversion_aborted`.
     pub fn counters(&self) -> Vec<Labelled> {
         let c = &self.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -322,6 +326,11 @@ impl Converter {
                 "conversion_wbxml_off",
                 "WML to a WMLC client sent as text: wbxml off",
                 get(&c.wbxml.off),
+            ),
+            Labelled::new(
+                "conversion_aborted",
+                "conversion tasks that ended abnormally (502)",
+                get(&c.aborted),
             ),
         ]
     }
