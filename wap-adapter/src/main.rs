@@ -2,6 +2,19 @@
 //! application; `check-config FILE` checks a config and exits (0 valid, 1
 //! not, with the file, key and problem on stderr).
 //!
+//! The converters, for debugging and scripting (FILE `-` reads stdin; the
+//! result goes to stdout; an error goes to stderr and exits 1):
+//! - `html2wml FILE [--url URL] [--sdu-size N] [--cards]`: the WML deck,
+//!   split into cards that each compile (UTF-8, string table) within N
+//!   bytes (default 1400), linked with `#cN`; links resolved against URL
+//!   (default `http://localhost/`) and written adapter-relative. With
+//!   `--cards`, one deck per card as the adapter serves them (links carry
+//!   the `_card` query parameter), each deck preceded by a line
+//!   `--- card N of M ---`.
+//! - `compile-wml FILE [--charset utf-8|iso-8859-1] [--no-string-table]`:
+//!   the WMLC bytes.
+//! - `decompile FILE`: WMLC back to WML text.
+//!
 //! Signals while running: SIGTERM or SIGINT stop accepting, let running
 //! requests finish (at most `server::http::DRAIN_TIMEOUT`) and exit 0;
 //! SIGHUP re-reads the config and applies `log-level` and every
@@ -24,11 +37,14 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{reload as log_reload, Registry};
 
+use wap_adapter::adapter::conversion::{WbxmlSize, CARD_PARAM};
 use wap_adapter::adapter::Adapter;
 use wap_adapter::config::{Config, LogLevel};
+use wap_adapter::convert::{html_to_wml, html_to_wml_cards, Html2WmlOptions, DEFAULT_SDU_SIZE};
 use wap_adapter::identity::Resolver;
 use wap_adapter::server::http::HttpServer;
 use wap_adapter::server::ServerCounters;
+use wap_adapter::wbxml::{compile_wml, decompile, Charset, CompileOptions};
 
 type LogLevelHandle = log_reload::Handle<LevelFilter, Registry>;
 
@@ -56,6 +72,48 @@ enum Command {
         /// The config file.
         config: PathBuf,
     },
+    /// Convert an HTML page to WML (stdout).
+    Html2wml {
+        /// The HTML file (`-`: stdin).
+        file: PathBuf,
+        /// The page's URL, links are resolved against it.
+        #[arg(long, default_value = "http://localhost/")]
+        url: String,
+        /// The compiled size (bytes) each card must fit.
+        #[arg(long, default_value_t = DEFAULT_SDU_SIZE)]
+        sdu_size: usize,
+        /// One deck per card, as the adapter serves them, each preceded
+        /// by a line `--- card N of M ---`.
+        #[arg(long)]
+        cards: bool,
+    },
+    /// Compile a WML deck to WBXML (WMLC bytes on stdout).
+    CompileWml {
+        /// The WML file (`-`: stdin).
+        file: PathBuf,
+        /// The charset of the WBXML strings.
+        #[arg(long, value_enum, default_value_t = CharsetArg::Utf8)]
+        charset: CharsetArg,
+        /// Write every string inline (no string table).
+        #[arg(long)]
+        no_string_table: bool,
+    },
+    /// Decompile WMLC to WML text (stdout).
+    Decompile {
+        /// The WMLC file (`-`: stdin).
+        file: PathBuf,
+    },
+}
+
+/// `--charset` of `compile-wml`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CharsetArg {
+    /// UTF-8 (MIBenum 106).
+    #[value(name = "utf-8")]
+    Utf8,
+    /// ISO-8859-1 (MIBenum 4).
+    #[value(name = "iso-8859-1")]
+    Iso8859_1,
 }
 
 fn main() -> ExitCode {
@@ -63,6 +121,18 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run { config } => run(&config),
         Command::CheckConfig { config } => check_config(&config),
+        Command::Html2wml {
+            file,
+            url,
+            sdu_size,
+            cards,
+        } => html2wml(&file, &url, sdu_size, cards),
+        Command::CompileWml {
+            file,
+            charset,
+            no_string_table,
+        } => compile(&file, charset, !no_string_table),
+        Command::Decompile { file } => decompile_file(&file),
     };
     match result {
         Ok(code) => code,
@@ -94,6 +164,73 @@ fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// The bytes of `file`, `-` being stdin.
+fn read_input(file: &Path) -> anyhow::Result<Vec<u8>> {
+    if file == Path::new("-") {
+        let mut bytes = Vec::new();
+        io::Read::read_to_end(&mut io::stdin().lock(), &mut bytes).context("reading stdin")?;
+        Ok(bytes)
+    } else {
+        std::fs::read(file).with_context(|| format!("reading {}", file.display()))
+    }
+}
+
+/// How errors name `file`.
+fn input_name(file: &Path) -> String {
+    if file == Path::new("-") {
+        "stdin".to_owned()
+    } else {
+        file.display().to_string()
+    }
+}
+
+/// Writes `bytes` to stdout.
+fn write_output(bytes: &[u8]) -> anyhow::Result<ExitCode> {
+    let mut stdout = io::stdout().lock();
+    io::Write::write_all(&mut stdout, bytes)
+        .and_then(|()| io::Write::flush(&mut stdout))
+        .context("writing stdout")?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn html2wml(file: &Path, url: &str, sdu_size: usize, cards: bool) -> anyhow::Result<ExitCode> {
+    let html = read_input(file)?;
+    let options = Html2WmlOptions::with_max_card_size(sdu_size);
+    let sizer = WbxmlSize(CompileOptions::default());
+    let name = input_name(file);
+    if !cards {
+        let wml = html_to_wml(&html, url, &options, &sizer).with_context(|| name.clone())?;
+        return write_output(wml.as_bytes());
+    }
+    let decks = html_to_wml_cards(&html, url, CARD_PARAM, &options, &sizer)
+        .with_context(|| name.clone())?;
+    let mut out = String::new();
+    for (number, deck) in decks.iter().enumerate() {
+        out.push_str(&format!("--- card {} of {} ---\n", number + 1, decks.len()));
+        out.push_str(deck);
+    }
+    write_output(out.as_bytes())
+}
+
+fn compile(file: &Path, charset: CharsetArg, string_table: bool) -> anyhow::Result<ExitCode> {
+    let wml = read_input(file)?;
+    let options = CompileOptions {
+        charset: match charset {
+            CharsetArg::Utf8 => Charset::Utf8,
+            CharsetArg::Iso8859_1 => Charset::Iso8859_1,
+        },
+        string_table,
+    };
+    let wmlc = compile_wml(&wml, &options).with_context(|| input_name(file))?;
+    write_output(&wmlc)
+}
+
+fn decompile_file(file: &Path) -> anyhow::Result<ExitCode> {
+    let wmlc = read_input(file)?;
+    let wml = decompile(&wmlc).with_context(|| input_name(file))?;
+    write_output(wml.as_bytes())
 }
 
 fn run(path: &Path) -> anyhow::Result<ExitCode> {

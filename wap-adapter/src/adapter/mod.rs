@@ -15,7 +15,11 @@
 //!    `X-Permanet-User`, `X-Permanet-Address` and `X-Permanet-Groups`;
 //! 4. hands the request to the backend: a reverse proxy to an HTTP URL
 //!    ([`reverse_proxy`]) or a CGI program (RFC 3875, [`cgi`]), bounded in
-//!    time (504) and size, unreachable or broken backends giving 502.
+//!    time (504) and size, unreachable or broken backends giving 502;
+//! 5. adapts the backend's answer to the client ([`conversion`]): HTML to
+//!    WML cards that fit the client's SDU for WAP clients, WML compiled to
+//!    WBXML for clients that take it, WML to HTML for browsers, per the
+//!    application's `conversions` (a failed conversion gives 502).
 //!
 //! Header values are percent-encoded UTF-8 (RFC 3986 unreserved characters
 //! kept): `X-Permanet-Groups` is a comma-separated list of such names, so a
@@ -23,6 +27,7 @@
 //! ([`Adapter::counters`]).
 
 pub mod cgi;
+pub mod conversion;
 pub mod reverse_proxy;
 
 use std::net::{IpAddr, SocketAddr};
@@ -71,6 +76,15 @@ pub struct Origin {
     pub front: Front,
 }
 
+/// What the WAP front knows of the client, carried in the request's extensions
+/// (`request.extensions_mut().insert(WapClient { .. })`); absent for HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WapClient {
+    /// The largest response the client takes in one SDU (negotiated Client-SDU-Size;
+    /// 0 = no limit): the compiled size each card must fit.
+    pub sdu_size: usize,
+}
+
 /// Why a backend gave no usable response.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
@@ -106,6 +120,7 @@ pub struct Adapter {
     backend: BackendKind,
     resolver: Arc<Resolver>,
     limits: Limits,
+    converter: conversion::Converter,
     counters: AdapterCounters,
 }
 
@@ -145,6 +160,7 @@ impl Adapter {
             backend,
             resolver,
             limits,
+            converter: conversion::Converter::new(app.conversions, app.sdu_size as usize),
             counters: AdapterCounters::default(),
         }
     }
@@ -163,20 +179,26 @@ impl Adapter {
     }
 
     /// Answer `request` from `origin`: identity, access check, identity
-    /// headers, backend (see the module docs). Never fails: refusals and
-    /// backend failures are responses (403, 413, 502, 503, 504) with a
-    /// short `text/plain` body.
-    pub async fn handle(&self, request: Request<Bytes>, origin: Origin) -> Response<Bytes> {
+    /// headers, backend, content adaptation (see the module docs). Never
+    /// fails: refusals and backend or conversion failures are responses
+    /// (403, 413, 502, 503, 504) with a short `text/plain` body.
+    pub async fn handle(&self, mut request: Request<Bytes>, origin: Origin) -> Response<Bytes> {
         let c = &self.counters;
         c.requests.fetch_add(1, Ordering::Relaxed);
-        let response = self.answer(request, origin).await;
+        let plan = self.converter.prepare(&mut request, origin);
+        let response = self.answer(request, origin, plan).await;
         if response.status().is_success() || response.status().is_redirection() {
             c.answered.fetch_add(1, Ordering::Relaxed);
         }
         response
     }
 
-    async fn answer(&self, mut request: Request<Bytes>, origin: Origin) -> Response<Bytes> {
+    async fn answer(
+        &self,
+        mut request: Request<Bytes>,
+        origin: Origin,
+        plan: conversion::Plan,
+    ) -> Response<Bytes> {
         let c = &self.counters;
         let identity = match self.identify(origin.source.ip()).await {
             Ok(identity) => identity,
@@ -218,7 +240,7 @@ impl Adapter {
             }
         };
         match result.unwrap_or(Err(BackendError::Timeout)) {
-            Ok(response) => response,
+            Ok(response) => self.converter.adapt(response, plan).await,
             Err(error) => {
                 let counter = match error {
                     BackendError::Timeout => &c.backend_timeout,
@@ -264,11 +286,12 @@ impl Adapter {
         }
     }
 
-    /// The adapter's counters (its resolver's are separate).
+    /// The adapter's counters, its conversions' included (its resolver's
+    /// are separate).
     pub fn counters(&self) -> Vec<Labelled> {
         let c = &self.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        vec![
+        let mut counters = vec![
             Labelled::new(
                 "requests",
                 "requests handed to the adapter",
@@ -319,7 +342,9 @@ impl Adapter {
                 "backend answered unusably (502)",
                 get(&c.backend_bad_response),
             ),
-        ]
+        ];
+        counters.extend(self.converter.counters());
+        counters
     }
 }
 
