@@ -71,6 +71,15 @@ pub struct Origin {
     pub front: Front,
 }
 
+/// What the WAP front knows of the client, carried in the request's extensions
+/// (`request.extensions_mut().insert(WapClient { .. })`); absent for HTTP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WapClient {
+    /// The largest response the client takes in one SDU (negotiated Client-SDU-Size;
+    /// 0 = no limit): the compiled size each card must fit.
+    pub sdu_size: usize,
+}
+
 /// Why a backend gave no usable response.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
