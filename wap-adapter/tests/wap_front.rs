@@ -128,6 +128,8 @@ impl Seen {
 struct Backend {
     address: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    /// `/slow` answers only once this is open.
+    gate: Arc<(Mutex<bool>, std::sync::Condvar)>,
 }
 
 impl Backend {
@@ -136,14 +138,27 @@ impl Backend {
         let address = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let record = Arc::clone(&seen);
+        let gate: Arc<(Mutex<bool>, std::sync::Condvar)> = Arc::default();
+        let wait = Arc::clone(&gate);
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { return };
                 let record = Arc::clone(&record);
-                std::thread::spawn(move || serve_one(stream, &record));
+                let wait = Arc::clone(&wait);
+                std::thread::spawn(move || serve_one(stream, &record, &wait));
             }
         });
-        Backend { address, seen }
+        Backend {
+            address,
+            seen,
+            gate,
+        }
+    }
+
+    /// Let `/slow` requests answer.
+    fn open_gate(&self) {
+        *self.gate.0.lock().unwrap() = true;
+        self.gate.1.notify_all();
     }
 
     fn seen(&self) -> Vec<Seen> {
@@ -151,7 +166,11 @@ impl Backend {
     }
 }
 
-fn serve_one(mut stream: std::net::TcpStream, record: &Mutex<Vec<Seen>>) {
+fn serve_one(
+    mut stream: std::net::TcpStream,
+    record: &Mutex<Vec<Seen>>,
+    gate: &(Mutex<bool>, std::sync::Condvar),
+) {
     let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
     let mut line = String::new();
     if reader.read_line(&mut line).is_err() {
@@ -188,12 +207,19 @@ fn serve_one(mut stream: std::net::TcpStream, record: &Mutex<Vec<Seen>>) {
         "/form" => format!("posted {} octets", body.len()).into_bytes(),
         _ => HELLO.to_vec(),
     };
+    let slow = path == "/slow";
     record.lock().unwrap().push(Seen {
         method,
         path,
         headers,
         body,
     });
+    if slow {
+        let mut open = gate.0.lock().unwrap();
+        while !*open {
+            open = gate.1.wait(open).unwrap();
+        }
+    }
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nCache-Control: no-cache\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
@@ -675,6 +701,15 @@ struct InProcess {
 
 impl InProcess {
     fn start(backend: &Backend, listeners: Listeners, extra: &str) -> InProcess {
+        InProcess::start_with(backend, listeners, extra, |_| {})
+    }
+
+    fn start_with(
+        backend: &Backend,
+        listeners: Listeners,
+        extra: &str,
+        tune: impl FnOnce(&mut WapSettings),
+    ) -> InProcess {
         let dir = tempfile::tempdir().unwrap();
         fake_tunneld(&dir.path().join("tunneld.sock"));
         let text = format!(
@@ -693,11 +728,13 @@ impl InProcess {
         let adapter = Arc::new(Adapter::new(app, config.limits, resolver));
         let server_counters = Arc::new(ServerCounters::default());
         let counters = Arc::new(WapCounters::default());
+        let mut settings = WapSettings::new(app, config.limits);
+        tune(&mut settings);
         let server = runtime
             .block_on(WapServer::bind(
                 listeners,
                 Arc::clone(&adapter),
-                WapSettings::new(app, config.limits),
+                settings,
                 Arc::clone(&server_counters),
                 Arc::clone(&counters),
             ))
@@ -1052,4 +1089,182 @@ fn malformed_and_unheaded_datagrams_are_counted_never_a_panic() {
     let (status, data, _) = reply_of(&fresh.receive(), Mode::Connectionless);
     assert_eq!((status, data.as_slice()), (0x20, HELLO));
     front.shutdown();
+}
+
+/// A WTP class 2 invoke (U/P set) of `wsp` with TID `tid`, one packet.
+fn invoke(tid: u8, wsp: &[u8]) -> Vec<u8> {
+    [&[0x0a, 0x00, tid, 0x12][..], wsp].concat()
+}
+
+/// A WTP class 0 invoke of `wsp` with TID `tid`.
+fn invoke_class0(tid: u8, wsp: &[u8]) -> Vec<u8> {
+    [&[0x0a, 0x00, tid, 0x10][..], wsp].concat()
+}
+
+/// Connection-mode WSP Get of `uri`.
+fn get(uri: &str) -> Vec<u8> {
+    let pdu = Pdu::Get {
+        method: Method::Get,
+        uri: uri.into(),
+        headers: Headers::new(),
+    };
+    pdu::encode(&pdu, None, EncodingVersion::V1_2).unwrap()
+}
+
+fn uintvar(value: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    wap_adapter::wsp::uintvar::encode(value, &mut out);
+    out
+}
+
+/// fakewap's Connect (TID 1) from `client` as `source`, through the TID
+/// verification a new client gets; the session id, or the Abort.
+fn connect(client: &Client, source: &str) -> Result<u32, wap_adapter::wtp::pdu::Abort> {
+    client.send(source, 9201, &vector("co-get-1.hex"));
+    match client.receive_wtp() {
+        WtpPdu::Ack(ack) if ack.tid_verify => {}
+        other => panic!("no TID verification: {other:?}"),
+    }
+    client.send(source, 9201, &wtp_vector("ack_tidok.bin"));
+    match client.receive_wtp() {
+        WtpPdu::Result(result) => {
+            client.send(source, 9201, &vector("co-get-2.hex"));
+            match pdu::decode(&result.user_data, Mode::Connection)
+                .unwrap()
+                .pdu
+            {
+                Pdu::ConnectReply { session_id, .. } => Ok(session_id),
+                other => panic!("not a ConnectReply: {other:?}"),
+            }
+        }
+        WtpPdu::Abort(abort) => Err(abort),
+        other => panic!("neither ConnectReply nor Abort: {other:?}"),
+    }
+}
+
+#[test]
+fn sessions_are_bounded_suspend_ends_them_resume_is_refused_and_idle_ones_expire() {
+    let backend = Backend::start();
+    let mut front = InProcess::start_with(
+        &backend,
+        Listeners::Proxied {
+            listen: "127.0.0.1:0".parse().unwrap(),
+        },
+        "",
+        |settings| {
+            settings.sessions.max_sessions = 2;
+            settings.sessions.max_sessions_per_address = 1;
+            settings.sessions.idle_timeout = Duration::from_secs(2);
+        },
+    );
+    let server = front.addresses[0];
+    let (alice, alice2, mallory, third) = (
+        Client::new(server),
+        Client::new(server),
+        Client::new(server),
+        Client::new(server),
+    );
+    let alice_session = connect(&alice, ALICE).unwrap();
+    // A second session from alice's address (another client port): refused.
+    let refused = connect(&alice2, ALICE).unwrap_err();
+    assert_eq!(
+        refused.reason,
+        wap_adapter::wtp::AbortReason::User(0xE4),
+        "CONGESTION"
+    );
+    assert_eq!(front.counter("wap_sessions_refused_address"), 1);
+    connect(&mallory, MALLORY).unwrap();
+    // Two sessions: the total bound refuses a third address.
+    assert!(connect(&third, "2002:b16:212c:1::3").is_err());
+    assert_eq!(front.counter("wap_sessions_refused_total"), 1);
+
+    // Alice suspends (class 0): the session ends; her Resume is aborted.
+    alice.send(
+        ALICE,
+        9201,
+        &invoke_class0(2, &[&[0x08][..], &uintvar(alice_session)].concat()),
+    );
+    let resume = [&[0x09][..], &uintvar(alice_session), &[0x00]].concat();
+    alice.send(ALICE, 9201, &invoke(3, &resume));
+    match alice.receive_wtp() {
+        WtpPdu::Abort(abort) => {
+            assert_eq!(abort.reason, wap_adapter::wtp::AbortReason::User(0xE1))
+        }
+        other => panic!("Resume not refused: {other:?}"),
+    }
+    assert_eq!(front.counter("wap_sessions_suspended"), 1);
+    assert_eq!(front.counter("wap_resumes_refused"), 1);
+
+    // Mallory goes quiet: the session expires.
+    netns_tests::wait_until(
+        "the idle session to expire",
+        Duration::from_secs(20),
+        || front.counter("wap_sessions_expired") == 1,
+        || format!("{:?}", front.counters.labelled()),
+    );
+    mallory.send(MALLORY, 9201, &invoke(2, &get("/after")));
+    let WtpPdu::Abort(_) = mallory.receive_wtp() else {
+        panic!("a method after expiry is refused")
+    };
+    assert_eq!(front.counter("wap_no_session"), 1);
+    assert!(backend.seen().is_empty());
+    front.shutdown();
+}
+
+#[test]
+fn method_mor_is_enforced_and_shutdown_answers_running_requests_first() {
+    let backend = Backend::start();
+    let mut front = InProcess::start_with(
+        &backend,
+        Listeners::Proxied {
+            listen: "127.0.0.1:0".parse().unwrap(),
+        },
+        "",
+        |settings| settings.sessions.method_mor = 1,
+    );
+    let client = Client::new(front.addresses[0]);
+    connect(&client, ALICE).unwrap();
+    client.send(ALICE, 9201, &invoke(2, &get("/slow")));
+    netns_tests::wait_until(
+        "the backend to get the slow request",
+        Duration::from_secs(10),
+        || backend.seen().len() == 1,
+        || format!("{:?}", front.counters.labelled()),
+    );
+    // Method-MOR 1: a second method while the first runs is aborted.
+    client.send(ALICE, 9201, &invoke(3, &get("/hello")));
+    match client.receive_wtp() {
+        WtpPdu::Abort(abort) => {
+            assert_eq!(abort.reason, wap_adapter::wtp::AbortReason::User(0xE7))
+        }
+        other => panic!("MOR not enforced: {other:?}"),
+    }
+    assert_eq!(front.counter("wap_mor_exceeded"), 1);
+
+    // Shutdown while /slow runs: new sessions are refused (the front has
+    // seen the shutdown), the running request is still answered.
+    front.stop.send_replace(true);
+    let served = front.served.take().unwrap();
+    let late = Client::new(front.addresses[0]);
+    assert!(
+        connect(&late, MALLORY).is_err(),
+        "no new session while stopping"
+    );
+    assert!(
+        !served.is_finished(),
+        "the front stopped with a request running"
+    );
+    backend.open_gate();
+    let WtpPdu::Result(result) = client.receive_wtp() else {
+        panic!("no Reply")
+    };
+    let (status, data, _) = reply_of(&result.user_data, Mode::Connection);
+    assert_eq!((status, data.as_slice()), (0x20, HELLO));
+    client.send(ALICE, 9201, &[0x18, 0x00, 0x02]);
+    front
+        .runtime
+        .block_on(async { tokio::time::timeout(Duration::from_secs(15), served).await })
+        .expect("the front returns once the request is answered")
+        .unwrap();
+    assert_eq!(backend.seen().len(), 1);
 }
