@@ -1268,3 +1268,48 @@ fn method_mor_is_enforced_and_shutdown_answers_running_requests_first() {
         .unwrap();
     assert_eq!(backend.seen().len(), 1);
 }
+
+#[test]
+fn requests_past_max_connections_get_503_at_once() {
+    let backend = Backend::start();
+    let mut front = InProcess::start_with(
+        &backend,
+        Listeners::Proxied {
+            listen: "127.0.0.1:0".parse().unwrap(),
+        },
+        "",
+        |settings| settings.limits.max_connections = 1,
+    );
+    let (slow, fast) = (
+        Client::new(front.addresses[0]),
+        Client::new(front.addresses[0]),
+    );
+    let request = |uri: &str, tid: u8| {
+        let pdu = Pdu::Get {
+            method: Method::Get,
+            uri: uri.into(),
+            headers: Headers::new(),
+        };
+        pdu::encode(&pdu, Some(tid), EncodingVersion::V1_2).unwrap()
+    };
+    slow.send(ALICE, 9200, &request("/slow", 1));
+    netns_tests::wait_until(
+        "the backend to get the slow request",
+        Duration::from_secs(10),
+        || backend.seen().len() == 1,
+        || format!("{:?}", front.counters.labelled()),
+    );
+    fast.send(ALICE, 9200, &request("/hello", 2));
+    let answer = fast.receive();
+    assert_eq!(answer[0], 2);
+    assert_eq!(reply_of(&answer, Mode::Connectionless).0, 0x63, "503");
+    assert_eq!(front.counter("wap_overloaded"), 1);
+    backend.open_gate();
+    let (status, data, _) = reply_of(&slow.receive(), Mode::Connectionless);
+    assert_eq!((status, data.as_slice()), (0x20, HELLO));
+    // The permit is back: the next request is served.
+    fast.send(ALICE, 9200, &request("/hello", 3));
+    assert_eq!(reply_of(&fast.receive(), Mode::Connectionless).0, 0x20);
+    assert_eq!(backend.seen().len(), 2);
+    front.shutdown();
+}

@@ -52,6 +52,9 @@ pub(super) async fn handle(
         return;
     };
     let limit = shared.settings.connectionless_limit();
+    let Ok(sending) = Arc::clone(&shared.sending).try_acquire_owned() else {
+        return;
+    };
     let Ok(permit) = Arc::clone(&shared.in_flight).try_acquire_owned() else {
         bump(&counters.overloaded);
         send(
@@ -78,8 +81,10 @@ pub(super) async fn handle(
     tokio::spawn(async move {
         let response = shared.adapter.handle(http, origin).await;
         let reply = reply_pdu(response, head, tid, limit, &shared.counters);
-        send(&socket, peer, &reply).await;
+        // Free before the client can see the answer and ask again.
         drop(permit);
+        send(&socket, peer, &reply).await;
+        drop(sending);
     });
 }
 

@@ -425,7 +425,13 @@ struct Shared {
     server_counters: Arc<ServerCounters>,
     /// One permit per running request (`max-connections`).
     in_flight: Arc<Semaphore>,
+    /// One permit per connectionless answer not yet sent (the drain waits
+    /// for them all).
+    sending: Arc<Semaphore>,
 }
+
+/// Permits of [`Shared::sending`]: more than requests can ever run.
+const SENDING_PERMITS: u32 = 1 << 20;
 
 /// The sockets of one application's WAP front.
 #[derive(Debug)]
@@ -474,6 +480,7 @@ impl WapServer {
                 counters,
                 server_counters,
                 in_flight,
+                sending: Arc::new(Semaphore::new(SENDING_PERMITS as usize)),
             }),
         })
     }
@@ -529,11 +536,10 @@ impl WapServer {
             .run(wtp_rx, shutdown)
             .await;
         receivers.abort_all();
-        // Connectionless requests still running: wait for their permits.
-        let all = u32::try_from(shared.settings.limits.max_connections).unwrap_or(u32::MAX);
+        // Connectionless requests still running: wait until all are sent.
         let left = DRAIN_TIMEOUT.saturating_sub(started.elapsed().min(DRAIN_TIMEOUT));
         let drained = tokio::time::timeout(left.max(Duration::from_millis(1)), async {
-            let _ = shared.in_flight.acquire_many(all).await;
+            let _ = shared.sending.acquire_many(SENDING_PERMITS).await;
         })
         .await;
         if drained.is_err() {

@@ -455,9 +455,10 @@ impl Transactions {
         tokio::spawn(async move {
             let response = shared.adapter.handle(http, origin).await;
             let reply = reply_pdu(response, head, None, sdu_size, &shared.counters);
+            // Free before the client can see the answer and ask again.
+            drop(permit);
             // The loop is gone only at shutdown, after the drain.
             let _ = answers.send(Answer { tx, reply });
-            drop(permit);
         });
     }
 
