@@ -130,13 +130,18 @@ pub struct WapSettings {
 }
 
 impl WapSettings {
-    /// The settings of `app` with default session and WTP tuning.
+    /// The settings of `app` with default session and WTP tuning; WTP waits
+    /// for an answer at least as long as the backend may take.
     pub fn new(app: &Application, limits: Limits) -> Self {
+        let mut wtp = WtpConfig::default();
+        wtp.result_timeout = wtp
+            .result_timeout
+            .max(limits.connect_timeout + limits.backend_timeout + Duration::from_secs(5));
         WapSettings {
             sdu_size: app.sdu_size,
             limits,
             sessions: SessionLimits::default(),
-            wtp: WtpConfig::default(),
+            wtp,
         }
     }
 
