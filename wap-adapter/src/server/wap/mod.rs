@@ -571,6 +571,9 @@ const INBOUND_QUEUE: usize = 1024;
 /// Largest datagram read.
 const RECEIVE_BUFFER: usize = 65_536;
 
+/// Pause after a failed receive.
+const RECEIVE_ERROR_PAUSE: Duration = Duration::from_millis(10);
+
 /// A WTP datagram for the session loop.
 #[derive(Debug)]
 struct Inbound {
@@ -603,8 +606,10 @@ async fn receive_direct(
         let (len, peer) = match socket.recv_from(&mut buf).await {
             Ok(got) => got,
             Err(error) => {
-                // ICMP errors reported on the socket; nothing to do.
+                // ICMP errors reported on the socket and the like: nothing
+                // to answer; do not spin on a lasting one.
                 debug!(%error, "WAP receive failed");
+                tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
                 continue;
             }
         };
@@ -638,6 +643,7 @@ async fn receive_proxied(
             Ok(got) => got,
             Err(error) => {
                 debug!(%error, "WAP receive failed");
+                tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
                 continue;
             }
         };
