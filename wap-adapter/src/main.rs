@@ -43,6 +43,7 @@ use wap_adapter::config::{Config, LogLevel};
 use wap_adapter::convert::{html_to_wml, html_to_wml_cards, Html2WmlOptions, DEFAULT_SDU_SIZE};
 use wap_adapter::identity::Resolver;
 use wap_adapter::server::http::HttpServer;
+use wap_adapter::server::wap::{WapCounters, WapServer, WapSettings};
 use wap_adapter::server::ServerCounters;
 use wap_adapter::wbxml::{compile_wml, decompile, Charset, CompileOptions};
 
@@ -248,6 +249,7 @@ fn run(path: &Path) -> anyhow::Result<ExitCode> {
 struct Running {
     adapter: Arc<Adapter>,
     counters: Arc<ServerCounters>,
+    wap: Arc<WapCounters>,
 }
 
 async fn serve(mut config: Config, log_level: Option<LogLevelHandle>) -> anyhow::Result<()> {
@@ -270,9 +272,23 @@ async fn serve(mut config: Config, log_level: Option<LogLevelHandle>) -> anyhow:
         .with_context(|| format!("application {}: HTTP listener {address}", app.name))?;
         info!(application = %app.name, %address, backend = ?app.backend, allowed_groups = ?app.allowed_groups, "application ready");
         servers.spawn(server.serve(stopped.clone()));
-        running.push(Running { adapter, counters });
+        let wap = Arc::new(WapCounters::default());
+        let wap_server = WapServer::bind(
+            app.listeners,
+            Arc::clone(&adapter),
+            WapSettings::new(app, config.limits),
+            Arc::clone(&counters),
+            Arc::clone(&wap),
+        )
+        .await
+        .with_context(|| format!("application {}: WAP listeners", app.name))?;
+        servers.spawn(wap_server.serve(stopped.clone()));
+        running.push(Running {
+            adapter,
+            counters,
+            wap,
+        });
     }
-    warn!("the WAP listeners (WSP on UDP 9200, WTP on UDP 9201) are not part of this build; HTTP only");
     info!(applications = running.len(), "wap-adapter running");
 
     let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
@@ -302,6 +318,7 @@ async fn serve(mut config: Config, log_level: Option<LogLevelHandle>) -> anyhow:
             .counters()
             .into_iter()
             .chain(app.counters.labelled())
+            .chain(app.wap.labelled())
             .map(|c| format!("{}={}", c.name, c.value))
             .collect();
         info!(application = %app.adapter.name(), counters = %counters.join(" "), "stopped");

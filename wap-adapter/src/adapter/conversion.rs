@@ -230,12 +230,14 @@ impl Converter {
         let accepts_wmlc = explicit_quality(&accept, WMLC_TYPE) > 0;
         let browser = origin.front == Front::Http && wml_q <= 0;
         let charset = wmlc_charset(&joined(headers, ACCEPT_CHARSET));
+        // The WAP front's limit is on the whole WSP Reply: the card leaves
+        // room for the Reply's status, lengths, content type and headers.
         let sdu_size = request
             .extensions()
             .get::<WapClient>()
             .map(|client| client.sdu_size)
             .filter(|&size| size > 0)
-            .unwrap_or(self.sdu_size);
+            .map_or(self.sdu_size, |size| size.saturating_sub(WSP_REPLY_MARGIN));
         let mut card = 1;
         if wants_wml {
             let (uri, asked) = take_card_param(request.uri());
@@ -470,6 +472,11 @@ enum Step {
     /// WML or WMLC to HTML.
     Wml2Html,
 }
+
+/// Octets of a WAP client's SDU left for the WSP Reply around a card
+/// (status, header and body lengths, content type, headers such as
+/// `Vary`): the WAP front answers 413 to a Reply over the SDU.
+pub const WSP_REPLY_MARGIN: usize = 64;
 
 /// The card `plan` asks for, converted from `html`.
 fn html2wml(html: &[u8], plan: &Plan, options: &CompileOptions) -> Result<String, ConversionError> {
@@ -774,7 +781,7 @@ mod tests {
         req.extensions_mut().insert(WapClient { sdu_size: 600 });
         assert_eq!(
             converter.prepare(&mut req, origin(Front::Wap)).sdu_size,
-            600
+            600 - WSP_REPLY_MARGIN
         );
         let mut req = request("/p", &[]);
         req.extensions_mut().insert(WapClient { sdu_size: 0 });

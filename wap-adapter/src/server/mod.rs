@@ -1,9 +1,8 @@
 //! The fronts: listeners that turn what arrives on an application's
 //! addresses into [`Adapter`](crate::adapter::Adapter) requests.
 //!
-//! [`http`] serves HTTP/1.1 (TCP). The WAP fronts (WSP connectionless on
-//! UDP 9200, WSP over WTP on UDP 9201) are to live beside it and use the
-//! hooks here: [`WapPort::of_destination`] to tell which WAP layer a
+//! [`http`] serves HTTP/1.1 (TCP); [`wap`] serves WSP connectionless on
+//! UDP 9200 and WSP over WTP on UDP 9201, using the hooks here: [`WapPort::of_destination`] to tell which WAP layer a
 //! userspace-mode datagram is for (tunneld sends every port of an
 //! application to one backend address; the PROXY header's destination port
 //! tells them apart), [`proxied_datagram`] to take the PROXY header off a
@@ -11,6 +10,7 @@
 
 pub mod http;
 pub mod proxy_header;
+pub mod wap;
 
 use std::io;
 use std::net::SocketAddr;

@@ -372,6 +372,12 @@ impl Responder {
         self.segment_sizes.insert(peer, size.max(1));
     }
 
+    /// Forget `peer`'s segment size (its session ended): results to it use
+    /// the configured default again.
+    pub fn forget_peer_segment_size(&mut self, peer: SocketAddr) {
+        self.segment_sizes.remove(&peer);
+    }
+
     /// The next event for the user.
     pub fn poll_event(&mut self) -> Option<WtpEvent> {
         self.events.pop_front()
