@@ -18,6 +18,7 @@
 //! |---|---|
 //! | `time` | RFC 3339, UTC, milliseconds |
 //! | `event` | `login_accepted`, `login_refused`, `login_delayed`, `login_locked_out`, `renewal_granted`, `renewal_refused`, `revoked`, `lockout_started`, `lockout_ended` |
+//! | `kind` | `revoked`: the entity's kind (`user`, `system`, `application`) |
 //! | `user` | the name as given, sanitised (below) |
 //! | `source` | the client's IP address |
 //! | `key` | the client's static public key, base64 |
@@ -118,7 +119,9 @@ pub enum AuditEvent<'a> {
     },
     /// `addrd revoke NAME`: further renewals refused.
     Revoked {
-        /// The user revoked.
+        /// The kind of entity revoked (a user, a system, an application).
+        kind: overlay_proto::lease::EntityKind,
+        /// The entity's name.
         user: &'a str,
         /// The key revoked, when one key (not the whole user) was.
         key: Option<&'a PublicKey>,
@@ -485,6 +488,8 @@ struct Line {
     time: String,
     event: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     source: Option<IpAddr>,
@@ -511,6 +516,7 @@ impl Line {
         let mut line = Line {
             time: rfc3339(now),
             event: "",
+            kind: None,
             user: None,
             source: None,
             key: None,
@@ -579,8 +585,9 @@ impl Line {
                 line.serial = Some(serial);
                 line.reason = Some(reason.as_str());
             }
-            AuditEvent::Revoked { user, key: k } => {
+            AuditEvent::Revoked { kind, user, key: k } => {
                 line.event = "revoked";
+                line.kind = Some(kind.as_str());
                 line.user = Some(sanitise_user(user));
                 line.key = k.map(key);
             }
@@ -715,6 +722,7 @@ mod tests {
                 reason: RenewalRefusal::Disabled,
             },
             AuditEvent::Revoked {
+                kind: overlay_proto::lease::EntityKind::User,
                 user: "alice",
                 key: None,
             },
@@ -830,6 +838,7 @@ mod tests {
         assert_eq!(lines[4]["previous_serial"], 17);
         assert_eq!(lines[5]["reason"], "disabled");
         assert!(lines[6].get("source").is_none());
+        assert_eq!(lines[6]["kind"], "user");
         assert_eq!(lines[7]["lockout_until"], "2026-11-21T09:25:11.123Z");
         assert_eq!(lines[7]["lockout_seconds"], 900);
         assert_eq!(lines[7]["lockout_count"], 1);
@@ -837,6 +846,7 @@ mod tests {
         let documented = [
             "time",
             "event",
+            "kind",
             "user",
             "source",
             "key",
@@ -1035,6 +1045,7 @@ mod tests {
         let _serial = one_at_a_time();
         let log = AuditLog::to_writer(Broken);
         let event = AuditEvent::Revoked {
+            kind: overlay_proto::lease::EntityKind::User,
             user: "alice",
             key: Some(&KEY),
         };

@@ -223,6 +223,8 @@ pub struct Context {
     pub bad_requests: AtomicU64,
     /// The login channel, when served.
     pub login: Option<crate::channel::ChannelHandle>,
+    /// Where revocations are audited (`None`: the daemon's log only).
+    pub audit: Option<Arc<crate::audit::AuditLog>>,
 }
 
 /// Bind addrd's control socket at `path` (see [`ControlSocket::bind`]:
@@ -312,6 +314,16 @@ async fn respond(line: &str, body: &[u8], context: &Context) -> Response {
             match service.revoke(kind, name, now()).await {
                 Ok(()) => {
                     info!(kind = kind.as_str(), %name, "revoked (control socket)");
+                    if let Some(audit) = &context.audit {
+                        audit.record(
+                            std::time::SystemTime::now(),
+                            &crate::audit::AuditEvent::Revoked {
+                                kind,
+                                user: name,
+                                key: None,
+                            },
+                        );
+                    }
                     Response::Done
                 }
                 Err(e) => error(e),

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use addrd::alloc::Allocator;
-use addrd::audit::AuditLog;
+use addrd::audit::{AuditEvent, AuditLog};
 use addrd::backend::Backend;
 use addrd::bindings::{BindingCache, BindingCacheConfig};
 use addrd::channel::{LoginChannel, Overlay};
@@ -463,6 +463,21 @@ async fn revoke(config: &Config, kind: EntityKind, name: &str) -> anyhow::Result
     }
     let service = open_service(config).await?;
     service.revoke(kind, name, control::now()).await?;
+    // No daemon: the audit log is this command's to write.
+    let audit = match &config.audit_log {
+        Some(path) => {
+            AuditLog::open(path).with_context(|| format!("audit-log {}", path.display()))?
+        }
+        None => AuditLog::tracing_only(),
+    };
+    audit.record(
+        std::time::SystemTime::now(),
+        &AuditEvent::Revoked {
+            kind,
+            user: name,
+            key: None,
+        },
+    );
     println!(
         "revoked {} {name}: its sessions will not be renewed",
         kind.as_str()
@@ -759,6 +774,7 @@ async fn serve(config: Config, log_level: Option<LogLevelHandle>) -> anyhow::Res
         started: Instant::now(),
         bad_requests: AtomicU64::new(0),
         login: Some(channel_handle),
+        audit: Some(Arc::clone(&audit)),
     });
     let mut daemon = Daemon {
         config,

@@ -105,6 +105,9 @@ async fn fixture() -> Fixture {
         started: Instant::now(),
         bad_requests: AtomicU64::new(0),
         login: None,
+        audit: Some(Arc::new(
+            addrd::audit::AuditLog::open(&dir.path().join("audit.log")).unwrap(),
+        )),
     });
     let socket = control::bind(&dir.path().join("run/addrd.sock"))
         .await
@@ -146,6 +149,12 @@ async fn every_request_is_answered() {
         }
     );
     assert_eq!(f.ask("revoke user bob").await, Response::Done);
+    // Audited, with the kind and the name.
+    let audit = std::fs::read_to_string(f.dir.path().join("audit.log")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+    assert_eq!(line["event"], "revoked", "{audit}");
+    assert_eq!(line["kind"], "user");
+    assert_eq!(line["user"], "bob");
     let key = PublicKey([0x21; 32]).to_string();
     let Response::Lease { .. } = f.ask(&format!("issue-lease system app1 {key} 600")).await else {
         panic!("lease")

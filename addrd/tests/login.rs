@@ -191,6 +191,7 @@ fn login_is_permanent_renews_and_is_revoked() {
         "login_refused",
         "login_accepted",
         "login_accepted",
+        "revoked",
         "renewal_refused",
         "login_accepted",
     ];

@@ -147,6 +147,23 @@ fn login_through_ldap_keeps_the_permanent_address() {
         .node
         .login("alice", "not-alice's-password");
     assert!(!refused.status.success(), "a wrong password logged in");
+    // The refusal starts alice's first delay (the login guard): the next
+    // attempt may come once the time it names has passed.
+    let answered = Instant::now();
+    let stderr = String::from_utf8_lossy(&refused.stderr).into_owned();
+    let retry_after: u64 = stderr
+        .split("try again in ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|secs| secs.parse().ok())
+        .unwrap_or_else(|| panic!("no retry time in the refusal: {stderr}"));
+    let ready = answered + Duration::from_secs(retry_after);
+    netns_tests::wait_until(
+        "the login guard's delay after the wrong password",
+        Duration::from_secs(retry_after + 5),
+        || Instant::now() >= ready,
+        String::new,
+    );
 
     let alice = connect_alice(&mut world, first);
     assert_eq!(alice, world.home.address_of("alice"));
