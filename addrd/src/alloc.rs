@@ -180,6 +180,30 @@ impl Allocator {
         &self.plan
     }
 
+    /// The address `entity` has, checked against the reservations before a
+    /// lease is issued for it: an address written on an entry by hand (or
+    /// copied from another entry) that another DN holds is refused
+    /// ([`AllocError::Conflict`]), never leased; one nobody had reserved
+    /// is reserved for the entity now. An entity without an address is
+    /// assigned one ([`Allocator::assign`]).
+    pub async fn confirm<D: Directory>(
+        &self,
+        directory: &D,
+        entity: &Entity,
+    ) -> Result<Ipv6Addr, AllocError> {
+        let Some(address) = entity.address else {
+            return Ok(self.assign(directory, entity).await?.address);
+        };
+        match directory.reserve_address(address, &entity.dn).await? {
+            Reservation::Created | Reservation::Ours => Ok(address),
+            Reservation::Taken { holder } => Err(AllocError::Conflict {
+                dn: entity.dn.clone(),
+                address,
+                holder,
+            }),
+        }
+    }
+
     /// The entity's address: the one it has (its reservation confirmed and
     /// recorded), or a new one. An application's system is assigned first
     /// when it has no SVN yet.

@@ -189,10 +189,9 @@ impl Issuer {
         now: UnixTime,
         lifetime: Duration,
     ) -> Result<SignedLease, IssueError> {
-        let address = match entity.address {
-            Some(address) => address,
-            None => self.allocator.assign(directory, entity).await?.address,
-        };
+        // Never a lease for an address another entity holds (DESIGN §2),
+        // whoever wrote it on the entry.
+        let address = self.allocator.confirm(directory, entity).await?;
         let mut not_after = now.saturating_add(lifetime);
         if entity.kind == EntityKind::User {
             let session_end = session_start.saturating_add(self.policy.max_session_age);

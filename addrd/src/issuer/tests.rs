@@ -246,3 +246,38 @@ async fn netmap_has_the_systems_the_users_groups_reach() {
         .leases
         .is_empty());
 }
+
+/// DESIGN §2: an address is never given to another entity. An address
+/// written on an entry by hand (as an LDAP administrator could) is checked
+/// against the reservations before any lease carries it.
+#[tokio::test]
+async fn a_hand_set_address_another_entity_holds_is_never_leased() {
+    let f = fixture().await;
+    let alice = entity(&f, EntityKind::User, "alice").await;
+    let alices = issue(&f, &alice, NOW, NOW).await.unwrap();
+    let taken = alices.lease().address();
+
+    // bob's entry now carries alice's address.
+    let mut bob = entity(&f, EntityKind::User, "bob").await;
+    bob.address = Some(taken);
+    match issue(&f, &bob, NOW, NOW).await {
+        Err(IssueError::Alloc(AllocError::Conflict { address, holder, .. })) => {
+            assert_eq!(address, taken);
+            assert_eq!(normalize_dn(&holder), normalize_dn(&alice.dn));
+        }
+        other => panic!("bob got alice's address: {other:?}"),
+    }
+
+    // An address nobody reserved, set by hand: leased, and reserved for
+    // that entity from then on.
+    let fresh: std::net::Ipv6Addr = "fd01:203:405:1::4242".parse().unwrap();
+    let mut dave = entity(&f, EntityKind::User, "dave").await;
+    dave.address = Some(fresh);
+    let daves = issue(&f, &dave, NOW, NOW).await.unwrap();
+    assert_eq!(daves.lease().address(), fresh);
+    bob.address = Some(fresh);
+    assert!(matches!(
+        issue(&f, &bob, NOW, NOW).await,
+        Err(IssueError::Alloc(AllocError::Conflict { .. }))
+    ));
+}
