@@ -261,7 +261,9 @@ async fn a_hand_set_address_another_entity_holds_is_never_leased() {
     let mut bob = entity(&f, EntityKind::User, "bob").await;
     bob.address = Some(taken);
     match issue(&f, &bob, NOW, NOW).await {
-        Err(IssueError::Alloc(AllocError::Conflict { address, holder, .. })) => {
+        Err(IssueError::Alloc(AllocError::Conflict {
+            address, holder, ..
+        })) => {
             assert_eq!(address, taken);
             assert_eq!(normalize_dn(&holder), normalize_dn(&alice.dn));
         }
