@@ -7,7 +7,9 @@
 //!
 //! Needs root (namespaces, TUN devices, nft) and the `tunneld` and `addrd`
 //! binaries built next to this test (`cargo build -p tunneld -p addrd`);
-//! otherwise each test reports itself skipped and passes.
+//! otherwise each test reports itself skipped and passes. So do the tests
+//! that need wap-adapter, tshark, or kannel's fakewap and socat, without
+//! them.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 use std::collections::HashMap;
