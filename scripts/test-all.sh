@@ -18,8 +18,11 @@ if [ "$(id -u)" = 0 ] && [ -z "${PERMANET_NO_APT:-}" ]; then
     # the TUN-mode tunnels (tunneld/tests/netns.rs); slapd and ldap-utils:
     # the LDAP backend's tests run a private slapd (netns-tests/src/slapd.rs)
     # on a random localhost port; nftables: the carriers' NAT and tshark:
-    # the on-the-wire capture in the system tests (netns-tests/tests/system.rs).
-    packages=(iproute2 iputils-ping slapd ldap-utils kannel kannel-extras libwbxml2-utils libxml2-utils nftables tshark)
+    # the on-the-wire capture in the system tests (netns-tests/tests/system.rs);
+    # kannel-extras: fakewap, the WAP client simulator, and socat: its IPv4 to
+    # IPv6 bridge into the overlay (the WAP scenario there); chromium: the
+    # headless browser of netns-tests/tests/browser.rs.
+    packages=(iproute2 iputils-ping slapd ldap-utils kannel kannel-extras libwbxml2-utils libxml2-utils nftables tshark socat chromium)
     missing=()
     for p in "${packages[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

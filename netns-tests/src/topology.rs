@@ -651,9 +651,10 @@ pub struct Options {
     /// Put an impairing relay on the internet router and make clients
     /// reach the application server through it.
     pub relay: Option<Impairment>,
-    /// Serve the applications through wap-adapter's HTTP front (on the
-    /// applications' addresses; the test backend behind it on the
-    /// server's loopback) instead of the test backend directly.
+    /// Serve the applications through wap-adapter's HTTP front (port 80)
+    /// and WAP front (WSP on UDP 9200, WSP over WTP on 9201), all on the
+    /// applications' addresses, the test backend behind them on the
+    /// server's loopback, instead of the test backend directly.
     pub wap_adapter: bool,
 }
 
@@ -877,7 +878,8 @@ impl World {
     }
 }
 
-/// wap-adapter in the server's namespace: the HTTP front of the wiki
+/// wap-adapter in the server's namespace: the HTTP and WAP fronts (the
+/// default `http-listen`, `wsp-listen` and `wtp-listen`) of the wiki
 /// (staff, as in the directory) and of grades (staff here: stricter than
 /// the tunnel, so the adapter's own check is what refuses students), both
 /// proxied to the test backend on the server's loopback, identities from

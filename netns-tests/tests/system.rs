@@ -7,20 +7,26 @@
 //!
 //! Needs root (namespaces, TUN devices, nft) and the `tunneld` and `addrd`
 //! binaries built next to this test (`cargo build -p tunneld -p addrd`);
-//! otherwise each test reports itself skipped and passes.
+//! otherwise each test reports itself skipped and passes. So do the tests
+//! that need wap-adapter, tshark, or kannel's fakewap and socat, without
+//! them.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
+use std::collections::HashMap;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::path::Path;
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use netns_tests::relay::Impairment;
 use netns_tests::topology::{
-    http_get, http_post, http_request, ok, Binaries, CarrierId, Fetched, Options, Progress, World,
-    ALICE_PASSWORD, HTTP_PORT, MARKER,
+    hex, http_get, http_post, http_request, ok, Binaries, CarrierId, Dir, Fetched, Options,
+    Progress, World, ALICE_PASSWORD, HTTP_PORT, MARKER,
 };
-use netns_tests::{skip, skip_unless_root, Process, Signal};
+use netns_tests::{skip, skip_unless_root, wait_until, Process, Signal, DEADLINE};
+use sha2::{Digest, Sha256};
 
 /// Root and the binaries, or `None` after reporting the test skipped.
 fn prerequisites(test: &str) -> Option<Binaries> {
@@ -524,6 +530,306 @@ fn http_through_the_wap_adapter_with_identity_and_access_control() {
         1,
         "the backend saw bob"
     );
+    eprintln!("{test}: {:?}", started.elapsed());
+}
+
+/// kannel's WAP client simulator (Debian package `kannel-extras`).
+const FAKEWAP: &str = "/usr/lib/kannel/test/fakewap";
+
+/// What one fakewap run reported (its log) and wrote (the reply's body).
+struct FakewapRun {
+    status: ExitStatus,
+    log: String,
+    output: Vec<u8>,
+}
+
+impl FakewapRun {
+    /// Replies fakewap reported with HTTP status `status` (it prints the
+    /// HTTP form of the WSP status: 0x43 is 403): a 200 as `Received WSP
+    /// Reply with status code 200OK`, anything else as a warning.
+    fn replies(&self, status: &str) -> usize {
+        self.log
+            .matches(&format!("Received WSP Reply with status code {status}"))
+            .count()
+            + self
+                .log
+                .matches(&format!("received reply with status {status}"))
+                .count()
+    }
+
+    fn assert_complete(&self, what: &str) {
+        assert!(
+            self.status.success() && self.log.contains("fakewap: complete."),
+            "{what}: fakewap failed ({}):\n{}",
+            self.status,
+            self.log
+        );
+    }
+}
+
+/// Run fakewap on mobile `index` against the WAP front at
+/// `[address]:port` (9200: WSP connectionless, 9201: WSP over WTP), with
+/// `args` and `url`. fakewap speaks IPv4 only, so it talks to a socat on
+/// the terminal's loopback that carries each datagram as UDP over IPv6 to
+/// the application's permanent address — through the terminal's TUN
+/// device and its tunnel, from the terminal's own permanent address — and
+/// the answers back. Both are killed (by PID) when this returns or fails.
+fn fakewap_through_socat(
+    world: &World,
+    index: usize,
+    address: Ipv6Addr,
+    port: u16,
+    args: &[&str],
+    url: &str,
+) -> FakewapRun {
+    let ns = &world.mobiles[index].node.ns;
+    let dir = Dir::new();
+    let mut command = ns.command("socat");
+    command.args([
+        "-d".to_owned(),
+        "-d".to_owned(),
+        format!("UDP4-LISTEN:{port},bind=127.0.0.1,reuseaddr"),
+        format!("UDP6:[{address}]:{port}"),
+    ]);
+    let mut socat = Process::start("socat", command, dir.path("socat.log"));
+    socat.wait_for_log("listening on");
+    let mut command = ns.command(FAKEWAP);
+    command
+        .args([
+            "-g",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-i",
+            "0",
+            "-D",
+            "1",
+        ])
+        .arg("-w")
+        .arg(dir.path("reply.out"))
+        .args(args)
+        .arg(url);
+    let mut fakewap = Process::start("fakewap", command, dir.path("fakewap.log"));
+    let mut status = None;
+    wait_until(
+        &format!("fakewap {args:?} {url} to finish"),
+        DEADLINE,
+        || {
+            status = fakewap.try_wait();
+            status.is_some()
+        },
+        || {
+            let log = std::fs::read_to_string(dir.path("fakewap.log")).unwrap_or_default();
+            format!("--- fakewap ---\n{log}\n{}\n{}", socat.log(), world.logs())
+        },
+    );
+    drop(socat);
+    FakewapRun {
+        status: status.unwrap(),
+        log: std::fs::read_to_string(dir.path("fakewap.log")).unwrap_or_default(),
+        output: std::fs::read(dir.path("reply.out")).unwrap_or_default(),
+    }
+}
+
+/// The counters wap-adapter logged at exit for `application`.
+fn adapter_counters(log: &str, application: &str) -> HashMap<String, u64> {
+    let line = log
+        .lines()
+        .find(|l| {
+            l.contains("stopped")
+                && l.contains(&format!("application={application}"))
+                && l.contains("counters=")
+        })
+        .unwrap_or_else(|| panic!("no counters logged for {application}:\n{log}"));
+    line.split_whitespace()
+        .map(|t| t.trim_start_matches("counters="))
+        .filter_map(|t| t.split_once('='))
+        .filter_map(|(n, v)| Some((n.to_owned(), v.parse().ok()?)))
+        .collect()
+}
+
+/// Scenario 2 (WAP half) and scenario 4 (access control on WAP): kannel's
+/// independent WAP client simulator on terminals behind the carriers' NATs
+/// reaches applications on their permanent addresses through wap-adapter's
+/// WAP front (TUN mode: bound directly on the applications' addresses):
+/// a connectionless GET, a connection-oriented GET and a POST, with the
+/// verified identity at the backend. A user outside an application's
+/// groups gets WSP 0x43 (403) from the adapter on both layers where only
+/// the adapter restricts it (grades), and ICMPv6 "administratively
+/// prohibited" from the tunnel where the tunnel does (the wiki); the
+/// backend sees nothing of him.
+#[test]
+fn wap_through_the_simulator_with_identity_and_access_control() {
+    let test = "wap_through_the_simulator_with_identity_and_access_control";
+    let Some(bins) = prerequisites(test) else {
+        return;
+    };
+    if bins.wap_adapter.is_none() {
+        skip(
+            test,
+            "wap-adapter is not built (cargo build -p wap-adapter)",
+        );
+        return;
+    }
+    if !Path::new(FAKEWAP).is_file() {
+        skip(
+            test,
+            &format!("{FAKEWAP} is not installed (apt-get install kannel-extras)"),
+        );
+        return;
+    }
+    if !Path::new("/usr/bin/socat").is_file() {
+        skip(test, "socat is not installed (apt-get install socat)");
+        return;
+    }
+    let started = Instant::now();
+    let mut world = World::start(
+        "wap",
+        &bins,
+        Options {
+            wap_adapter: true,
+            ..Options::default()
+        },
+    );
+    let a = world.add_mobile(CarrierId::A);
+    let alice = connect_alice(&mut world, a);
+    let b = world.add_mobile(CarrierId::B);
+    ok(
+        world.mobiles[b].node.login("bob", "bob-lab-password"),
+        "tunneld login (bob)",
+    );
+    world.mobiles[b].node.start();
+    let wiki = world.wiki;
+    let url = |path: &str| format!("http://wiki.apps.permanet.internal{path}");
+
+    // The backend's record of `path`: alice's identity from the server's
+    // tunneld (the adapter reached it from its own loopback address), and
+    // the body fakewap wrote is the one the backend sent.
+    let check = |path: &str| {
+        let served = world.backend.as_ref().unwrap().served();
+        let record = served
+            .iter()
+            .find(|s| s.request.contains(path))
+            .unwrap_or_else(|| panic!("the backend did not serve {path}: {served:?}"));
+        let headers = record.headers.join("\n").to_ascii_lowercase();
+        assert!(headers.contains("x-permanet-user: alice"), "{headers}");
+        assert!(
+            headers.contains(&format!("x-permanet-address: {alice}")),
+            "{headers}"
+        );
+        assert!(headers.contains("x-permanet-groups: "), "{headers}");
+        record.clone()
+    };
+
+    // WSP connectionless (UDP 9200).
+    let path = "/bytes/600/21";
+    let run = fakewap_through_socat(&world, a, wiki, 9200, &["-M", "0"], &url(path));
+    run.assert_complete("connectionless GET");
+    assert_eq!(run.replies("200"), 1, "{}", run.log);
+    let record = check(path);
+    assert_eq!(run.output.len(), 600, "{}", run.log);
+    assert_eq!(<[u8; 32]>::from(Sha256::digest(&run.output)), record.sha256);
+
+    // WSP over WTP (UDP 9201): Connect, Get, Disconnect.
+    let path = "/bytes/1000/22";
+    let run = fakewap_through_socat(&world, a, wiki, 9201, &["-M", "1"], &url(path));
+    run.assert_complete("connection-oriented GET");
+    assert_eq!(run.replies("200"), 1, "{}", run.log);
+    let record = check(path);
+    assert_eq!(run.output.len(), 1000, "{}", run.log);
+    assert_eq!(<[u8; 32]>::from(Sha256::digest(&run.output)), record.sha256);
+
+    // A POST over WTP: the backend answers the body's SHA-256.
+    let dir = Dir::new();
+    let content = b"name=alice&note=through+permanet\n".repeat(12);
+    let input = dir.write("post.txt", &content, 0o644);
+    let input = input.to_string_lossy().into_owned();
+    let run = fakewap_through_socat(
+        &world,
+        a,
+        wiki,
+        9201,
+        &["-M", "1", "-P", &input, "-C", "text"],
+        &url("/sha256"),
+    );
+    run.assert_complete("connection-oriented POST");
+    assert_eq!(run.replies("200"), 1, "{}", run.log);
+    assert_eq!(
+        String::from_utf8_lossy(&run.output),
+        hex(&Sha256::digest(&content)),
+        "the backend's SHA-256 of the posted body"
+    );
+    let record = check("/sha256");
+    assert_eq!(record.bytes, content.len() as u64);
+    assert_eq!(world.backend.as_ref().unwrap().served().len(), 3);
+
+    // bob (students) asks grades, staff-only in the adapter (the tunnel
+    // lets him through): WSP 0x43 on both layers, the backend untouched.
+    let grades = world.grades;
+    for (mode, port) in [("0", 9200), ("1", 9201)] {
+        let run = fakewap_through_socat(
+            &world,
+            b,
+            grades,
+            port,
+            &["-M", mode, "-F"],
+            "http://grades.apps.permanet.internal/bytes/10/23",
+        );
+        // fakewap prints the HTTP form of the WSP status: 0x43 is 403.
+        assert_eq!(run.replies("403"), 1, "mode {mode}: {}", run.log);
+        assert_eq!(run.replies("200"), 0, "mode {mode}: {}", run.log);
+    }
+    // The wiki is staff-only at the tunnel itself: bob's WSP Get to it is
+    // answered with ICMPv6 "administratively prohibited" by the server's
+    // tunneld (a connected UDP socket reports EACCES), counted there, and
+    // never reaches the adapter.
+    let prohibited = |world: &World| {
+        world.app.status()["dataplane"]["prohibited"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let before = prohibited(&world);
+    let refused = world.mobiles[b].node.ns.run(move || {
+        let socket = UdpSocket::bind("[::]:0").unwrap();
+        socket.connect(SocketAddrV6::new(wiki, 9200, 0, 0)).unwrap();
+        socket.set_read_timeout(Some(DEADLINE)).unwrap();
+        // WSP connectionless Get (TID 1) of "/".
+        socket.send(&[0x01, 0x40, 0x01, b'/']).unwrap();
+        socket.recv(&mut [0u8; 1500])
+    });
+    let error = refused.expect_err("bob's WSP Get to the staff-only wiki was answered");
+    assert_eq!(
+        error.kind(),
+        std::io::ErrorKind::PermissionDenied,
+        "ICMPv6 administratively prohibited is EACCES: {error}"
+    );
+    assert!(prohibited(&world) > before, "{}", world.app.status());
+    assert_eq!(
+        world.backend.as_ref().unwrap().served().len(),
+        3,
+        "the backend saw bob"
+    );
+
+    // wap-adapter's own account, logged at exit: three sessions on the
+    // wiki, one on grades, bob's two requests refused by group.
+    let mut adapter = world.wap_adapter.take().unwrap();
+    let status = adapter.stop(Signal::SIGTERM);
+    let log = adapter.log();
+    assert!(
+        status.success(),
+        "wap-adapter after SIGTERM: {status}\n{log}"
+    );
+    let wiki_counters = adapter_counters(&log, "wiki");
+    let grades_counters = adapter_counters(&log, "grades");
+    assert_eq!(wiki_counters["wap_sessions_opened"], 2, "{wiki_counters:?}");
+    assert_eq!(wiki_counters["wap_sessions_disconnected"], 2);
+    assert_eq!(wiki_counters["wap_malformed"], 0, "{wiki_counters:?}");
+    assert_eq!(
+        wiki_counters["wap_requests"], 3,
+        "bob's datagram never arrived"
+    );
+    assert_eq!(grades_counters["forbidden_group"], 2, "{grades_counters:?}");
+    assert_eq!(grades_counters["wap_sessions_opened"], 1);
     eprintln!("{test}: {:?}", started.elapsed());
 }
 
