@@ -653,6 +653,11 @@ fn main() -> ExitCode {
         demo.shutdown();
         return ExitCode::SUCCESS;
     }
+    println!("\nthe daemons and their logs:");
+    for daemon in &demo.daemons {
+        let pid = daemon.pid().map(|p| p.to_string()).unwrap_or_default();
+        println!("  {} (pid {pid}): {}", daemon.name, daemon.log.display());
+    }
     println!(
         "\nTry it yourself (Ctrl-C stops everything):\n  \
          curl --socks5-hostname {socks} http://{HTML_APP}.{ZONE}/\n  \

@@ -255,3 +255,38 @@ fn ctrl_c_stops_every_daemon_and_removes_the_directory() {
     assert!(stdout.contains("Ctrl-C: stopping"), "{stdout}");
     assert_clean_shutdown(&stdout, 4);
 }
+
+#[test]
+fn a_daemon_that_dies_ends_the_demo_with_status_1() {
+    if !daemons_built("a_daemon_that_dies_ends_the_demo_with_status_1") {
+        return;
+    }
+    let mut demo = Demo::start(&[], &[]);
+    demo.wait_for_line("status --socket");
+    // "  wap-adapter (pid N): LOG" in the list of daemons.
+    let pid = demo
+        .stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("wap-adapter (pid "))
+        .and_then(|rest| rest.split(')').next())
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("no wap-adapter pid in:\n{}", demo.stdout));
+    // The demo's own child: SIGKILL, so it cannot exit cleanly.
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let (code, stdout, stderr) = demo.finish();
+    assert_eq!(code, Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("permanet-demo: wap-adapter exited (killed by signal 9)"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("wap-adapter: had already exited"),
+        "{stdout}"
+    );
+    // The three others were stopped cleanly.
+    assert_clean_shutdown(&stdout, 3);
+}
