@@ -269,6 +269,7 @@ fn address_of(bins: &Binaries, config: &str, name: &str) -> anyhow::Result<Ipv6A
 struct Up {
     socks: SocketAddr,
     wap_forward: SocketAddr,
+    wiki_forward: SocketAddr,
     wml_app: Ipv6Addr,
     client_socket: PathBuf,
     tunneld: PathBuf,
@@ -426,7 +427,7 @@ fn run(demo: &mut Demo, args: &Args) -> Result<Up, StepFailed> {
     })?;
 
     // alice's terminal: a new key, a login, then the client daemon.
-    let (client_config, socks, wap_forward) =
+    let (client_config, socks, wap_forward, wiki_forward) =
         demo.step("writing alice's terminal's key and config", |demo| {
             let key = run_ok(&bins.tunneld, &["genkey"], b"", TOOL_DEADLINE)?;
             demo.write("client/tunneld.key", key.as_bytes(), 0o600)?;
@@ -434,16 +435,18 @@ fn run(demo: &mut Demo, args: &Args) -> Result<Up, StepFailed> {
             demo.write("client/server.lease", &lease, 0o644)?;
             let socks = free_tcp()?;
             let wap_forward = free_udp()?;
+            let wiki_forward = free_udp()?;
             let config = format!(
                 "role = \"client\"\nlisten = \"127.0.0.1:0\"\nprivate-key-file = \"tunneld.key\"\n\
                  authority-key = \"{authority}\"\nlease-file = \"tunneld.lease\"\nmode = \"userspace\"\n\
                  socks-listen = \"{socks}\"\n\n\
                  [addrd]\nendpoint = \"{addrd_udp}\"\npublic-key = \"{addrd_public}\"\n\n\
                  [[peers]]\nlease-file = \"server.lease\"\nendpoint = \"{server_udp}\"\n\n\
-                 [[port-forwards]]\nlisten = \"{wap_forward}\"\nto = \"[{wml_app}]:9200\"\nprotocol = \"udp\"\n"
+                 [[port-forwards]]\nlisten = \"{wap_forward}\"\nto = \"[{wml_app}]:9200\"\nprotocol = \"udp\"\n\n\
+                 [[port-forwards]]\nlisten = \"{wiki_forward}\"\nto = \"[{html_app}]:9200\"\nprotocol = \"udp\"\n"
             );
             let config = demo.write("client/tunneld.toml", config.as_bytes(), 0o644)?;
-            Ok((s(&config)?.to_owned(), socks, wap_forward))
+            Ok((s(&config)?.to_owned(), socks, wap_forward, wiki_forward))
         })?;
     let client_socket = demo.path("client/tunneld.sock");
     demo.step(
@@ -565,6 +568,29 @@ fn run(demo: &mut Demo, args: &Args) -> Result<Up, StepFailed> {
         excerpt(&answer.body, 12)
     );
 
+    let answer = demo.step("fetching the HTML app over WSP (converted to WML)", |_| {
+        let answer = client::wsp_get(wiki_forward, "/", FETCH_DEADLINE)?;
+        if answer.code != 200
+            || !answer.content_type.starts_with("text/vnd.wap.wml")
+            || !answer.body.contains("<wml")
+            || !answer.body.contains(&format!("Hello {USER}"))
+        {
+            bail!(
+                "expected 200 and the wiki's page as WML, got {} ({}):\n{}",
+                answer.status,
+                answer.content_type,
+                excerpt(&answer.body, 8)
+            );
+        }
+        Ok(answer)
+    })?;
+    println!(
+        "\n  HTML app over WSP: connectionless Get / to [{html_app}]:9200 -> {}\n  content type: {} (wap-adapter's html2wml)\n{}",
+        answer.status,
+        answer.content_type,
+        excerpt(&answer.body, 8)
+    );
+
     let status = demo.step("reading the tunnel status (tunneld status)", |demo| {
         demo.check_daemons()?;
         run_ok(
@@ -592,6 +618,7 @@ fn run(demo: &mut Demo, args: &Args) -> Result<Up, StepFailed> {
     Ok(Up {
         socks,
         wap_forward,
+        wiki_forward,
         wml_app,
         client_socket,
         tunneld: bins.tunneld,
@@ -664,10 +691,11 @@ fn main() -> ExitCode {
          curl --socks5-hostname {socks} http://{HTML_APP}.{ZONE}/rooms.html\n  \
          curl --socks5-hostname {socks} http://{WML_APP}.{ZONE}/          (WML, converted to HTML)\n  \
          WAP: a WSP connectionless client (e.g. kannel's fakewap) to UDP {fwd}\n       \
-         (alice's UDP port forward to [{wml}]:9200)\n  \
+         (alice's UDP port forward to [{wml}]:9200), or to UDP {wiki_fwd} for the wiki as WML\n  \
          {tunneld} status --socket {sock}",
         socks = up.socks,
         fwd = up.wap_forward,
+        wiki_fwd = up.wiki_forward,
         wml = up.wml_app,
         tunneld = up.tunneld.display(),
         sock = up.client_socket.display(),

@@ -184,13 +184,16 @@ fn once_passes_every_check_and_exits_0() {
         "-> WSP Reply, status 0x20 (HTTP 200)",
         "content type: text/vnd.wap.wml",
         "| <p>Hello alice.</p>",
+        "HTML app over WSP: connectionless Get / to [2002:b16:212c:",
+        "(wap-adapter's html2wml)",
+        "| <card id=\"c1\" title=\"Example wiki\">",
         // the tunnel status: both peers, their SAs and bytes, the forward
         "name: app1",
         "name: addrd",
         "sa current: in 0x",
         "transfer: ",
-        "udp_forward_flows: 1",
-        "wiki's backend: 1 served",
+        "udp_forward_flows: 2",
+        "wiki's backend: 2 served",
         "wap-news's backend: 1 served",
         "all checks passed: up in ",
     ] {
