@@ -141,6 +141,9 @@ pub fn wsp_get(to: SocketAddr, uri: &str, timeout: Duration) -> anyhow::Result<A
     let mut buf = vec![0u8; 65_536];
     let mut last_error = None;
     while Instant::now() < end {
+        if crate::interrupted() {
+            bail!("interrupted (Ctrl-C or SIGTERM)");
+        }
         socket
             .send_to(&request, to)
             .with_context(|| format!("sending to {to}"))?;

@@ -28,6 +28,8 @@ use std::net::{Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _};
@@ -103,6 +105,12 @@ impl Demo {
         step: &'static str,
         f: impl FnOnce(&mut Demo) -> anyhow::Result<T>,
     ) -> Result<T, StepFailed> {
+        if interrupted() {
+            return Err(StepFailed {
+                step,
+                error: anyhow!("interrupted (Ctrl-C or SIGTERM) before it began"),
+            });
+        }
         print!("[{:5.1} s] {step} ... ", self.elapsed());
         let _ = std::io::stdout().flush();
         let before = Instant::now();
@@ -625,29 +633,72 @@ fn run(demo: &mut Demo, args: &Args) -> Result<Up, StepFailed> {
     })
 }
 
-/// Wait for Ctrl-C or SIGTERM; an error if a daemon exits first.
-fn wait_for_signal(demo: &mut Demo) -> anyhow::Result<&'static str> {
+/// Set once Ctrl-C (SIGINT) or SIGTERM arrived; steps and waits stop at
+/// it, so a Ctrl-C during start-up still stops what was started.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether Ctrl-C or SIGTERM arrived.
+fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Acquire)
+}
+
+/// Handle SIGINT and SIGTERM from now on (instead of dying at once): a
+/// thread sets [`INTERRUPTED`] and sends the signal's name.
+fn catch_signals() -> anyhow::Result<mpsc::Receiver<&'static str>> {
     use tokio::signal::unix::{signal, SignalKind};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        let mut terminate = signal(SignalKind::terminate())?;
-        let mut check = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = interrupt.recv() => return Ok("Ctrl-C"),
-                _ = terminate.recv() => return Ok("SIGTERM"),
-                _ = check.tick() => demo.check_daemons()?,
-            }
+    let (mut interrupt, mut terminate) = runtime.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        ))
+    })?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            runtime.block_on(async {
+                loop {
+                    let name = tokio::select! {
+                        _ = interrupt.recv() => "Ctrl-C",
+                        _ = terminate.recv() => "SIGTERM",
+                    };
+                    INTERRUPTED.store(true, Ordering::Release);
+                    if tx.send(name).is_err() {
+                        return;
+                    }
+                }
+            });
+        })?;
+    Ok(rx)
+}
+
+/// Wait for Ctrl-C or SIGTERM; an error if a daemon exits first.
+fn wait_for_signal(
+    demo: &mut Demo,
+    signals: &mpsc::Receiver<&'static str>,
+) -> anyhow::Result<&'static str> {
+    loop {
+        match signals.recv_timeout(Duration::from_secs(1)) {
+            Ok(name) => return Ok(name),
+            Err(mpsc::RecvTimeoutError::Timeout) => demo.check_daemons()?,
+            Err(mpsc::RecvTimeoutError::Disconnected) => bail!("the signal thread ended"),
         }
-    })
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     let started = Instant::now();
+    let signals = match catch_signals() {
+        Ok(signals) => signals,
+        Err(error) => {
+            eprintln!("permanet-demo: handling Ctrl-C: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let dir = match tempfile::Builder::new().prefix("permanet-demo-").tempdir() {
         Ok(dir) => dir,
         Err(error) => {
@@ -700,7 +751,7 @@ fn main() -> ExitCode {
         tunneld = up.tunneld.display(),
         sock = up.client_socket.display(),
     );
-    let outcome = wait_for_signal(&mut demo);
+    let outcome = wait_for_signal(&mut demo, &signals);
     let code = match outcome {
         Ok(signal) => {
             println!("\n{signal}: stopping");

@@ -31,6 +31,9 @@ pub fn wait_until(
         if condition()? {
             return Ok(());
         }
+        if crate::interrupted() {
+            bail!("interrupted (Ctrl-C or SIGTERM) while waiting for {what}");
+        }
         if Instant::now() >= end {
             bail!(
                 "timed out after {} s waiting for {what}",
