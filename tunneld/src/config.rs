@@ -171,13 +171,26 @@ pub struct Peer {
     pub persistent_keepalive: Option<Duration>,
 }
 
-/// `[[port-forwards]]`: a local TCP port forwarded into the overlay.
+/// `[[port-forwards]]`: a local TCP or UDP port forwarded into the overlay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PortForward {
-    /// Local address to accept on.
+    /// Local address to accept on (TCP) or bind (UDP).
     pub listen: SocketAddr,
     /// Overlay destination.
     pub to: SocketAddrV6,
+    /// `protocol`: TCP (the default) or UDP.
+    pub protocol: ForwardProtocol,
+}
+
+/// `port-forwards[i].protocol`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardProtocol {
+    /// Each accepted TCP connection is carried to `to`.
+    #[default]
+    Tcp,
+    /// Each local client's datagrams are relayed to `to`, replies back.
+    Udp,
 }
 
 /// `[[applications]]`: a service on a permanent address (server role).
@@ -444,6 +457,7 @@ struct RawPeer {
 struct RawPortForward {
     listen: Option<SocketAddr>,
     to: Option<SocketAddr>,
+    protocol: Option<ForwardProtocol>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -672,7 +686,12 @@ impl Checker<'_> {
             let listen = raw.listen.ok_or_else(|| {
                 self.error(key("listen"), Problem::Missing("local socket address"))
             })?;
-            if out.iter().any(|f| f.listen == listen) {
+            let protocol = raw.protocol.unwrap_or_default();
+            // A TCP and a UDP forward may share a local address.
+            if out
+                .iter()
+                .any(|f| f.listen == listen && f.protocol == protocol)
+            {
                 return Err(self.error(key("listen"), Problem::DuplicateListen(listen)));
             }
             let to = match raw.to {
@@ -685,7 +704,11 @@ impl Checker<'_> {
             if to.port() == 0 {
                 return Err(self.error(key("to"), Problem::PortZero));
             }
-            out.push(PortForward { listen, to });
+            out.push(PortForward {
+                listen,
+                to,
+                protocol,
+            });
         }
         Ok(out)
     }
@@ -911,8 +934,15 @@ persistent-keepalive = 0
 [[port-forwards]]
 listen = "127.0.0.1:2222"
 to = "[2002:c000:201:1::10]:22"
+[[port-forwards]]
+listen = "127.0.0.1:2222"
+to = "[2002:c000:201:1::10]:9200"
+protocol = "udp"
 "#;
         let c = parse(&text).unwrap();
+        assert_eq!(c.port_forwards[0].protocol, ForwardProtocol::Tcp);
+        assert_eq!(c.port_forwards[1].protocol, ForwardProtocol::Udp);
+        assert!(parse(&(text.clone() + "[[port-forwards]]\nlisten = \"127.0.0.1:1\"\nto = \"[::1]:1\"\nprotocol = \"sctp\"\n")).is_err());
         assert_eq!(c.persistent_keepalive, Some(Duration::from_secs(10)));
         assert_eq!(
             c.peers[0].persistent_keepalive,

@@ -28,11 +28,11 @@ use tracing::{debug, error, info, warn};
 
 use overlay_proto::addr::SystemVirtualNetwork;
 use overlay_proto::authority::{ClientTimers, Password};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tunneld::access::AccessPolicy;
 use tunneld::addrd::{self, AddrdClient, AddrdError};
-use tunneld::config::{Config, LogLevel, Mode, Role};
+use tunneld::config::{Config, ForwardProtocol, LogLevel, Mode, Role};
 use tunneld::control::{self, ControlSocket, Report};
 use tunneld::dataplane::{ChannelPort, InnerPort, Stopped, Tunnel, TunnelHandle, UpdateSource};
 use tunneld::keylog::KeyLog;
@@ -42,8 +42,8 @@ use tunneld::names::LeaseResolver;
 use tunneld::reload::{self, ReloadError, Running};
 use tunneld::tun::{DevicePlan, TunPort};
 use tunneld::userspace::{
-    serve_application, serve_application_udp, serve_port_forward, serve_socks, StackConfig,
-    StackHandle, UserspaceStack,
+    serve_application, serve_application_udp, serve_port_forward, serve_socks,
+    serve_udp_port_forward, StackConfig, StackHandle, UserspaceStack,
 };
 use tunneld::{keys, startup};
 use zeroize::Zeroizing;
@@ -612,11 +612,23 @@ async fn start_userspace(
                 ));
             }
             for forward in &config.port_forwards {
-                let listener = TcpListener::bind(forward.listen).await.with_context(|| {
-                    format!("binding the port-forward listener {}", forward.listen)
-                })?;
-                let served = serve_port_forward(listener, handle.clone(), forward.to);
-                tokio::spawn(log_exit("port forward", served));
+                match forward.protocol {
+                    ForwardProtocol::Tcp => {
+                        let listener =
+                            TcpListener::bind(forward.listen).await.with_context(|| {
+                                format!("binding the port-forward listener {}", forward.listen)
+                            })?;
+                        let served = serve_port_forward(listener, handle.clone(), forward.to);
+                        tokio::spawn(log_exit("port forward", served));
+                    }
+                    ForwardProtocol::Udp => {
+                        let socket = UdpSocket::bind(forward.listen).await.with_context(|| {
+                            format!("binding the UDP port-forward socket {}", forward.listen)
+                        })?;
+                        let served = serve_udp_port_forward(socket, handle.clone(), forward.to);
+                        tokio::spawn(log_exit("UDP port forward", served));
+                    }
+                }
             }
         }
         Role::Server => {

@@ -31,8 +31,8 @@ use tunneld::dataplane::{ChannelPort, Tunnel, TunnelHandle};
 use tunneld::names::{LeaseResolver, OverlayZone};
 use tunneld::userspace::{
     proxy_v2_header, serve_application, serve_application_udp, serve_application_udp_with,
-    serve_port_forward, serve_socks, OverlayUdpSocket, ProxyTransport, StackConfig, StackHandle,
-    UdpFlowLimits, UserspaceStack,
+    serve_port_forward, serve_socks, serve_udp_port_forward_with, OverlayUdpSocket, ProxyTransport,
+    StackConfig, StackHandle, UdpFlowLimits, UserspaceStack,
 };
 
 /// Bytes sent through the proxy and echoed back.
@@ -888,4 +888,110 @@ async fn udp_bind_rules_and_full_send_buffer() {
     // Dropping the socket frees its port.
     drop(socket);
     handle.bind_udp(app_addr()).unwrap();
+}
+
+/// Send `data` from the host socket `local` to the forward until its echo
+/// comes back (resent every 500 ms: the first may meet the handshake);
+/// then the PROXY v2 source the backend saw for it (one overlay source per
+/// local client).
+async fn forwarded_echo(
+    local: &UdpSocket,
+    forward: SocketAddr,
+    data: &[u8],
+    reports: &mut UnboundedReceiver<Datagram>,
+) -> SocketAddrV6 {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut buf = vec![0u8; 2048];
+    'send: loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no echo of {data:?}"
+        );
+        local.send_to(data, forward).await.unwrap();
+        let resend = tokio::time::Instant::now() + Duration::from_millis(500);
+        loop {
+            match tokio::time::timeout_at(resend, local.recv_from(&mut buf)).await {
+                Ok(received) => {
+                    let (len, from) = received.unwrap();
+                    assert_eq!(from, forward, "the reply comes from the forward");
+                    if buf[..len] == *data {
+                        break 'send;
+                    }
+                }
+                Err(_) => continue 'send,
+            }
+        }
+    }
+    loop {
+        let datagram = timeout(DEADLINE, reports.recv()).await.unwrap().unwrap();
+        if datagram.payload == data {
+            assert_eq!(&datagram.header[..12], b"\r\n\r\n\0\r\nQUIT\n");
+            let ip: [u8; 16] = datagram.header[16..32].try_into().unwrap();
+            let port = u16::from_be_bytes([datagram.header[48], datagram.header[49]]);
+            return SocketAddrV6::new(Ipv6Addr::from(ip), port, 0, 0);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_udp_port_forward_relays_each_local_client_through_its_own_overlay_flow() {
+    let (client, server, _socks) = setup().await;
+    let mut reports = udp_echo_application(&server).await;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let forward = socket.local_addr().unwrap();
+    let limits = UdpFlowLimits {
+        idle: Duration::from_millis(400),
+        max_flows: 2,
+    };
+    tokio::spawn(serve_udp_port_forward_with(
+        socket,
+        client.stack.clone(),
+        app_addr(),
+        limits,
+    ));
+
+    // Two local clients: each gets its echo back, through its own overlay
+    // source on the client's address.
+    let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let source_a = forwarded_echo(&a, forward, b"from a", &mut reports).await;
+    let source_b = forwarded_echo(&b, forward, b"from b", &mut reports).await;
+    assert_eq!(*source_a.ip(), client_addr());
+    assert_eq!(*source_b.ip(), client_addr());
+    assert_ne!(
+        source_a.port(),
+        source_b.port(),
+        "one overlay flow per client"
+    );
+    // a again: the same flow.
+    assert_eq!(
+        forwarded_echo(&a, forward, b"a again", &mut reports).await,
+        source_a
+    );
+    assert_eq!(client.stack.counters().udp_forward_flows, 2);
+
+    // A third client with max_flows 2: the least recently active flow (b)
+    // is evicted.
+    let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    forwarded_echo(&c, forward, b"from c", &mut reports).await;
+    assert_eq!(client.stack.counters().udp_flows_evicted, 1);
+    assert_eq!(client.stack.counters().udp_forward_flows, 3);
+
+    // Too big for the overlay MTU: dropped and counted, the forward goes on.
+    a.send_to(&vec![0u8; 4000], forward).await.unwrap();
+    let stack = client.stack.clone();
+    wait_for("an oversized datagram counted", || {
+        stack.counters().udp_forward_dropped == 1
+    })
+    .await;
+
+    // Idle: every flow ends; a's next datagram opens a new one.
+    let stack = client.stack.clone();
+    wait_for("idle forward flows expired", || {
+        stack.counters().udp_flows_expired >= 2
+    })
+    .await;
+    let again = forwarded_echo(&a, forward, b"a after idle", &mut reports).await;
+    assert_ne!(again, source_a, "a new overlay flow after idle expiry");
+    assert_eq!(client.stack.counters().udp_forward_flows, 4);
 }

@@ -17,7 +17,8 @@
 //!
 //! On top of those, the two roles: [`serve_socks`] is the client's SOCKS5
 //! proxy (RFC 1928, CONNECT only; names through [`OverlayDnsResolver`]
-//! with `[addrd]`), [`serve_port_forward`] its TCP port forwards, and [`serve_application`] forwards each
+//! with `[addrd]`), [`serve_port_forward`] and
+//! [`serve_udp_port_forward`] its TCP and UDP port forwards, and [`serve_application`] forwards each
 //! connection to an application's address to its local backend, after a
 //! PROXY protocol v2 header ([`proxy_v2_header`]) that names the overlay
 //! source and destination; [`serve_application_udp`] does the same for UDP
@@ -56,7 +57,7 @@ pub use application::{
     ProxyTransport, UdpFlowLimits, PROXY_V2_IPV6_LEN,
 };
 pub use dns::{OverlayDnsResolver, QUERY_ATTEMPTS, QUERY_TIMEOUT};
-pub use forward::serve_port_forward;
+pub use forward::{serve_port_forward, serve_udp_port_forward, serve_udp_port_forward_with};
 pub use socks::serve_socks;
 pub use stack::{ConnectError, StackConfig, StackCounters, StackHandle, UserspaceStack};
 pub use tcp::{OverlayListener, OverlayStream};

@@ -122,10 +122,13 @@ pub struct StackCounters {
     /// because the socket's send buffer was full.
     pub udp_tx_full: u64,
     /// UDP flows [`serve_application_udp`](super::serve_application_udp)
+    /// or a UDP port forward
+    /// ([`serve_udp_port_forward`](super::serve_udp_port_forward))
     /// evicted to make room.
     pub udp_flows_evicted: u64,
     /// UDP flows [`serve_application_udp`](super::serve_application_udp)
-    /// ended after [`UDP_FLOW_IDLE`](super::UDP_FLOW_IDLE).
+    /// or a UDP port forward ended after
+    /// [`UDP_FLOW_IDLE`](super::UDP_FLOW_IDLE).
     pub udp_flows_expired: u64,
     /// Connects failed by an ICMPv6 Destination Unreachable for their SYN
     /// (smoltcp leaves ICMP to the stack; see [`ConnectError`]).
@@ -135,11 +138,16 @@ pub struct StackCounters {
     /// Connections a port forward closed because the overlay connect
     /// failed.
     pub forward_failed: u64,
+    /// Flows (one per local client) UDP port forwards opened.
+    pub udp_forward_flows: u64,
+    /// Datagrams UDP port forwards dropped: no overlay socket for a new
+    /// flow, or the datagram could not be sent either way.
+    pub udp_forward_dropped: u64,
 }
 
 impl StackCounters {
     /// Every counter, named, for status reports and metrics.
-    pub fn labelled(&self) -> [Labelled; 12] {
+    pub fn labelled(&self) -> [Labelled; 14] {
         [
             Labelled::new(
                 "foreign_inbound",
@@ -192,6 +200,16 @@ impl StackCounters {
                 "forward_failed",
                 "port-forward connections closed on a failed connect",
                 self.forward_failed,
+            ),
+            Labelled::new(
+                "udp_forward_flows",
+                "UDP port-forward flows opened",
+                self.udp_forward_flows,
+            ),
+            Labelled::new(
+                "udp_forward_dropped",
+                "UDP port-forward datagrams dropped",
+                self.udp_forward_dropped,
             ),
         ]
     }
