@@ -22,7 +22,6 @@
 //!   which WAP layer the datagram is for).
 
 use std::collections::HashSet;
-use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -48,34 +47,7 @@ pub const DEFAULT_SDU_SIZE: u32 = 1400;
 /// Longest accepted application name.
 const MAX_NAME: usize = 63;
 
-/// Most verbose log level shown.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LogLevel {
-    /// Errors only.
-    Error,
-    /// Warnings and errors.
-    Warn,
-    /// The default.
-    Info,
-    /// Per-request detail.
-    Debug,
-    /// Everything.
-    Trace,
-}
-
-impl LogLevel {
-    /// The matching `tracing` level.
-    pub const fn to_tracing(self) -> tracing::Level {
-        match self {
-            LogLevel::Error => tracing::Level::ERROR,
-            LogLevel::Warn => tracing::Level::WARN,
-            LogLevel::Info => tracing::Level::INFO,
-            LogLevel::Debug => tracing::Level::DEBUG,
-            LogLevel::Trace => tracing::Level::TRACE,
-        }
-    }
-}
+pub use daemon_kit::logging::LogLevel;
 
 /// The validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -218,54 +190,9 @@ impl Default for Conversions {
     }
 }
 
-/// A config that could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The config file itself could not be read.
-    #[error("{}: {error}", file.display())]
-    Read {
-        /// The config file.
-        file: PathBuf,
-        /// Why.
-        error: io::Error,
-    },
-    /// TOML syntax, an unknown key or a value of the wrong type.
-    #[error("{}: {message}", file.display())]
-    Syntax {
-        /// The config file.
-        file: PathBuf,
-        /// `toml`'s report, with line and column.
-        message: String,
-    },
-    /// A key's value is refused.
-    #[error("{}: {key}: {problem}", file.display())]
-    Key {
-        /// The config file.
-        file: PathBuf,
-        /// Dotted path of the key, e.g. `applications[0].address`.
-        key: String,
-        /// What is wrong.
-        problem: Problem,
-    },
-}
-
-impl ConfigError {
-    /// The key the error is about, if it is about one.
-    pub fn key(&self) -> Option<&str> {
-        match self {
-            ConfigError::Key { key, .. } => Some(key),
-            _ => None,
-        }
-    }
-
-    /// What is wrong with the key, if the error is about one.
-    pub fn problem(&self) -> Option<&Problem> {
-        match self {
-            ConfigError::Key { problem, .. } => Some(problem),
-            _ => None,
-        }
-    }
-}
+/// A config file could not be used: `FILE: KEY: PROBLEM` (see
+/// [`daemon_kit::config`]), with this daemon's [`Problem`]s.
+pub type ConfigError = daemon_kit::config::ConfigError<Problem>;
 
 /// What is wrong with a key's value.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -339,26 +266,16 @@ pub struct RestartNeeded {
 impl Config {
     /// Read and check `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-            file: path.to_owned(),
-            error,
-        })?;
+        let text = daemon_kit::config::read(path)?;
         Config::parse(&text, path)
     }
 
     /// Check `text` as the contents of `path` (relative paths in it are
     /// resolved against `path`'s directory).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
-            file: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let raw: RawConfig = daemon_kit::config::parse_toml(text, path)?;
         let base = path.parent().unwrap_or(Path::new(""));
-        let key_error = |key: String, problem| ConfigError::Key {
-            file: path.to_owned(),
-            key,
-            problem,
-        };
+        let key_error = |key: String, problem| ConfigError::at(path, key, problem);
         let identity = raw.identity.unwrap_or_default();
         let identity = IdentityConfig {
             tunneld_socket: base.join(

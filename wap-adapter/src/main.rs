@@ -22,32 +22,27 @@
 //! other change, or an invalid file, is refused and logged, and the daemon
 //! keeps its running config. The counters are logged at exit.
 
-use std::io::{self, IsTerminal as _};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use daemon_kit::logging::{init as init_logging, LogLevelHandle};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
-use tracing_subscriber::filter::LevelFilter;
-use tracing_subscriber::layer::SubscriberExt as _;
-use tracing_subscriber::util::SubscriberInitExt as _;
-use tracing_subscriber::{reload as log_reload, Registry};
 
 use wap_adapter::adapter::conversion::{WbxmlSize, CARD_PARAM};
 use wap_adapter::adapter::Adapter;
-use wap_adapter::config::{Config, LogLevel};
+use wap_adapter::config::Config;
 use wap_adapter::convert::{html_to_wml, html_to_wml_cards, Html2WmlOptions, DEFAULT_SDU_SIZE};
 use wap_adapter::identity::Resolver;
 use wap_adapter::server::http::HttpServer;
 use wap_adapter::server::wap::{WapCounters, WapServer, WapSettings};
 use wap_adapter::server::ServerCounters;
 use wap_adapter::wbxml::{compile_wml, decompile, Charset, CompileOptions};
-
-type LogLevelHandle = log_reload::Handle<LevelFilter, Registry>;
 
 #[derive(Parser)]
 #[command(
@@ -343,7 +338,7 @@ fn reload(
     config.reloadable_change(&new)?;
     if let Some(handle) = log_level {
         handle
-            .modify(|filter| *filter = LevelFilter::from_level(new.log_level.to_tracing()))
+            .set(new.log_level)
             .context("changing the log level")?;
     }
     for (app, new_app) in running.iter().zip(&new.applications) {
@@ -352,18 +347,4 @@ fn reload(
     }
     resolver.flush();
     Ok(new)
-}
-
-/// Log to stderr at `level`; the handle changes the level later (SIGHUP).
-fn init_logging(level: LogLevel) -> Option<LogLevelHandle> {
-    let (filter, handle) = log_reload::Layer::new(LevelFilter::from_level(level.to_tracing()));
-    let output = tracing_subscriber::fmt::layer()
-        .with_writer(io::stderr)
-        .with_ansi(io::stderr().is_terminal());
-    tracing_subscriber::registry()
-        .with(filter)
-        .with(output)
-        .try_init()
-        .ok()
-        .map(|()| handle)
 }
