@@ -370,8 +370,11 @@ impl FakewapRun {
     }
 }
 
-/// Run fakewap against 127.0.0.1:`port` with `args` (and its URL last).
-fn fakewap(port: u16, args: &[&str]) -> FakewapRun {
+/// Run fakewap with `args` (and its URL last) through a relay to `target`
+/// that puts `header` (a PROXY v2 header, if any) before every datagram.
+fn fakewap(target: SocketAddr, header: Option<Vec<u8>>, args: &[&str]) -> FakewapRun {
+    let relay = Relay::start(target, header);
+    let port = relay.port;
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("reply.out");
     let log_path = dir.path().join("fakewap.log");
@@ -413,6 +416,22 @@ fn fakewap(port: u16, args: &[&str]) -> FakewapRun {
         log: read_log(),
         output: std::fs::read(&output).unwrap_or_default(),
     }
+}
+
+/// fakewap with `args` as alice (source port `port`, behind tunneld's PROXY
+/// v2 header) against a fresh backend behind `wap-adapter run` with
+/// `extra` config lines: the backend, what fakewap reported, and the
+/// daemon's counters once it stopped.
+fn fakewap_as_alice(
+    extra: &str,
+    port: u16,
+    args: &[&str],
+) -> (Backend, FakewapRun, HashMap<String, u64>) {
+    let backend = Backend::start();
+    let daemon = Daemon::start(&backend, extra);
+    let run = fakewap(daemon.listen, Some(proxy_header(ALICE, port)), args);
+    let counters = daemon.stop();
+    (backend, run, counters)
 }
 
 /// `wap-adapter run` serving one application in userspace mode on
@@ -518,12 +537,8 @@ fn fakewap_connectionless_get() {
     if !have_fakewap(test) {
         return;
     }
-    let backend = Backend::start();
-    let daemon = Daemon::start(&backend, "");
-    let relay = Relay::start(daemon.listen, Some(proxy_header(ALICE, 9200)));
-    let run = fakewap(relay.port, &["-M", "0", "http://wiki.example/hello"]);
-    drop(relay);
-    let counters = daemon.stop();
+    let (backend, run, counters) =
+        fakewap_as_alice("", 9200, &["-M", "0", "http://wiki.example/hello"]);
     run.assert_complete(test);
     assert_eq!(run.replies("200"), 1, "{}", run.log);
     assert_eq!(run.output, HELLO);
@@ -546,15 +561,11 @@ fn fakewap_connection_oriented_get_in_two_sessions() {
     if !have_fakewap(test) {
         return;
     }
-    let backend = Backend::start();
-    let daemon = Daemon::start(&backend, "");
-    let relay = Relay::start(daemon.listen, Some(proxy_header(ALICE, 9201)));
-    let run = fakewap(
-        relay.port,
+    let (backend, run, counters) = fakewap_as_alice(
+        "",
+        9201,
         &["-M", "1", "-m", "2", "http://wiki.example/hello"],
     );
-    drop(relay);
-    let counters = daemon.stop();
     run.assert_complete(test);
     assert_eq!(run.replies("200"), 2, "{}", run.log);
     assert_eq!(run.output, HELLO);
@@ -581,11 +592,9 @@ fn fakewap_post_gets_its_ack_then_the_reply() {
     let input = dir.path().join("post.txt");
     let content = b"name=permanet&x=%24\n".repeat(10);
     std::fs::write(&input, &content).unwrap();
-    let backend = Backend::start();
-    let daemon = Daemon::start(&backend, "");
-    let relay = Relay::start(daemon.listen, Some(proxy_header(ALICE, 9201)));
-    let run = fakewap(
-        relay.port,
+    let (backend, run, counters) = fakewap_as_alice(
+        "",
+        9201,
         &[
             "-M",
             "1",
@@ -596,8 +605,6 @@ fn fakewap_post_gets_its_ack_then_the_reply() {
             "http://wiki.example/form",
         ],
     );
-    drop(relay);
-    let counters = daemon.stop();
     run.assert_complete(test);
     assert_eq!(run.replies("200"), 1, "{}", run.log);
     assert_eq!(
@@ -622,13 +629,12 @@ fn fakewap_ten_kilobyte_reply_is_segmented() {
     if !have_fakewap(test) {
         return;
     }
-    let backend = Backend::start();
     // The client's SDU must allow the whole Reply (fakewap offers 1 MB).
-    let daemon = Daemon::start(&backend, "sdu-size = 16384");
-    let relay = Relay::start(daemon.listen, Some(proxy_header(ALICE, 9201)));
-    let run = fakewap(relay.port, &["-M", "1", "http://wiki.example/big"]);
-    drop(relay);
-    let counters = daemon.stop();
+    let (backend, run, counters) = fakewap_as_alice(
+        "sdu-size = 16384",
+        9201,
+        &["-M", "1", "http://wiki.example/big"],
+    );
     run.assert_complete(test);
     assert_eq!(run.replies("200"), 1, "{}", run.log);
     assert_eq!(run.output, big_body(), "fakewap reassembled the reply");
@@ -644,13 +650,9 @@ fn fakewap_reply_over_the_granted_sdu_becomes_413() {
     if !have_fakewap(test) {
         return;
     }
-    let backend = Backend::start();
     // Default sdu-size 1400: the 10 KB answer does not fit the grant.
-    let daemon = Daemon::start(&backend, "");
-    let relay = Relay::start(daemon.listen, Some(proxy_header(ALICE, 9201)));
-    let run = fakewap(relay.port, &["-M", "1", "-F", "http://wiki.example/big"]);
-    drop(relay);
-    let counters = daemon.stop();
+    let (backend, run, counters) =
+        fakewap_as_alice("", 9201, &["-M", "1", "-F", "http://wiki.example/big"]);
     assert_eq!(run.replies("413"), 1, "{}", run.log);
     assert_eq!(
         run.output,
@@ -669,12 +671,11 @@ fn fakewap_user_outside_the_allowed_groups_gets_0x43() {
     let backend = Backend::start();
     let daemon = Daemon::start(&backend, "allowed-groups = [\"staff\"]");
     for (mode, port) in [("0", 9200), ("1", 9201)] {
-        let relay = Relay::start(daemon.listen, Some(proxy_header(MALLORY, port)));
         let run = fakewap(
-            relay.port,
+            daemon.listen,
+            Some(proxy_header(MALLORY, port)),
             &["-M", mode, "-F", "http://wiki.example/secret"],
         );
-        drop(relay);
         // fakewap prints the HTTP form of the WSP status it got: 0x43 is 403.
         assert_eq!(run.replies("403"), 1, "mode {mode}: {}", run.log);
         assert_eq!(run.replies("200"), 0);
@@ -802,9 +803,7 @@ fn direct_mode_serves_fakewap_connectionless_and_connection_oriented() {
     };
     let mut front = InProcess::start(&backend, listeners, "");
     for (mode, target) in [("0", front.addresses[0]), ("1", front.addresses[1])] {
-        let relay = Relay::start(target, None);
-        let run = fakewap(relay.port, &["-M", mode, "http://wiki.example/hello"]);
-        drop(relay);
+        let run = fakewap(target, None, &["-M", mode, "http://wiki.example/hello"]);
         run.assert_complete(test);
         assert_eq!(run.output, HELLO, "mode {mode}");
     }
