@@ -881,12 +881,18 @@ fn wtp_vector(name: &str) -> Vec<u8> {
 }
 
 fn proxied(backend: &Backend, extra: &str) -> InProcess {
-    InProcess::start(
+    proxied_with(backend, extra, |_| {})
+}
+
+/// As `proxied`, with the WAP settings changed by `tune`.
+fn proxied_with(backend: &Backend, extra: &str, tune: impl FnOnce(&mut WapSettings)) -> InProcess {
+    InProcess::start_with(
         backend,
         Listeners::Proxied {
             listen: "127.0.0.1:0".parse().unwrap(),
         },
         extra,
+        tune,
     )
 }
 
@@ -1144,18 +1150,11 @@ fn connect(client: &Client, source: &str) -> Result<u32, wap_adapter::wtp::pdu::
 #[test]
 fn sessions_are_bounded_suspend_ends_them_resume_is_refused_and_idle_ones_expire() {
     let backend = Backend::start();
-    let mut front = InProcess::start_with(
-        &backend,
-        Listeners::Proxied {
-            listen: "127.0.0.1:0".parse().unwrap(),
-        },
-        "",
-        |settings| {
-            settings.sessions.max_sessions = 2;
-            settings.sessions.max_sessions_per_address = 1;
-            settings.sessions.idle_timeout = Duration::from_secs(2);
-        },
-    );
+    let mut front = proxied_with(&backend, "", |settings| {
+        settings.sessions.max_sessions = 2;
+        settings.sessions.max_sessions_per_address = 1;
+        settings.sessions.idle_timeout = Duration::from_secs(2);
+    });
     let server = front.addresses[0];
     let (alice, alice2, mallory, third) = (
         Client::new(server),
@@ -1213,14 +1212,7 @@ fn sessions_are_bounded_suspend_ends_them_resume_is_refused_and_idle_ones_expire
 #[test]
 fn method_mor_is_enforced_and_shutdown_answers_running_requests_first() {
     let backend = Backend::start();
-    let mut front = InProcess::start_with(
-        &backend,
-        Listeners::Proxied {
-            listen: "127.0.0.1:0".parse().unwrap(),
-        },
-        "",
-        |settings| settings.sessions.method_mor = 1,
-    );
+    let mut front = proxied_with(&backend, "", |settings| settings.sessions.method_mor = 1);
     let client = Client::new(front.addresses[0]);
     connect(&client, ALICE).unwrap();
     client.send(ALICE, 9201, &invoke(2, &get("/slow")));
@@ -1271,14 +1263,7 @@ fn method_mor_is_enforced_and_shutdown_answers_running_requests_first() {
 #[test]
 fn requests_past_max_connections_get_503_at_once() {
     let backend = Backend::start();
-    let mut front = InProcess::start_with(
-        &backend,
-        Listeners::Proxied {
-            listen: "127.0.0.1:0".parse().unwrap(),
-        },
-        "",
-        |settings| settings.limits.max_connections = 1,
-    );
+    let mut front = proxied_with(&backend, "", |settings| settings.limits.max_connections = 1);
     let (slow, fast) = (
         Client::new(front.addresses[0]),
         Client::new(front.addresses[0]),
