@@ -12,19 +12,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::net::{TcpStream, UnixListener};
 use tokio::sync::watch;
+
+mod http_common;
 
 use wap_adapter::adapter::conversion::{WbxmlSize, CARD_PARAM, WSP_REPLY_MARGIN};
 use wap_adapter::adapter::{Adapter, Front, Origin, WapClient};
@@ -92,21 +92,6 @@ impl Drop for FakeTunneld {
     }
 }
 
-/// What the backend saw of one request: its URI and headers.
-#[derive(Clone, Debug)]
-struct Seen {
-    uri: String,
-    headers: Vec<(String, String)>,
-}
-
-/// An HTTP backend on loopback serving fixed bodies by path (content type,
-/// extra header, body); 404 otherwise. Records every request.
-struct ContentBackend {
-    address: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
 type Routes = HashMap<&'static str, (&'static str, Option<(&'static str, &'static str)>, Vec<u8>)>;
 
 fn routes() -> Routes {
@@ -171,77 +156,38 @@ fn routes() -> Routes {
     routes
 }
 
+/// An HTTP backend on loopback serving fixed bodies by path (content type,
+/// extra header, body); 404 otherwise. Records every request.
+type ContentBackend = http_common::Backend;
+
 impl ContentBackend {
     async fn start() -> ContentBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let record = Arc::clone(&seen);
-        let routes = Arc::new(routes());
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let record = Arc::clone(&record);
-                let routes = Arc::clone(&routes);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |request: hyper::Request<hyper::body::Incoming>| {
-                            record.lock().unwrap().push(Seen {
-                                uri: request.uri().to_string(),
-                                headers: request
-                                    .headers()
-                                    .iter()
-                                    .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
-                                    .collect(),
-                            });
-                            let route = routes.get(request.uri().path()).cloned();
-                            async move {
-                                let mut response = match route {
-                                    Some((content_type, extra, body)) => {
-                                        let mut r =
-                                            hyper::Response::new(Full::new(Bytes::from(body)));
-                                        r.headers_mut()
-                                            .insert("content-type", content_type.parse().unwrap());
-                                        if let Some((n, v)) = extra {
-                                            r.headers_mut().insert(n, v.parse().unwrap());
-                                        }
-                                        r
-                                    }
-                                    None => {
-                                        let mut r = hyper::Response::new(Full::new(
-                                            Bytes::from_static(b"no such page"),
-                                        ));
-                                        *r.status_mut() = hyper::StatusCode::NOT_FOUND;
-                                        r
-                                    }
-                                };
-                                response
-                                    .headers_mut()
-                                    .insert("accept-ranges", "bytes".parse().unwrap());
-                                Ok::<_, Infallible>(response)
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        ContentBackend {
-            address,
-            seen,
-            task,
-        }
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for ContentBackend {
-    fn drop(&mut self) {
-        self.task.abort();
+        let routes = routes();
+        ContentBackend::serve(Duration::ZERO, move |seen| {
+            let path = seen.uri.parse::<hyper::Uri>().unwrap();
+            let mut response = match routes.get(path.path()).cloned() {
+                Some((content_type, extra, body)) => {
+                    let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
+                    r.headers_mut()
+                        .insert("content-type", content_type.parse().unwrap());
+                    if let Some((n, v)) = extra {
+                        r.headers_mut().insert(n, v.parse().unwrap());
+                    }
+                    r
+                }
+                None => {
+                    let mut r =
+                        hyper::Response::new(Full::new(Bytes::from_static(b"no such page")));
+                    *r.status_mut() = hyper::StatusCode::NOT_FOUND;
+                    r
+                }
+            };
+            response
+                .headers_mut()
+                .insert("accept-ranges", "bytes".parse().unwrap());
+            response
+        })
+        .await
     }
 }
 

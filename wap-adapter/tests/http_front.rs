@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -15,11 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::watch;
+
+mod http_common;
 
 use wap_adapter::adapter::Adapter;
 use wap_adapter::config::Config;
@@ -98,94 +98,24 @@ impl Drop for FakeTunneld {
     }
 }
 
-/// What the test backend saw of one request.
-#[derive(Clone, Debug)]
-struct Seen {
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-}
-
 /// An HTTP backend on loopback that records every request and answers
 /// `200 backend says hi`, after `delay`.
-struct TestBackend {
-    address: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    task: tokio::task::JoinHandle<()>,
-}
+type TestBackend = http_common::Backend;
 
 impl TestBackend {
     async fn start(delay: Duration) -> TestBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let record = Arc::clone(&seen);
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let record = Arc::clone(&record);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |request: hyper::Request<hyper::body::Incoming>| {
-                            let record = Arc::clone(&record);
-                            async move {
-                                let (parts, body) = request.into_parts();
-                                let body = body.collect().await.unwrap().to_bytes();
-                                record.lock().unwrap().push(Seen {
-                                    path: parts.uri.to_string(),
-                                    headers: parts
-                                        .headers
-                                        .iter()
-                                        .map(|(n, v)| {
-                                            (n.to_string(), v.to_str().unwrap().to_owned())
-                                        })
-                                        .collect(),
-                                    body: body.to_vec(),
-                                });
-                                tokio::time::sleep(delay).await;
-                                let mut response = hyper::Response::new(Full::new(
-                                    Bytes::from_static(b"backend says hi"),
-                                ));
-                                response
-                                    .headers_mut()
-                                    .insert("content-type", "text/plain".parse().unwrap());
-                                response
-                                    .headers_mut()
-                                    .insert("keep-alive", "timeout=5".parse().unwrap());
-                                Ok::<_, Infallible>(response)
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        TestBackend {
-            address,
-            seen,
-            task,
-        }
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for TestBackend {
-    fn drop(&mut self) {
-        self.task.abort();
+        TestBackend::serve(delay, |_| {
+            let mut response =
+                hyper::Response::new(Full::new(Bytes::from_static(b"backend says hi")));
+            response
+                .headers_mut()
+                .insert("content-type", "text/plain".parse().unwrap());
+            response
+                .headers_mut()
+                .insert("keep-alive", "timeout=5".parse().unwrap());
+            response
+        })
+        .await
     }
 }
 
@@ -390,7 +320,7 @@ async fn identity_headers_reach_a_reverse_proxy_backend_and_injected_ones_never_
     let seen = backend.seen();
     assert_eq!(seen.len(), 1);
     let seen = &seen[0];
-    assert_eq!(seen.path, "/base/page?q=1");
+    assert_eq!(seen.uri, "/base/page?q=1");
     assert_eq!(seen.header("x-permanet-user"), ["alice"]);
     assert_eq!(seen.header("x-permanet-address"), ["::1"]);
     assert_eq!(seen.header("x-permanet-groups"), ["staff,wap%20users"]);
