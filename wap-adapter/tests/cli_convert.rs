@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 mod wbxml_common;
+mod wml_dtd_common;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,6 @@ use wbxml_common::{path, read, DECKS};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wap-adapter");
 const WML_TESTER: &str = "/usr/lib/kannel/test/wml_tester";
-const XMLLINT: &str = "/usr/bin/xmllint";
 
 /// The pages of tests/html/.
 const PAGES: &[&str] = &[
@@ -84,28 +84,6 @@ fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
-/// xmllint's verdict on `deck` against the WML 1.3 DTD; `None` without
-/// xmllint.
-fn xmllint_valid(dir: &Path, deck: &str) -> Option<Result<(), String>> {
-    if !Path::new(XMLLINT).exists() {
-        return None;
-    }
-    let file = dir.join("deck.wml");
-    std::fs::write(&file, deck).unwrap();
-    let dtd = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dtd/wml13.dtd");
-    let out = Command::new(XMLLINT)
-        .args(["--nonet", "--noout", "--dtdvalid"])
-        .arg(dtd)
-        .arg(&file)
-        .output()
-        .unwrap();
-    Some(if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    })
-}
-
 #[test]
 fn html2wml_writes_the_librarys_deck_for_every_corpus_page() {
     let url = "http://app.example/dir/page";
@@ -137,7 +115,7 @@ fn html2wml_writes_the_librarys_deck_for_every_corpus_page() {
             assert_eq!(ours, library, "{name} at {sdu}");
             compile_wml(ours.as_bytes(), &CompileOptions::default())
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
-            if let Some(verdict) = xmllint_valid(dir.path(), &ours) {
+            if let Some(verdict) = wml_dtd_common::xmllint_valid(dir.path(), &ours) {
                 verdict.unwrap_or_else(|e| panic!("{name} at {sdu}: invalid WML: {e}"));
                 validated += 1;
             }
@@ -201,7 +179,7 @@ fn html2wml_cards_gives_one_deck_per_card_each_within_the_sdu_size() {
                 .unwrap()
                 .len();
             assert!(size <= 600, "{name} card {}: {size} bytes", i + 1);
-            if let Some(verdict) = xmllint_valid(dir.path(), deck) {
+            if let Some(verdict) = wml_dtd_common::xmllint_valid(dir.path(), deck) {
                 verdict.unwrap_or_else(|e| panic!("{name} card {}: {e}", i + 1));
             }
         }
