@@ -17,6 +17,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code
 
+mod tunneld_common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, Read, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
@@ -58,29 +60,13 @@ const HELLO: &[u8] = b"hello from the backend";
 /// A fake tunneld control socket (a thread): `ALICE` and `::1` are alice
 /// (`staff`), `MALLORY` is mallory (`guests`), anything else unknown.
 fn fake_tunneld(socket: &Path) {
-    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let mut line = String::new();
-            let _ = std::io::BufReader::new(&stream).read_line(&mut line);
-            let address = line.trim_end().trim_start_matches("peer ");
-            let lease = match address.parse::<Ipv6Addr>() {
-                Ok(a) if a == ALICE.parse::<Ipv6Addr>().unwrap() || a.is_loopback() => {
-                    Some(("alice", "staff"))
-                }
-                Ok(a) if a == MALLORY.parse::<Ipv6Addr>().unwrap() => Some(("mallory", "guests")),
-                _ => None,
-            };
-            let answer = match lease {
-                Some((name, group)) => format!(
-                    "{{\"lease\":{{\"name\":\"{name}\",\"dn\":\"uid={name}\",\"kind\":\"user\",\
-                     \"address\":\"{address}/128\",\"groups\":[\"{group}\"],\"serial\":1,\
-                     \"not_before\":0,\"not_after\":4000000000}}}}\n"
-                ),
-                None => format!("{{\"unknown\":\"{address}\"}}\n"),
-            };
-            let _ = (&stream).write_all(answer.as_bytes());
+    tunneld_common::fake_tunneld(socket, |a| {
+        if a == ALICE.parse::<Ipv6Addr>().unwrap() || a.is_loopback() {
+            Some(("alice", "staff"))
+        } else if a == MALLORY.parse::<Ipv6Addr>().unwrap() {
+            Some(("mallory", "guests"))
+        } else {
+            None
         }
     });
 }
