@@ -12,19 +12,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 use std::collections::HashMap;
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpStream, UnixListener};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 mod http_common;
 mod wml_dtd_common;
+
+use http_common::{FakeTunneld, Leases};
 
 use wap_adapter::adapter::conversion::{WbxmlSize, CARD_PARAM, WSP_REPLY_MARGIN};
 use wap_adapter::adapter::{Adapter, Front, Origin, WapClient};
@@ -54,42 +56,13 @@ fn corpus(dir: &str, name: &str) -> Vec<u8> {
     .unwrap()
 }
 
-/// A Unix socket answering `peer <address>` as tunneld does: alice, in
-/// group `staff`, holds [`ALICE`] and `::1` (direct loopback connections).
-struct FakeTunneld(tokio::task::JoinHandle<()>);
-
-impl FakeTunneld {
-    fn start(dir: &Path) -> FakeTunneld {
-        let listener = UnixListener::bind(dir.join("tunneld.sock")).unwrap();
-        FakeTunneld(tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (read, mut write) = stream.into_split();
-                let mut line = String::new();
-                BufReader::new(read).read_line(&mut line).await.unwrap();
-                let address = line.trim_end().strip_prefix("peer ").unwrap();
-                let known = [ALICE.parse::<Ipv6Addr>().unwrap(), Ipv6Addr::LOCALHOST];
-                let answer = if known.contains(&address.parse().unwrap()) {
-                    serde_json::json!({ "lease": {
-                        "name": "alice", "dn": "uid=alice", "kind": "user",
-                        "address": format!("{address}/128"), "groups": ["staff"],
-                        "serial": 1, "not_before": 0, "not_after": u64::from(u32::MAX),
-                    }})
-                } else {
-                    serde_json::json!({ "unknown": address })
-                };
-                write
-                    .write_all(format!("{answer}\n").as_bytes())
-                    .await
-                    .unwrap();
-            }
-        }))
-    }
-}
-
-impl Drop for FakeTunneld {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+/// Alice, in group `staff`, holds [`ALICE`] and `::1` (direct loopback
+/// connections); the fake tunneld knows no one else.
+fn leases() -> Leases {
+    [ALICE, "::1"]
+        .into_iter()
+        .map(|a| (a.parse().unwrap(), ("alice", vec!["staff"])))
+        .collect()
 }
 
 type Routes = HashMap<&'static str, (&'static str, Option<(&'static str, &'static str)>, Vec<u8>)>;
@@ -205,7 +178,7 @@ struct Served {
 impl Served {
     async fn start(backend: &ContentBackend, extra: &str) -> Served {
         let dir = tempfile::tempdir().unwrap();
-        let tunneld = FakeTunneld::start(dir.path());
+        let tunneld = FakeTunneld::start(dir.path(), leases());
         let text = format!(
             "[identity]\ntunneld-socket = \"tunneld.sock\"\ntimeout = 2\n\
              [[applications]]\nname = \"app\"\naddress = \"{APP}\"\n\

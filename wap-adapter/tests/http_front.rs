@@ -6,20 +6,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 mod http_common;
+
+use http_common::{FakeTunneld, Leases};
 
 use wap_adapter::adapter::Adapter;
 use wap_adapter::config::Config;
@@ -38,7 +40,7 @@ const APP: &str = "2002:b16:212c:2::10";
 /// Leases the fake tunneld knows, by address: name and groups. `::1` is
 /// alice too, so that direct (TUN-mode) connections over loopback, whose
 /// source is `::1`, are hers.
-fn leases() -> HashMap<Ipv6Addr, (&'static str, Vec<&'static str>)> {
+fn leases() -> Leases {
     [
         (ALICE, ("alice", vec!["staff", "wap users"])),
         ("::1", ("alice", vec!["staff", "wap users"])),
@@ -47,55 +49,6 @@ fn leases() -> HashMap<Ipv6Addr, (&'static str, Vec<&'static str>)> {
     .into_iter()
     .map(|(a, l)| (a.parse().unwrap(), l))
     .collect()
-}
-
-/// A Unix socket answering `peer <address>` from [`leases`], as tunneld's
-/// control socket does; counts the requests.
-struct FakeTunneld {
-    asked: Arc<Mutex<u32>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl FakeTunneld {
-    fn start(dir: &Path) -> FakeTunneld {
-        let socket = dir.join("tunneld.sock");
-        let listener = UnixListener::bind(&socket).unwrap();
-        let asked = Arc::new(Mutex::new(0));
-        let counter = Arc::clone(&asked);
-        let task = tokio::spawn(async move {
-            let leases = leases();
-            while let Ok((stream, _)) = listener.accept().await {
-                *counter.lock().unwrap() += 1;
-                let (read, mut write) = stream.into_split();
-                let mut line = String::new();
-                BufReader::new(read).read_line(&mut line).await.unwrap();
-                let address = line.trim_end().strip_prefix("peer ").unwrap();
-                let answer = match leases.get(&address.parse().unwrap()) {
-                    Some((name, groups)) => serde_json::json!({ "lease": {
-                        "name": name, "dn": format!("uid={name}"), "kind": "user",
-                        "address": format!("{address}/128"), "groups": groups,
-                        "serial": 1, "not_before": 0, "not_after": u64::from(u32::MAX),
-                    }}),
-                    None => serde_json::json!({ "unknown": address }),
-                };
-                write
-                    .write_all(format!("{answer}\n").as_bytes())
-                    .await
-                    .unwrap();
-            }
-        });
-        FakeTunneld { asked, task }
-    }
-
-    fn asked(&self) -> u32 {
-        *self.asked.lock().unwrap()
-    }
-}
-
-impl Drop for FakeTunneld {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 /// An HTTP backend on loopback that records every request and answers
@@ -154,7 +107,7 @@ impl Front {
         proxied: bool,
         with_tunneld: bool,
     ) -> Front {
-        let tunneld = with_tunneld.then(|| FakeTunneld::start(dir.path()));
+        let tunneld = with_tunneld.then(|| FakeTunneld::start(dir.path(), leases()));
         let text = format!(
             "[identity]\ntunneld-socket = \"tunneld.sock\"\ntimeout = 2\n[limits]\n{limits}\n\
              [[applications]]\nname = \"app\"\naddress = \"{APP}\"\nbackend = {{ {backend} }}\n{extra}\n"
