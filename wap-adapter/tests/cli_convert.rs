@@ -59,6 +59,22 @@ fn wap_adapter_stdin(args: &[&str], input: &[u8]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// `wap-adapter html2wml` on corpus page `name` with `--url url
+/// --sdu-size sdu` and `extra`: its output, which must come with status 0.
+fn html2wml(name: &str, url: &str, sdu: &str, extra: &[&str]) -> String {
+    let file = page(name);
+    let mut args = vec![
+        "html2wml",
+        file.to_str().unwrap(),
+        "--url",
+        url,
+        "--sdu-size",
+        sdu,
+    ];
+    args.extend_from_slice(extra);
+    text(ok(wap_adapter(&args), name))
+}
+
 fn ok(out: Output, what: &str) -> Vec<u8> {
     assert_eq!(
         out.status.code(),
@@ -92,19 +108,7 @@ fn html2wml_writes_the_librarys_deck_for_every_corpus_page() {
     for name in PAGES {
         let html = std::fs::read(page(name)).unwrap();
         for sdu in [600usize, 1400] {
-            let sdu_arg = sdu.to_string();
-            let file = page(name);
-            let ours = text(ok(
-                wap_adapter(&[
-                    "html2wml",
-                    file.to_str().unwrap(),
-                    "--url",
-                    url,
-                    "--sdu-size",
-                    &sdu_arg,
-                ]),
-                name,
-            ));
+            let ours = html2wml(name, url, &sdu.to_string(), &[]);
             let library = html_to_wml(
                 &html,
                 url,
@@ -147,18 +151,7 @@ fn html2wml_cards_gives_one_deck_per_card_each_within_the_sdu_size() {
     let mut split_pages = 0;
     for name in PAGES {
         let file = page(name);
-        let out = text(ok(
-            wap_adapter(&[
-                "html2wml",
-                file.to_str().unwrap(),
-                "--url",
-                url,
-                "--sdu-size",
-                "600",
-                "--cards",
-            ]),
-            name,
-        ));
+        let out = html2wml(name, url, "600", &["--cards"]);
         let library = html_to_wml_cards(
             &std::fs::read(&file).unwrap(),
             url,
