@@ -17,17 +17,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code
 
+mod fakewap_common;
 mod tunneld_common;
 
 use std::collections::HashMap;
 use std::io::{BufRead, Read, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fakewap_common::{have_fakewap, ChildGuard, FAKEWAP};
 use wap_adapter::adapter::Adapter;
 use wap_adapter::config::{Config, Listeners};
 use wap_adapter::identity::Resolver;
@@ -38,7 +40,6 @@ use wap_adapter::wsp::{EncodingVersion, Headers};
 use wap_adapter::wtp::pdu::{decode_datagram, Pdu as WtpPdu};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wap-adapter");
-const FAKEWAP: &str = "/usr/lib/kannel/test/fakewap";
 
 /// The test user, in group `staff`.
 const ALICE: &str = "2002:b16:212c:1::1234";
@@ -296,32 +297,6 @@ impl Drop for Relay {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-    }
-}
-
-/// A child process, killed and reaped when the test ends (also when it
-/// fails) unless it exited.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Whether fakewap is installed; prints the skip line if not.
-fn have_fakewap(test: &str) -> bool {
-    if Path::new(FAKEWAP).exists() {
-        true
-    } else {
-        netns_tests::skip(
-            test,
-            &format!("{FAKEWAP} not installed (Debian package kannel-extras)"),
-        );
-        false
     }
 }
 

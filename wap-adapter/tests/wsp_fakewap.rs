@@ -15,14 +15,16 @@
 
 use std::net::UdpSocket;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod fakewap_common;
+
+use fakewap_common::{have_fakewap, ChildGuard, FAKEWAP};
 use wap_adapter::wsp::capabilities::{negotiate, Capabilities, ServerLimits};
 use wap_adapter::wsp::pdu::{self, DecodedPdu, Method, Mode, Pdu};
 use wap_adapter::wsp::{status, EncodingVersion, Headers};
 
-const FAKEWAP: &str = "/usr/lib/kannel/test/fakewap";
 const POST_BODY: &[u8] = b"name=permanet&x=%24\n";
 const BODY: &[u8] = b"<wml><card><p>hi</p></card></wml>";
 
@@ -194,18 +196,6 @@ fn committed_vectors() {
     );
 }
 
-/// Kills and reaps the fakewap we started if the test fails midway.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
 /// Removes the POST body file.
 struct TempFile(std::path::PathBuf);
 
@@ -310,11 +300,7 @@ fn run(scenario: &str, args: &[&str], url: &str, post_file: &Path) -> Vec<Vec<u8
 
 #[test]
 fn fakewap_live() {
-    if !Path::new(FAKEWAP).exists() {
-        netns_tests::skip(
-            "fakewap_live",
-            "needs /usr/lib/kannel/test/fakewap (Debian kannel-extras)",
-        );
+    if !have_fakewap("fakewap_live") {
         return;
     }
     let post_file =
