@@ -143,6 +143,24 @@ impl Front {
         }
     }
 
+    /// A reverse proxy to `backend`'s root, with a fake tunneld.
+    async fn proxying(backend: &TestBackend, extra: &str, limits: &str, proxied: bool) -> Front {
+        let url = format!("url = \"http://{}/\"", backend.address);
+        Front::start(&url, extra, limits, proxied).await
+    }
+
+    /// CGI program `script` (in `dir`), with a fake tunneld.
+    async fn cgi(
+        dir: tempfile::TempDir,
+        script: &Path,
+        extra: &str,
+        limits: &str,
+        proxied: bool,
+    ) -> Front {
+        let cgi = format!("cgi = \"{}\"", script.display());
+        Front::start_in(dir, &cgi, extra, limits, proxied, true).await
+    }
+
     fn adapter_counter(&self, name: &str) -> u64 {
         self.adapter
             .counters()
@@ -328,15 +346,7 @@ fn read_env(path: &Path) -> BTreeMap<String, String> {
 async fn identity_reaches_a_cgi_program_as_rfc_3875_meta_variables() {
     let dir = tempfile::tempdir().unwrap();
     let script = Front::script(dir.path(), "app.cgi", ENV_SCRIPT);
-    let front = Front::start_in(
-        dir,
-        &format!("cgi = \"{}\"", script.display()),
-        "",
-        "",
-        true,
-        true,
-    )
-    .await;
+    let front = Front::cgi(dir, &script, "", "", true).await;
     let request = "POST /a%20b/c?x=1&y=2 HTTP/1.1\r\nHost: app.example\r\nContent-Type: text/plain\r\n\
                    Content-Length: 4\r\nX-Permanet-User: root\r\nX_Permanet_User: root\r\nAuthorization: Basic eA==\r\n\
                    Accept: text/vnd.wap.wml\r\nConnection: close\r\n\r\nbody";
@@ -401,13 +411,7 @@ async fn identity_reaches_a_cgi_program_as_rfc_3875_meta_variables() {
 async fn a_user_outside_the_allowed_groups_gets_403_and_no_backend_sees_the_request() {
     let backend = TestBackend::start(Duration::ZERO).await;
     let groups = "allowed-groups = [\"staff\", \"admins\"]";
-    let front = Front::start(
-        &format!("url = \"http://{}/\"", backend.address),
-        groups,
-        "",
-        true,
-    )
-    .await;
+    let front = Front::proxying(&backend, groups, "", true).await;
     let answer = exchange(
         front.address,
         &proxy_header(MALLORY),
@@ -445,15 +449,7 @@ async fn a_user_outside_the_allowed_groups_gets_403_and_no_backend_sees_the_requ
     // The CGI backend is never started either.
     let dir = tempfile::tempdir().unwrap();
     let script = Front::script(dir.path(), "app.cgi", ENV_SCRIPT);
-    let front = Front::start_in(
-        dir,
-        &format!("cgi = \"{}\"", script.display()),
-        groups,
-        "",
-        true,
-        true,
-    )
-    .await;
+    let front = Front::cgi(dir, &script, groups, "", true).await;
     let answer = exchange(front.address, &proxy_header(MALLORY), &get("/", ""))
         .await
         .unwrap();
@@ -464,13 +460,7 @@ async fn a_user_outside_the_allowed_groups_gets_403_and_no_backend_sees_the_requ
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_listeners_refuse_connections_without_a_valid_header() {
     let backend = TestBackend::start(Duration::ZERO).await;
-    let front = Front::start(
-        &format!("url = \"http://{}/\"", backend.address),
-        "",
-        "header-timeout = 1",
-        true,
-    )
-    .await;
+    let front = Front::proxying(&backend, "", "header-timeout = 1", true).await;
     let good = exchange(front.address, &proxy_header(ALICE), &get("/", ""))
         .await
         .unwrap();
@@ -522,13 +512,7 @@ async fn a_backend_that_is_down_gives_502_and_a_slow_one_504() {
     assert_eq!(front.adapter_counter("backend_unreachable"), 1);
 
     let slow = TestBackend::start(Duration::from_secs(5)).await;
-    let front = Front::start(
-        &format!("url = \"http://{}/\"", slow.address),
-        "",
-        "backend-timeout = 1",
-        false,
-    )
-    .await;
+    let front = Front::proxying(&slow, "", "backend-timeout = 1", false).await;
     let started = std::time::Instant::now();
     let answer = exchange(front.address, b"", &get("/", "")).await.unwrap();
     assert_eq!(answer.status, 504, "{answer:?}");
@@ -546,15 +530,7 @@ async fn a_backend_that_is_down_gives_502_and_a_slow_one_504() {
         "slow.cgi",
         "#!/bin/sh\necho \"$$\" > \"$0.pid\"\nexec sleep 60\n",
     );
-    let front = Front::start_in(
-        dir,
-        &format!("cgi = \"{}\"", script.display()),
-        "",
-        "backend-timeout = 1",
-        false,
-        true,
-    )
-    .await;
+    let front = Front::cgi(dir, &script, "", "backend-timeout = 1", false).await;
     let answer = exchange(front.address, b"", &get("/", "")).await.unwrap();
     assert_eq!(answer.status, 504, "{answer:?}");
     let pid = std::fs::read_to_string(front.dir.path().join("slow.cgi.pid")).unwrap();
@@ -569,15 +545,7 @@ async fn a_backend_that_is_down_gives_502_and_a_slow_one_504() {
     // A missing program is a 502; a program that fails is a 502.
     let dir = tempfile::tempdir().unwrap();
     let failing = Front::script(dir.path(), "fail.cgi", "#!/bin/sh\necho oops >&2\nexit 3\n");
-    let front = Front::start_in(
-        dir,
-        &format!("cgi = \"{}\"", failing.display()),
-        "",
-        "",
-        false,
-        true,
-    )
-    .await;
+    let front = Front::cgi(dir, &failing, "", "", false).await;
     assert_eq!(
         exchange(front.address, b"", &get("/", ""))
             .await
@@ -608,15 +576,7 @@ async fn cgi_redirects_and_bounded_bodies() {
          /loop) printf 'Location: /loop\\n\\n' ;;\n\
          *) printf 'Content-Type: text/plain\\n\\n%s %s %s' \"$REQUEST_METHOD\" \"$PATH_INFO\" \"$QUERY_STRING\" ;;\nesac\n",
     );
-    let front = Front::start_in(
-        dir,
-        &format!("cgi = \"{}\"", script.display()),
-        "",
-        "max-body-bytes = 1024",
-        false,
-        true,
-    )
-    .await;
+    let front = Front::cgi(dir, &script, "", "max-body-bytes = 1024", false).await;
     let answer = exchange(front.address, b"", &get("/old", ""))
         .await
         .unwrap();
@@ -669,13 +629,7 @@ async fn an_unreachable_tunneld_gives_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_a_running_request_finish_and_stops_accepting() {
     let slow = TestBackend::start(Duration::from_millis(800)).await;
-    let mut front = Front::start(
-        &format!("url = \"http://{}/\"", slow.address),
-        "",
-        "",
-        false,
-    )
-    .await;
+    let mut front = Front::proxying(&slow, "", "", false).await;
     let address = front.address;
     let running = tokio::spawn(async move { exchange(address, b"", &get("/", "")).await });
     // Wait until the request reached the backend, then stop.
@@ -703,13 +657,7 @@ async fn shutdown_lets_a_running_request_finish_and_stops_accepting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections_bounds_concurrent_requests() {
     let slow = TestBackend::start(Duration::from_millis(600)).await;
-    let front = Front::start(
-        &format!("url = \"http://{}/\"", slow.address),
-        "",
-        "max-connections = 1",
-        false,
-    )
-    .await;
+    let front = Front::proxying(&slow, "", "max-connections = 1", false).await;
     let started = std::time::Instant::now();
     let address = front.address;
     let requests: Vec<_> = (0..2)
