@@ -91,6 +91,11 @@ impl Demo {
         }
     }
 
+    /// Send `signal` to the demo itself.
+    fn signal(&self, signal: &str) {
+        kill(signal, &self.child.id().to_string());
+    }
+
     /// Wait for the exit; its code, all of stdout and stderr.
     fn finish(mut self) -> (Option<i32>, String, String) {
         let end = Instant::now() + DEADLINE;
@@ -125,6 +130,15 @@ impl Drop for Demo {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Send `signal` (`-INT`, `-KILL`) to process `pid` with kill(1).
+fn kill(signal: &str, pid: &str) {
+    assert!(Command::new("kill")
+        .args([signal, pid])
+        .status()
+        .unwrap()
+        .success());
 }
 
 /// The temporary directory the demo announced.
@@ -250,12 +264,7 @@ fn ctrl_c_stops_every_daemon_and_removes_the_directory() {
         "{}",
         demo.stdout
     );
-    let pid = demo.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
+    demo.signal("-INT");
     let (code, stdout, stderr) = demo.finish();
     assert_eq!(code, Some(0), "{stdout}\n{stderr}");
     assert!(stdout.contains("Ctrl-C: stopping"), "{stdout}");
@@ -278,11 +287,7 @@ fn a_daemon_that_dies_ends_the_demo_with_status_1() {
         .map(str::to_owned)
         .unwrap_or_else(|| panic!("no wap-adapter pid in:\n{}", demo.stdout));
     // The demo's own child: SIGKILL, so it cannot exit cleanly.
-    assert!(Command::new("kill")
-        .args(["-KILL", &pid])
-        .status()
-        .unwrap()
-        .success());
+    kill("-KILL", &pid);
     let (code, stdout, stderr) = demo.finish();
     assert_eq!(code, Some(1), "{stdout}\n{stderr}");
     assert!(
@@ -305,12 +310,7 @@ fn ctrl_c_during_start_up_still_stops_what_was_started() {
     let mut demo = Demo::start(&["--once"], &[]);
     // addrd, the server tunneld and wap-adapter run; the login comes next.
     demo.wait_for_line("starting wap-adapter");
-    let pid = demo.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
+    demo.signal("-INT");
     let (code, stdout, stderr) = demo.finish();
     // Most likely the login or a later step is interrupted (status 1);
     // on a very fast machine the checks may all be done (status 0).

@@ -36,6 +36,43 @@ fn prerequisites(test: &str) -> Option<Binaries> {
     Binaries::find_or_skip(test)
 }
 
+/// As `prerequisites`, and the wap-adapter built.
+fn wap_adapter_prerequisites(test: &str) -> Option<Binaries> {
+    let bins = prerequisites(test)?;
+    if bins.wap_adapter.is_none() {
+        skip(
+            test,
+            "wap-adapter is not built (cargo build -p wap-adapter)",
+        );
+        return None;
+    }
+    Some(bins)
+}
+
+/// A world `name` with the wap-adapter in front of the applications,
+/// alice (staff) tunnelled on a mobile of carrier A and bob (not staff) on
+/// one of carrier B: the world, alice's mobile, her permanent address and
+/// bob's mobile.
+fn wap_adapter_world(name: &str, bins: &Binaries) -> (World, usize, Ipv6Addr, usize) {
+    let mut world = World::start(
+        name,
+        bins,
+        Options {
+            wap_adapter: true,
+            ..Options::default()
+        },
+    );
+    let a = world.add_mobile(CarrierId::A);
+    let alice = connect_alice(&mut world, a);
+    let b = world.add_mobile(CarrierId::B);
+    ok(
+        world.mobiles[b].node.login("bob", "bob-lab-password"),
+        "tunneld login (bob)",
+    );
+    world.mobiles[b].node.start();
+    (world, a, alice, b)
+}
+
 /// Log mobile `index` in as alice and start its tunneld; returns the
 /// permanent address its daemon runs on.
 fn connect_alice(world: &mut World, index: usize) -> Ipv6Addr {
@@ -428,33 +465,11 @@ fn spoofed_inner_sources_are_dropped_and_counted() {
 #[test]
 fn http_through_the_wap_adapter_with_identity_and_access_control() {
     let test = "http_through_the_wap_adapter_with_identity_and_access_control";
-    let Some(bins) = prerequisites(test) else {
+    let Some(bins) = wap_adapter_prerequisites(test) else {
         return;
     };
-    if bins.wap_adapter.is_none() {
-        skip(
-            test,
-            "wap-adapter is not built (cargo build -p wap-adapter)",
-        );
-        return;
-    }
     let started = Instant::now();
-    let mut world = World::start(
-        "http",
-        &bins,
-        Options {
-            wap_adapter: true,
-            ..Options::default()
-        },
-    );
-    let a = world.add_mobile(CarrierId::A);
-    let alice = connect_alice(&mut world, a);
-    let b = world.add_mobile(CarrierId::B);
-    ok(
-        world.mobiles[b].node.login("bob", "bob-lab-password"),
-        "tunneld login (bob)",
-    );
-    world.mobiles[b].node.start();
+    let (world, a, alice, b) = wap_adapter_world("http", &bins);
 
     // alice (staff) reads the wiki; her forged identity header is dropped.
     let head = "GET /bytes/5000/11 HTTP/1.1\r\nHost: wiki\r\n\
@@ -661,16 +676,9 @@ fn adapter_counters(log: &str, application: &str) -> HashMap<String, u64> {
 #[test]
 fn wap_through_the_simulator_with_identity_and_access_control() {
     let test = "wap_through_the_simulator_with_identity_and_access_control";
-    let Some(bins) = prerequisites(test) else {
+    let Some(bins) = wap_adapter_prerequisites(test) else {
         return;
     };
-    if bins.wap_adapter.is_none() {
-        skip(
-            test,
-            "wap-adapter is not built (cargo build -p wap-adapter)",
-        );
-        return;
-    }
     if !Path::new(FAKEWAP).is_file() {
         skip(
             test,
@@ -683,22 +691,7 @@ fn wap_through_the_simulator_with_identity_and_access_control() {
         return;
     }
     let started = Instant::now();
-    let mut world = World::start(
-        "wap",
-        &bins,
-        Options {
-            wap_adapter: true,
-            ..Options::default()
-        },
-    );
-    let a = world.add_mobile(CarrierId::A);
-    let alice = connect_alice(&mut world, a);
-    let b = world.add_mobile(CarrierId::B);
-    ok(
-        world.mobiles[b].node.login("bob", "bob-lab-password"),
-        "tunneld login (bob)",
-    );
-    world.mobiles[b].node.start();
+    let (mut world, a, alice, b) = wap_adapter_world("wap", &bins);
     let wiki = world.wiki;
     let url = |path: &str| format!("http://wiki.apps.permanet.internal{path}");
 

@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 
+mod tunneld_common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -78,24 +80,11 @@ fn run_fails_when_a_listener_cannot_be_bound() {
 /// A fake tunneld control socket (a thread) that knows one lease: alice,
 /// `2002:b16:212c:1::1234`, in group `staff`.
 fn fake_tunneld(socket: &Path) {
-    use std::io::{BufRead, Write};
-    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let mut line = String::new();
-            let _ = std::io::BufReader::new(&stream).read_line(&mut line);
-            let address = line.trim_end().trim_start_matches("peer ");
-            let answer = if address == "2002:b16:212c:1::1234" {
-                format!(
-                    "{{\"lease\":{{\"name\":\"alice\",\"dn\":\"\",\"kind\":\"user\",\"address\":\"{address}/128\",\
-                     \"groups\":[\"staff\"],\"serial\":1,\"not_before\":0,\"not_after\":4000000000}}}}\n"
-                )
-            } else {
-                format!("{{\"unknown\":\"{address}\"}}\n")
-            };
-            let _ = (&stream).write_all(answer.as_bytes());
-        }
+    tunneld_common::fake_tunneld(socket, |a| {
+        (a == "2002:b16:212c:1::1234"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap())
+        .then_some(("alice", "staff"))
     });
 }
 

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 mod wbxml_common;
+mod wml_dtd_common;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,6 @@ use wbxml_common::{path, read, DECKS};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wap-adapter");
 const WML_TESTER: &str = "/usr/lib/kannel/test/wml_tester";
-const XMLLINT: &str = "/usr/bin/xmllint";
 
 /// The pages of tests/html/.
 const PAGES: &[&str] = &[
@@ -59,6 +59,22 @@ fn wap_adapter_stdin(args: &[&str], input: &[u8]) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// `wap-adapter html2wml` on corpus page `name` with `--url url
+/// --sdu-size sdu` and `extra`: its output, which must come with status 0.
+fn html2wml(name: &str, url: &str, sdu: &str, extra: &[&str]) -> String {
+    let file = page(name);
+    let mut args = vec![
+        "html2wml",
+        file.to_str().unwrap(),
+        "--url",
+        url,
+        "--sdu-size",
+        sdu,
+    ];
+    args.extend_from_slice(extra);
+    text(ok(wap_adapter(&args), name))
+}
+
 fn ok(out: Output, what: &str) -> Vec<u8> {
     assert_eq!(
         out.status.code(),
@@ -84,28 +100,6 @@ fn scratch() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
-/// xmllint's verdict on `deck` against the WML 1.3 DTD; `None` without
-/// xmllint.
-fn xmllint_valid(dir: &Path, deck: &str) -> Option<Result<(), String>> {
-    if !Path::new(XMLLINT).exists() {
-        return None;
-    }
-    let file = dir.join("deck.wml");
-    std::fs::write(&file, deck).unwrap();
-    let dtd = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dtd/wml13.dtd");
-    let out = Command::new(XMLLINT)
-        .args(["--nonet", "--noout", "--dtdvalid"])
-        .arg(dtd)
-        .arg(&file)
-        .output()
-        .unwrap();
-    Some(if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    })
-}
-
 #[test]
 fn html2wml_writes_the_librarys_deck_for_every_corpus_page() {
     let url = "http://app.example/dir/page";
@@ -114,19 +108,7 @@ fn html2wml_writes_the_librarys_deck_for_every_corpus_page() {
     for name in PAGES {
         let html = std::fs::read(page(name)).unwrap();
         for sdu in [600usize, 1400] {
-            let sdu_arg = sdu.to_string();
-            let file = page(name);
-            let ours = text(ok(
-                wap_adapter(&[
-                    "html2wml",
-                    file.to_str().unwrap(),
-                    "--url",
-                    url,
-                    "--sdu-size",
-                    &sdu_arg,
-                ]),
-                name,
-            ));
+            let ours = html2wml(name, url, &sdu.to_string(), &[]);
             let library = html_to_wml(
                 &html,
                 url,
@@ -137,7 +119,7 @@ fn html2wml_writes_the_librarys_deck_for_every_corpus_page() {
             assert_eq!(ours, library, "{name} at {sdu}");
             compile_wml(ours.as_bytes(), &CompileOptions::default())
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
-            if let Some(verdict) = xmllint_valid(dir.path(), &ours) {
+            if let Some(verdict) = wml_dtd_common::xmllint_valid(dir.path(), &ours) {
                 verdict.unwrap_or_else(|e| panic!("{name} at {sdu}: invalid WML: {e}"));
                 validated += 1;
             }
@@ -169,18 +151,7 @@ fn html2wml_cards_gives_one_deck_per_card_each_within_the_sdu_size() {
     let mut split_pages = 0;
     for name in PAGES {
         let file = page(name);
-        let out = text(ok(
-            wap_adapter(&[
-                "html2wml",
-                file.to_str().unwrap(),
-                "--url",
-                url,
-                "--sdu-size",
-                "600",
-                "--cards",
-            ]),
-            name,
-        ));
+        let out = html2wml(name, url, "600", &["--cards"]);
         let library = html_to_wml_cards(
             &std::fs::read(&file).unwrap(),
             url,
@@ -201,7 +172,7 @@ fn html2wml_cards_gives_one_deck_per_card_each_within_the_sdu_size() {
                 .unwrap()
                 .len();
             assert!(size <= 600, "{name} card {}: {size} bytes", i + 1);
-            if let Some(verdict) = xmllint_valid(dir.path(), deck) {
+            if let Some(verdict) = wml_dtd_common::xmllint_valid(dir.path(), deck) {
                 verdict.unwrap_or_else(|e| panic!("{name} card {}: {e}", i + 1));
             }
         }

@@ -6,24 +6,17 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is a test failure
 
-use std::path::Path;
+mod corpus_common;
 
 use wap_adapter::server::proxy_header::{header_len, parse, PREFIX_LEN};
 
 fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut inputs: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(&path).unwrap())
-        })
-        .collect();
-    inputs.sort();
-    assert!(!inputs.is_empty(), "no corpus in {}", dir.display());
+    let inputs = corpus_common::inputs(target);
+    assert!(
+        !inputs.is_empty(),
+        "no corpus in {}",
+        corpus_common::dir(target).display()
+    );
     inputs
 }
 

@@ -4,29 +4,28 @@
 //! calls, so every input a fuzzer once found interesting stays a regression
 //! test on stable Rust.
 
-use std::path::Path;
+mod corpus_common;
 
 #[test]
 fn wbxml_decode_corpus() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/wbxml_decode");
-    let mut inputs = 0;
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        wap_adapter::wbxml::fuzzing::wbxml_decode(&data);
-        inputs += 1;
+    let inputs = corpus_common::inputs("wbxml_decode");
+    for (_, data) in &inputs {
+        wap_adapter::wbxml::fuzzing::wbxml_decode(data);
     }
-    assert!(inputs > 0, "no corpus in {}", dir.display());
+    assert!(
+        !inputs.is_empty(),
+        "no corpus in {}",
+        corpus_common::dir("wbxml_decode").display()
+    );
 }
 
 /// A deterministic stand-in for a short fuzzing run on stable Rust: byte
 /// flips, insertions, deletions and truncations of the corpus inputs.
 #[test]
 fn corpus_mutations_never_panic() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/wbxml_decode");
-    let seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+    let seeds: Vec<Vec<u8>> = corpus_common::inputs("wbxml_decode")
+        .into_iter()
+        .map(|(_, data)| data)
         .collect();
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = move || {

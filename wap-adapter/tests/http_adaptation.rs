@@ -12,19 +12,21 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::net::{Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream, UnixListener};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
+
+mod http_common;
+mod wml_dtd_common;
+
+use http_common::{FakeTunneld, Leases};
 
 use wap_adapter::adapter::conversion::{WbxmlSize, CARD_PARAM, WSP_REPLY_MARGIN};
 use wap_adapter::adapter::{Adapter, Front, Origin, WapClient};
@@ -54,57 +56,13 @@ fn corpus(dir: &str, name: &str) -> Vec<u8> {
     .unwrap()
 }
 
-/// A Unix socket answering `peer <address>` as tunneld does: alice, in
-/// group `staff`, holds [`ALICE`] and `::1` (direct loopback connections).
-struct FakeTunneld(tokio::task::JoinHandle<()>);
-
-impl FakeTunneld {
-    fn start(dir: &Path) -> FakeTunneld {
-        let listener = UnixListener::bind(dir.join("tunneld.sock")).unwrap();
-        FakeTunneld(tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (read, mut write) = stream.into_split();
-                let mut line = String::new();
-                BufReader::new(read).read_line(&mut line).await.unwrap();
-                let address = line.trim_end().strip_prefix("peer ").unwrap();
-                let known = [ALICE.parse::<Ipv6Addr>().unwrap(), Ipv6Addr::LOCALHOST];
-                let answer = if known.contains(&address.parse().unwrap()) {
-                    serde_json::json!({ "lease": {
-                        "name": "alice", "dn": "uid=alice", "kind": "user",
-                        "address": format!("{address}/128"), "groups": ["staff"],
-                        "serial": 1, "not_before": 0, "not_after": u64::from(u32::MAX),
-                    }})
-                } else {
-                    serde_json::json!({ "unknown": address })
-                };
-                write
-                    .write_all(format!("{answer}\n").as_bytes())
-                    .await
-                    .unwrap();
-            }
-        }))
-    }
-}
-
-impl Drop for FakeTunneld {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// What the backend saw of one request: its URI and headers.
-#[derive(Clone, Debug)]
-struct Seen {
-    uri: String,
-    headers: Vec<(String, String)>,
-}
-
-/// An HTTP backend on loopback serving fixed bodies by path (content type,
-/// extra header, body); 404 otherwise. Records every request.
-struct ContentBackend {
-    address: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    task: tokio::task::JoinHandle<()>,
+/// Alice, in group `staff`, holds [`ALICE`] and `::1` (direct loopback
+/// connections); the fake tunneld knows no one else.
+fn leases() -> Leases {
+    [ALICE, "::1"]
+        .into_iter()
+        .map(|a| (a.parse().unwrap(), ("alice", vec!["staff"])))
+        .collect()
 }
 
 type Routes = HashMap<&'static str, (&'static str, Option<(&'static str, &'static str)>, Vec<u8>)>;
@@ -171,77 +129,38 @@ fn routes() -> Routes {
     routes
 }
 
+/// An HTTP backend on loopback serving fixed bodies by path (content type,
+/// extra header, body); 404 otherwise. Records every request.
+type ContentBackend = http_common::Backend;
+
 impl ContentBackend {
     async fn start() -> ContentBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let record = Arc::clone(&seen);
-        let routes = Arc::new(routes());
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let record = Arc::clone(&record);
-                let routes = Arc::clone(&routes);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |request: hyper::Request<hyper::body::Incoming>| {
-                            record.lock().unwrap().push(Seen {
-                                uri: request.uri().to_string(),
-                                headers: request
-                                    .headers()
-                                    .iter()
-                                    .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
-                                    .collect(),
-                            });
-                            let route = routes.get(request.uri().path()).cloned();
-                            async move {
-                                let mut response = match route {
-                                    Some((content_type, extra, body)) => {
-                                        let mut r =
-                                            hyper::Response::new(Full::new(Bytes::from(body)));
-                                        r.headers_mut()
-                                            .insert("content-type", content_type.parse().unwrap());
-                                        if let Some((n, v)) = extra {
-                                            r.headers_mut().insert(n, v.parse().unwrap());
-                                        }
-                                        r
-                                    }
-                                    None => {
-                                        let mut r = hyper::Response::new(Full::new(
-                                            Bytes::from_static(b"no such page"),
-                                        ));
-                                        *r.status_mut() = hyper::StatusCode::NOT_FOUND;
-                                        r
-                                    }
-                                };
-                                response
-                                    .headers_mut()
-                                    .insert("accept-ranges", "bytes".parse().unwrap());
-                                Ok::<_, Infallible>(response)
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        ContentBackend {
-            address,
-            seen,
-            task,
-        }
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for ContentBackend {
-    fn drop(&mut self) {
-        self.task.abort();
+        let routes = routes();
+        ContentBackend::serve(Duration::ZERO, move |seen| {
+            let path = seen.uri.parse::<hyper::Uri>().unwrap();
+            let mut response = match routes.get(path.path()).cloned() {
+                Some((content_type, extra, body)) => {
+                    let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
+                    r.headers_mut()
+                        .insert("content-type", content_type.parse().unwrap());
+                    if let Some((n, v)) = extra {
+                        r.headers_mut().insert(n, v.parse().unwrap());
+                    }
+                    r
+                }
+                None => {
+                    let mut r =
+                        hyper::Response::new(Full::new(Bytes::from_static(b"no such page")));
+                    *r.status_mut() = hyper::StatusCode::NOT_FOUND;
+                    r
+                }
+            };
+            response
+                .headers_mut()
+                .insert("accept-ranges", "bytes".parse().unwrap());
+            response
+        })
+        .await
     }
 }
 
@@ -259,7 +178,7 @@ struct Served {
 impl Served {
     async fn start(backend: &ContentBackend, extra: &str) -> Served {
         let dir = tempfile::tempdir().unwrap();
-        let tunneld = FakeTunneld::start(dir.path());
+        let tunneld = FakeTunneld::start(dir.path(), leases());
         let text = format!(
             "[identity]\ntunneld-socket = \"tunneld.sock\"\ntimeout = 2\n\
              [[applications]]\nname = \"app\"\naddress = \"{APP}\"\n\
@@ -405,23 +324,9 @@ fn compiled_len(deck: &str) -> usize {
 
 /// Checks `deck` against the WML 1.3 DTD when xmllint is installed.
 fn assert_valid(dir: &Path, deck: &str) {
-    if !Path::new(XMLLINT).exists() {
-        return;
+    if let Some(verdict) = wml_dtd_common::xmllint_valid(dir, deck) {
+        verdict.unwrap_or_else(|e| panic!("{e}\n{deck}"));
     }
-    let file = dir.join("card.wml");
-    std::fs::write(&file, deck).unwrap();
-    let dtd = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dtd/wml13.dtd");
-    let out = Command::new(XMLLINT)
-        .args(["--nonet", "--noout", "--dtdvalid"])
-        .arg(dtd)
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}\n{deck}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The adapter-relative link to the next card in `deck`, unescaped.

@@ -6,20 +6,22 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
-use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
+use std::collections::BTreeMap;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream, UnixListener};
+use http_body_util::Full;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+mod http_common;
+
+use http_common::{FakeTunneld, Leases};
 
 use wap_adapter::adapter::Adapter;
 use wap_adapter::config::Config;
@@ -38,7 +40,7 @@ const APP: &str = "2002:b16:212c:2::10";
 /// Leases the fake tunneld knows, by address: name and groups. `::1` is
 /// alice too, so that direct (TUN-mode) connections over loopback, whose
 /// source is `::1`, are hers.
-fn leases() -> HashMap<Ipv6Addr, (&'static str, Vec<&'static str>)> {
+fn leases() -> Leases {
     [
         (ALICE, ("alice", vec!["staff", "wap users"])),
         ("::1", ("alice", vec!["staff", "wap users"])),
@@ -49,143 +51,24 @@ fn leases() -> HashMap<Ipv6Addr, (&'static str, Vec<&'static str>)> {
     .collect()
 }
 
-/// A Unix socket answering `peer <address>` from [`leases`], as tunneld's
-/// control socket does; counts the requests.
-struct FakeTunneld {
-    asked: Arc<Mutex<u32>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl FakeTunneld {
-    fn start(dir: &Path) -> FakeTunneld {
-        let socket = dir.join("tunneld.sock");
-        let listener = UnixListener::bind(&socket).unwrap();
-        let asked = Arc::new(Mutex::new(0));
-        let counter = Arc::clone(&asked);
-        let task = tokio::spawn(async move {
-            let leases = leases();
-            while let Ok((stream, _)) = listener.accept().await {
-                *counter.lock().unwrap() += 1;
-                let (read, mut write) = stream.into_split();
-                let mut line = String::new();
-                BufReader::new(read).read_line(&mut line).await.unwrap();
-                let address = line.trim_end().strip_prefix("peer ").unwrap();
-                let answer = match leases.get(&address.parse().unwrap()) {
-                    Some((name, groups)) => serde_json::json!({ "lease": {
-                        "name": name, "dn": format!("uid={name}"), "kind": "user",
-                        "address": format!("{address}/128"), "groups": groups,
-                        "serial": 1, "not_before": 0, "not_after": u64::from(u32::MAX),
-                    }}),
-                    None => serde_json::json!({ "unknown": address }),
-                };
-                write
-                    .write_all(format!("{answer}\n").as_bytes())
-                    .await
-                    .unwrap();
-            }
-        });
-        FakeTunneld { asked, task }
-    }
-
-    fn asked(&self) -> u32 {
-        *self.asked.lock().unwrap()
-    }
-}
-
-impl Drop for FakeTunneld {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// What the test backend saw of one request.
-#[derive(Clone, Debug)]
-struct Seen {
-    path: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-}
-
 /// An HTTP backend on loopback that records every request and answers
 /// `200 backend says hi`, after `delay`.
-struct TestBackend {
-    address: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    task: tokio::task::JoinHandle<()>,
-}
+type TestBackend = http_common::Backend;
 
 impl TestBackend {
     async fn start(delay: Duration) -> TestBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let record = Arc::clone(&seen);
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let record = Arc::clone(&record);
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |request: hyper::Request<hyper::body::Incoming>| {
-                            let record = Arc::clone(&record);
-                            async move {
-                                let (parts, body) = request.into_parts();
-                                let body = body.collect().await.unwrap().to_bytes();
-                                record.lock().unwrap().push(Seen {
-                                    path: parts.uri.to_string(),
-                                    headers: parts
-                                        .headers
-                                        .iter()
-                                        .map(|(n, v)| {
-                                            (n.to_string(), v.to_str().unwrap().to_owned())
-                                        })
-                                        .collect(),
-                                    body: body.to_vec(),
-                                });
-                                tokio::time::sleep(delay).await;
-                                let mut response = hyper::Response::new(Full::new(
-                                    Bytes::from_static(b"backend says hi"),
-                                ));
-                                response
-                                    .headers_mut()
-                                    .insert("content-type", "text/plain".parse().unwrap());
-                                response
-                                    .headers_mut()
-                                    .insert("keep-alive", "timeout=5".parse().unwrap());
-                                Ok::<_, Infallible>(response)
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        TestBackend {
-            address,
-            seen,
-            task,
-        }
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-impl Drop for TestBackend {
-    fn drop(&mut self) {
-        self.task.abort();
+        TestBackend::serve(delay, |_| {
+            let mut response =
+                hyper::Response::new(Full::new(Bytes::from_static(b"backend says hi")));
+            response
+                .headers_mut()
+                .insert("content-type", "text/plain".parse().unwrap());
+            response
+                .headers_mut()
+                .insert("keep-alive", "timeout=5".parse().unwrap());
+            response
+        })
+        .await
     }
 }
 
@@ -224,7 +107,7 @@ impl Front {
         proxied: bool,
         with_tunneld: bool,
     ) -> Front {
-        let tunneld = with_tunneld.then(|| FakeTunneld::start(dir.path()));
+        let tunneld = with_tunneld.then(|| FakeTunneld::start(dir.path(), leases()));
         let text = format!(
             "[identity]\ntunneld-socket = \"tunneld.sock\"\ntimeout = 2\n[limits]\n{limits}\n\
              [[applications]]\nname = \"app\"\naddress = \"{APP}\"\nbackend = {{ {backend} }}\n{extra}\n"
@@ -258,6 +141,24 @@ impl Front {
             _tunneld: tunneld,
             dir,
         }
+    }
+
+    /// A reverse proxy to `backend`'s root, with a fake tunneld.
+    async fn proxying(backend: &TestBackend, extra: &str, limits: &str, proxied: bool) -> Front {
+        let url = format!("url = \"http://{}/\"", backend.address);
+        Front::start(&url, extra, limits, proxied).await
+    }
+
+    /// CGI program `script` (in `dir`), with a fake tunneld.
+    async fn cgi(
+        dir: tempfile::TempDir,
+        script: &Path,
+        extra: &str,
+        limits: &str,
+        proxied: bool,
+    ) -> Front {
+        let cgi = format!("cgi = \"{}\"", script.display());
+        Front::start_in(dir, &cgi, extra, limits, proxied, true).await
     }
 
     fn adapter_counter(&self, name: &str) -> u64 {
@@ -390,7 +291,7 @@ async fn identity_headers_reach_a_reverse_proxy_backend_and_injected_ones_never_
     let seen = backend.seen();
     assert_eq!(seen.len(), 1);
     let seen = &seen[0];
-    assert_eq!(seen.path, "/base/page?q=1");
+    assert_eq!(seen.uri, "/base/page?q=1");
     assert_eq!(seen.header("x-permanet-user"), ["alice"]);
     assert_eq!(seen.header("x-permanet-address"), ["::1"]);
     assert_eq!(seen.header("x-permanet-groups"), ["staff,wap%20users"]);
@@ -445,15 +346,7 @@ fn read_env(path: &Path) -> BTreeMap<String, String> {
 async fn identity_reaches_a_cgi_program_as_rfc_3875_meta_variables() {
     let dir = tempfile::tempdir().unwrap();
     let script = Front::script(dir.path(), "app.cgi", ENV_SCRIPT);
-    let front = Front::start_in(
-        dir,
-        &format!("cgi = \"{}\"", script.display()),
-        "",
-        "",
-        true,
-        true,
-    )
-    .await;
+    let front = Front::cgi(dir, &script, "", "", true).await;
     let request = "POST /a%20b/c?x=1&y=2 HTTP/1.1\r\nHost: app.example\r\nContent-Type: text/plain\r\n\
                    Content-Length: 4\r\nX-Permanet-User: root\r\nX_Permanet_User: root\r\nAuthorization: Basic eA==\r\n\
                    Accept: text/vnd.wap.wml\r\nConnection: close\r\n\r\nbody";
@@ -518,13 +411,7 @@ async fn identity_reaches_a_cgi_program_as_rfc_3875_meta_variables() {
 async fn a_user_outside_the_allowed_groups_gets_403_and_no_backend_sees_the_request() {
     let backend = TestBackend::start(Duration::ZERO).await;
     let groups = "allowed-groups = [\"staff\", \"admins\"]";
-    let front = Front::start(
-        &format!("url = \"http://{}/\"", backend.address),
-        groups,
-        "",
-        true,
-    )
-    .await;
+    let front = Front::proxying(&backend, groups, "", true).await;
     let answer = exchange(
         front.address,
         &proxy_header(MALLORY),
@@ -562,15 +449,7 @@ async fn a_user_outside_the_allowed_groups_gets_403_and_no_backend_sees_the_requ
     // The CGI backend is never started either.
     let dir = tempfile::tempdir().unwrap();
     let script = Front::script(dir.path(), "app.cgi", ENV_SCRIPT);
-    let front = Front::start_in(
-        dir,
-        &format!("cgi = \"{}\"", script.display()),
-        groups,
-        "",
-        true,
-        true,
-    )
-    .await;
+    let front = Front::cgi(dir, &script, groups, "", true).await;
     let answer = exchange(front.address, &proxy_header(MALLORY), &get("/", ""))
         .await
         .unwrap();
@@ -581,13 +460,7 @@ async fn a_user_outside_the_allowed_groups_gets_403_and_no_backend_sees_the_requ
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_listeners_refuse_connections_without_a_valid_header() {
     let backend = TestBackend::start(Duration::ZERO).await;
-    let front = Front::start(
-        &format!("url = \"http://{}/\"", backend.address),
-        "",
-        "header-timeout = 1",
-        true,
-    )
-    .await;
+    let front = Front::proxying(&backend, "", "header-timeout = 1", true).await;
     let good = exchange(front.address, &proxy_header(ALICE), &get("/", ""))
         .await
         .unwrap();
@@ -639,13 +512,7 @@ async fn a_backend_that_is_down_gives_502_and_a_slow_one_504() {
     assert_eq!(front.adapter_counter("backend_unreachable"), 1);
 
     let slow = TestBackend::start(Duration::from_secs(5)).await;
-    let front = Front::start(
-        &format!("url = \"http://{}/\"", slow.address),
-        "",
-        "backend-timeout = 1",
-        false,
-    )
-    .await;
+    let front = Front::proxying(&slow, "", "backend-timeout = 1", false).await;
     let started = std::time::Instant::now();
     let answer = exchange(front.address, b"", &get("/", "")).await.unwrap();
     assert_eq!(answer.status, 504, "{answer:?}");
@@ -663,15 +530,7 @@ async fn a_backend_that_is_down_gives_502_and_a_slow_one_504() {
         "slow.cgi",
         "#!/bin/sh\necho \"$$\" > \"$0.pid\"\nexec sleep 60\n",
     );
-    let front = Front::start_in(
-        dir,
-        &format!("cgi = \"{}\"", script.display()),
-        "",
-        "backend-timeout = 1",
-        false,
-        true,
-    )
-    .await;
+    let front = Front::cgi(dir, &script, "", "backend-timeout = 1", false).await;
     let answer = exchange(front.address, b"", &get("/", "")).await.unwrap();
     assert_eq!(answer.status, 504, "{answer:?}");
     let pid = std::fs::read_to_string(front.dir.path().join("slow.cgi.pid")).unwrap();
@@ -686,15 +545,7 @@ async fn a_backend_that_is_down_gives_502_and_a_slow_one_504() {
     // A missing program is a 502; a program that fails is a 502.
     let dir = tempfile::tempdir().unwrap();
     let failing = Front::script(dir.path(), "fail.cgi", "#!/bin/sh\necho oops >&2\nexit 3\n");
-    let front = Front::start_in(
-        dir,
-        &format!("cgi = \"{}\"", failing.display()),
-        "",
-        "",
-        false,
-        true,
-    )
-    .await;
+    let front = Front::cgi(dir, &failing, "", "", false).await;
     assert_eq!(
         exchange(front.address, b"", &get("/", ""))
             .await
@@ -725,15 +576,7 @@ async fn cgi_redirects_and_bounded_bodies() {
          /loop) printf 'Location: /loop\\n\\n' ;;\n\
          *) printf 'Content-Type: text/plain\\n\\n%s %s %s' \"$REQUEST_METHOD\" \"$PATH_INFO\" \"$QUERY_STRING\" ;;\nesac\n",
     );
-    let front = Front::start_in(
-        dir,
-        &format!("cgi = \"{}\"", script.display()),
-        "",
-        "max-body-bytes = 1024",
-        false,
-        true,
-    )
-    .await;
+    let front = Front::cgi(dir, &script, "", "max-body-bytes = 1024", false).await;
     let answer = exchange(front.address, b"", &get("/old", ""))
         .await
         .unwrap();
@@ -786,13 +629,7 @@ async fn an_unreachable_tunneld_gives_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_a_running_request_finish_and_stops_accepting() {
     let slow = TestBackend::start(Duration::from_millis(800)).await;
-    let mut front = Front::start(
-        &format!("url = \"http://{}/\"", slow.address),
-        "",
-        "",
-        false,
-    )
-    .await;
+    let mut front = Front::proxying(&slow, "", "", false).await;
     let address = front.address;
     let running = tokio::spawn(async move { exchange(address, b"", &get("/", "")).await });
     // Wait until the request reached the backend, then stop.
@@ -820,13 +657,7 @@ async fn shutdown_lets_a_running_request_finish_and_stops_accepting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections_bounds_concurrent_requests() {
     let slow = TestBackend::start(Duration::from_millis(600)).await;
-    let front = Front::start(
-        &format!("url = \"http://{}/\"", slow.address),
-        "",
-        "max-connections = 1",
-        false,
-    )
-    .await;
+    let front = Front::proxying(&slow, "", "max-connections = 1", false).await;
     let started = std::time::Instant::now();
     let address = front.address;
     let requests: Vec<_> = (0..2)

@@ -17,15 +17,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)] // test code
 
+mod fakewap_common;
+mod tunneld_common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, Read, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fakewap_common::{have_fakewap, ChildGuard, FAKEWAP};
 use wap_adapter::adapter::Adapter;
 use wap_adapter::config::{Config, Listeners};
 use wap_adapter::identity::Resolver;
@@ -36,7 +40,6 @@ use wap_adapter::wsp::{EncodingVersion, Headers};
 use wap_adapter::wtp::pdu::{decode_datagram, Pdu as WtpPdu};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wap-adapter");
-const FAKEWAP: &str = "/usr/lib/kannel/test/fakewap";
 
 /// The test user, in group `staff`.
 const ALICE: &str = "2002:b16:212c:1::1234";
@@ -58,29 +61,13 @@ const HELLO: &[u8] = b"hello from the backend";
 /// A fake tunneld control socket (a thread): `ALICE` and `::1` are alice
 /// (`staff`), `MALLORY` is mallory (`guests`), anything else unknown.
 fn fake_tunneld(socket: &Path) {
-    let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { return };
-            let mut line = String::new();
-            let _ = std::io::BufReader::new(&stream).read_line(&mut line);
-            let address = line.trim_end().trim_start_matches("peer ");
-            let lease = match address.parse::<Ipv6Addr>() {
-                Ok(a) if a == ALICE.parse::<Ipv6Addr>().unwrap() || a.is_loopback() => {
-                    Some(("alice", "staff"))
-                }
-                Ok(a) if a == MALLORY.parse::<Ipv6Addr>().unwrap() => Some(("mallory", "guests")),
-                _ => None,
-            };
-            let answer = match lease {
-                Some((name, group)) => format!(
-                    "{{\"lease\":{{\"name\":\"{name}\",\"dn\":\"uid={name}\",\"kind\":\"user\",\
-                     \"address\":\"{address}/128\",\"groups\":[\"{group}\"],\"serial\":1,\
-                     \"not_before\":0,\"not_after\":4000000000}}}}\n"
-                ),
-                None => format!("{{\"unknown\":\"{address}\"}}\n"),
-            };
-            let _ = (&stream).write_all(answer.as_bytes());
+    tunneld_common::fake_tunneld(socket, |a| {
+        if a == ALICE.parse::<Ipv6Addr>().unwrap() || a.is_loopback() {
+            Some(("alice", "staff"))
+        } else if a == MALLORY.parse::<Ipv6Addr>().unwrap() {
+            Some(("mallory", "guests"))
+        } else {
+            None
         }
     });
 }
@@ -313,32 +300,6 @@ impl Drop for Relay {
     }
 }
 
-/// A child process, killed and reaped when the test ends (also when it
-/// fails) unless it exited.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Whether fakewap is installed; prints the skip line if not.
-fn have_fakewap(test: &str) -> bool {
-    if Path::new(FAKEWAP).exists() {
-        true
-    } else {
-        netns_tests::skip(
-            test,
-            &format!("{FAKEWAP} not installed (Debian package kannel-extras)"),
-        );
-        false
-    }
-}
-
 /// What a fakewap run reported.
 struct FakewapRun {
     status: ExitStatus,
@@ -370,8 +331,11 @@ impl FakewapRun {
     }
 }
 
-/// Run fakewap against 127.0.0.1:`port` with `args` (and its URL last).
-fn fakewap(port: u16, args: &[&str]) -> FakewapRun {
+/// Run fakewap with `args` (and its URL last) through a relay to `target`
+/// that puts `header` (a PROXY v2 header, if any) before every datagram.
+fn fakewap(target: SocketAddr, header: Option<Vec<u8>>, args: &[&str]) -> FakewapRun {
+    let relay = Relay::start(target, header);
+    let port = relay.port;
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("reply.out");
     let log_path = dir.path().join("fakewap.log");
@@ -413,6 +377,22 @@ fn fakewap(port: u16, args: &[&str]) -> FakewapRun {
         log: read_log(),
         output: std::fs::read(&output).unwrap_or_default(),
     }
+}
+
+/// fakewap with `args` as alice (source port `port`, behind tunneld's PROXY
+/// v2 header) against a fresh backend behind `wap-adapter run` with
+/// `extra` config lines: the backend, what fakewap reported, and the
+/// daemon's counters once it stopped.
+fn fakewap_as_alice(
+    extra: &str,
+    port: u16,
+    args: &[&str],
+) -> (Backend, FakewapRun, HashMap<String, u64>) {
+    let backend = Backend::start();
+    let daemon = Daemon::start(&backend, extra);
+    let run = fakewap(daemon.listen, Some(proxy_header(ALICE, port)), args);
+    let counters = daemon.stop();
+    (backend, run, counters)
 }
 
 /// `wap-adapter run` serving one application in userspace mode on
@@ -518,12 +498,8 @@ fn fakewap_connectionless_get() {
     if !have_fakewap(test) {
         return;
     }
-    let backend = Backend::start();
-    let daemon = Daemon::start(&backend, "");
-    let relay = Relay::start(daemon.listen, Some(proxy_header(ALICE, 9200)));
-    let run = fakewap(relay.port, &["-M", "0", "http://wiki.example/hello"]);
-    drop(relay);
-    let counters = daemon.stop();
+    let (backend, run, counters) =
+        fakewap_as_alice("", 9200, &["-M", "0", "http://wiki.example/hello"]);
     run.assert_complete(test);
     assert_eq!(run.replies("200"), 1, "{}", run.log);
     assert_eq!(run.output, HELLO);
@@ -546,15 +522,11 @@ fn fakewap_connection_oriented_get_in_two_sessions() {
     if !have_fakewap(test) {
         return;
     }
-    let backend = Backend::start();
-    let daemon = Daemon::start(&backend, "");
-    let relay = Relay::start(daemon.listen, Some(proxy_header(ALICE, 9201)));
-    let run = fakewap(
-        relay.port,
+    let (backend, run, counters) = fakewap_as_alice(
+        "",
+        9201,
         &["-M", "1", "-m", "2", "http://wiki.example/hello"],
     );
-    drop(relay);
-    let counters = daemon.stop();
     run.assert_complete(test);
     assert_eq!(run.replies("200"), 2, "{}", run.log);
     assert_eq!(run.output, HELLO);
@@ -581,11 +553,9 @@ fn fakewap_post_gets_its_ack_then_the_reply() {
     let input = dir.path().join("post.txt");
     let content = b"name=permanet&x=%24\n".repeat(10);
     std::fs::write(&input, &content).unwrap();
-    let backend = Backend::start();
-    let daemon = Daemon::start(&backend, "");
-    let relay = Relay::start(daemon.listen, Some(proxy_header(ALICE, 9201)));
-    let run = fakewap(
-        relay.port,
+    let (backend, run, counters) = fakewap_as_alice(
+        "",
+        9201,
         &[
             "-M",
             "1",
@@ -596,8 +566,6 @@ fn fakewap_post_gets_its_ack_then_the_reply() {
             "http://wiki.example/form",
         ],
     );
-    drop(relay);
-    let counters = daemon.stop();
     run.assert_complete(test);
     assert_eq!(run.replies("200"), 1, "{}", run.log);
     assert_eq!(
@@ -622,13 +590,12 @@ fn fakewap_ten_kilobyte_reply_is_segmented() {
     if !have_fakewap(test) {
         return;
     }
-    let backend = Backend::start();
     // The client's SDU must allow the whole Reply (fakewap offers 1 MB).
-    let daemon = Daemon::start(&backend, "sdu-size = 16384");
-    let relay = Relay::start(daemon.listen, Some(proxy_header(ALICE, 9201)));
-    let run = fakewap(relay.port, &["-M", "1", "http://wiki.example/big"]);
-    drop(relay);
-    let counters = daemon.stop();
+    let (backend, run, counters) = fakewap_as_alice(
+        "sdu-size = 16384",
+        9201,
+        &["-M", "1", "http://wiki.example/big"],
+    );
     run.assert_complete(test);
     assert_eq!(run.replies("200"), 1, "{}", run.log);
     assert_eq!(run.output, big_body(), "fakewap reassembled the reply");
@@ -644,13 +611,9 @@ fn fakewap_reply_over_the_granted_sdu_becomes_413() {
     if !have_fakewap(test) {
         return;
     }
-    let backend = Backend::start();
     // Default sdu-size 1400: the 10 KB answer does not fit the grant.
-    let daemon = Daemon::start(&backend, "");
-    let relay = Relay::start(daemon.listen, Some(proxy_header(ALICE, 9201)));
-    let run = fakewap(relay.port, &["-M", "1", "-F", "http://wiki.example/big"]);
-    drop(relay);
-    let counters = daemon.stop();
+    let (backend, run, counters) =
+        fakewap_as_alice("", 9201, &["-M", "1", "-F", "http://wiki.example/big"]);
     assert_eq!(run.replies("413"), 1, "{}", run.log);
     assert_eq!(
         run.output,
@@ -669,12 +632,11 @@ fn fakewap_user_outside_the_allowed_groups_gets_0x43() {
     let backend = Backend::start();
     let daemon = Daemon::start(&backend, "allowed-groups = [\"staff\"]");
     for (mode, port) in [("0", 9200), ("1", 9201)] {
-        let relay = Relay::start(daemon.listen, Some(proxy_header(MALLORY, port)));
         let run = fakewap(
-            relay.port,
+            daemon.listen,
+            Some(proxy_header(MALLORY, port)),
             &["-M", mode, "-F", "http://wiki.example/secret"],
         );
-        drop(relay);
         // fakewap prints the HTTP form of the WSP status it got: 0x43 is 403.
         assert_eq!(run.replies("403"), 1, "mode {mode}: {}", run.log);
         assert_eq!(run.replies("200"), 0);
@@ -802,9 +764,7 @@ fn direct_mode_serves_fakewap_connectionless_and_connection_oriented() {
     };
     let mut front = InProcess::start(&backend, listeners, "");
     for (mode, target) in [("0", front.addresses[0]), ("1", front.addresses[1])] {
-        let relay = Relay::start(target, None);
-        let run = fakewap(relay.port, &["-M", mode, "http://wiki.example/hello"]);
-        drop(relay);
+        let run = fakewap(target, None, &["-M", mode, "http://wiki.example/hello"]);
         run.assert_complete(test);
         assert_eq!(run.output, HELLO, "mode {mode}");
     }
@@ -882,12 +842,18 @@ fn wtp_vector(name: &str) -> Vec<u8> {
 }
 
 fn proxied(backend: &Backend, extra: &str) -> InProcess {
-    InProcess::start(
+    proxied_with(backend, extra, |_| {})
+}
+
+/// As `proxied`, with the WAP settings changed by `tune`.
+fn proxied_with(backend: &Backend, extra: &str, tune: impl FnOnce(&mut WapSettings)) -> InProcess {
+    InProcess::start_with(
         backend,
         Listeners::Proxied {
             listen: "127.0.0.1:0".parse().unwrap(),
         },
         extra,
+        tune,
     )
 }
 
@@ -1145,18 +1111,11 @@ fn connect(client: &Client, source: &str) -> Result<u32, wap_adapter::wtp::pdu::
 #[test]
 fn sessions_are_bounded_suspend_ends_them_resume_is_refused_and_idle_ones_expire() {
     let backend = Backend::start();
-    let mut front = InProcess::start_with(
-        &backend,
-        Listeners::Proxied {
-            listen: "127.0.0.1:0".parse().unwrap(),
-        },
-        "",
-        |settings| {
-            settings.sessions.max_sessions = 2;
-            settings.sessions.max_sessions_per_address = 1;
-            settings.sessions.idle_timeout = Duration::from_secs(2);
-        },
-    );
+    let mut front = proxied_with(&backend, "", |settings| {
+        settings.sessions.max_sessions = 2;
+        settings.sessions.max_sessions_per_address = 1;
+        settings.sessions.idle_timeout = Duration::from_secs(2);
+    });
     let server = front.addresses[0];
     let (alice, alice2, mallory, third) = (
         Client::new(server),
@@ -1214,14 +1173,7 @@ fn sessions_are_bounded_suspend_ends_them_resume_is_refused_and_idle_ones_expire
 #[test]
 fn method_mor_is_enforced_and_shutdown_answers_running_requests_first() {
     let backend = Backend::start();
-    let mut front = InProcess::start_with(
-        &backend,
-        Listeners::Proxied {
-            listen: "127.0.0.1:0".parse().unwrap(),
-        },
-        "",
-        |settings| settings.sessions.method_mor = 1,
-    );
+    let mut front = proxied_with(&backend, "", |settings| settings.sessions.method_mor = 1);
     let client = Client::new(front.addresses[0]);
     connect(&client, ALICE).unwrap();
     client.send(ALICE, 9201, &invoke(2, &get("/slow")));
@@ -1272,14 +1224,7 @@ fn method_mor_is_enforced_and_shutdown_answers_running_requests_first() {
 #[test]
 fn requests_past_max_connections_get_503_at_once() {
     let backend = Backend::start();
-    let mut front = InProcess::start_with(
-        &backend,
-        Listeners::Proxied {
-            listen: "127.0.0.1:0".parse().unwrap(),
-        },
-        "",
-        |settings| settings.limits.max_connections = 1,
-    );
+    let mut front = proxied_with(&backend, "", |settings| settings.limits.max_connections = 1);
     let (slow, fast) = (
         Client::new(front.addresses[0]),
         Client::new(front.addresses[0]),

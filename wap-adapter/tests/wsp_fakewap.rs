@@ -15,14 +15,16 @@
 
 use std::net::UdpSocket;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod fakewap_common;
+
+use fakewap_common::{have_fakewap, ChildGuard, FAKEWAP};
 use wap_adapter::wsp::capabilities::{negotiate, Capabilities, ServerLimits};
 use wap_adapter::wsp::pdu::{self, DecodedPdu, Method, Mode, Pdu};
 use wap_adapter::wsp::{status, EncodingVersion, Headers};
 
-const FAKEWAP: &str = "/usr/lib/kannel/test/fakewap";
 const POST_BODY: &[u8] = b"name=permanet&x=%24\n";
 const BODY: &[u8] = b"<wml><card><p>hi</p></card></wml>";
 
@@ -66,8 +68,9 @@ fn headers(pairs: &[(&str, &str)]) -> Headers {
     pairs.iter().copied().collect()
 }
 
-/// Decode, compare with `expected`, and re-encode to the same octets.
-fn check(bytes: &[u8], mode: Mode, expected: &Pdu) -> DecodedPdu {
+/// Decode, compare with `expected` (every header decoded), and re-encode:
+/// the decoded PDU and our octets for it.
+fn decode_and_encode(bytes: &[u8], mode: Mode, expected: &Pdu) -> (DecodedPdu, Vec<u8>) {
     let decoded = pdu::decode(bytes, mode).unwrap();
     assert_eq!(&decoded.pdu, expected);
     assert!(
@@ -76,6 +79,12 @@ fn check(bytes: &[u8], mode: Mode, expected: &Pdu) -> DecodedPdu {
         decoded.header_errors
     );
     let again = pdu::encode(&decoded.pdu, decoded.tid, EncodingVersion::V1_2).unwrap();
+    (decoded, again)
+}
+
+/// Decode, compare with `expected`, and re-encode to the same octets.
+fn check(bytes: &[u8], mode: Mode, expected: &Pdu) -> DecodedPdu {
+    let (decoded, again) = decode_and_encode(bytes, mode, expected);
     assert_eq!(again, bytes, "re-encoding {expected:?}");
     decoded
 }
@@ -86,14 +95,7 @@ fn check(bytes: &[u8], mode: Mode, expected: &Pdu) -> DecodedPdu {
 /// re-encoding must be the fakewap octets with that one substitution, and
 /// decode to the same PDU.
 fn check_post(bytes: &[u8], mode: Mode, expected: &Pdu) {
-    let decoded = pdu::decode(bytes, mode).unwrap();
-    assert_eq!(&decoded.pdu, expected);
-    assert!(
-        decoded.header_errors.is_empty(),
-        "{:?}",
-        decoded.header_errors
-    );
-    let again = pdu::encode(&decoded.pdu, decoded.tid, EncodingVersion::V1_2).unwrap();
+    let (decoded, again) = decode_and_encode(bytes, mode, expected);
     let text = b"text/plain\0";
     let at = bytes.windows(text.len()).position(|w| w == text).unwrap();
     let mut canonical = bytes[..at].to_vec();
@@ -192,18 +194,6 @@ fn committed_vectors() {
             data: POST_BODY.to_vec(),
         },
     );
-}
-
-/// Kills and reaps the fakewap we started if the test fails midway.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 /// Removes the POST body file.
@@ -310,11 +300,7 @@ fn run(scenario: &str, args: &[&str], url: &str, post_file: &Path) -> Vec<Vec<u8
 
 #[test]
 fn fakewap_live() {
-    if !Path::new(FAKEWAP).exists() {
-        netns_tests::skip(
-            "fakewap_live",
-            "needs /usr/lib/kannel/test/fakewap (Debian kannel-extras)",
-        );
+    if !have_fakewap("fakewap_live") {
         return;
     }
     let post_file =

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a test failure
 
-use std::path::Path;
+mod corpus_common;
 
 use wap_adapter::wsp::capabilities::Capabilities;
 use wap_adapter::wsp::pdu::{self, Mode};
@@ -42,16 +42,17 @@ fn exercise(data: &[u8]) -> usize {
 
 #[test]
 fn wsp_decode_corpus() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/wsp_decode");
-    let mut inputs = 0;
+    let corpus = corpus_common::inputs("wsp_decode");
     let mut pdus = 0;
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.unwrap().path();
-        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        pdus += exercise(&data);
-        inputs += 1;
+    for (_, data) in &corpus {
+        pdus += exercise(data);
     }
-    assert!(inputs >= 40, "only {inputs} inputs in {}", dir.display());
+    let inputs = corpus.len();
+    assert!(
+        inputs >= 40,
+        "only {inputs} inputs in {}",
+        corpus_common::dir("wsp_decode").display()
+    );
     // The fakewap seeds are real PDUs.
     assert!(pdus >= 8, "{pdus}");
 }

@@ -15,13 +15,14 @@
 
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+mod fakewap_common;
+
+use fakewap_common::{have_fakewap, ChildGuard, FAKEWAP};
 use wap_adapter::wtp::pdu::{decode_datagram, Pdu};
 use wap_adapter::wtp::{Responder, TransactionClass, WtpConfig, WtpCounters, WtpEvent};
-
-const FAKEWAP: &str = "/usr/lib/kannel/test/fakewap";
 
 /// WSP PDU types (WAP-230-WSP §8.2.1).
 const WSP_CONNECT: u8 = 0x01;
@@ -30,28 +31,7 @@ const WSP_GET: u8 = 0x40;
 const WSP_POST: u8 = 0x60;
 
 fn fakewap(test: &str) -> Option<&'static Path> {
-    let path = Path::new(FAKEWAP);
-    if path.exists() {
-        Some(path)
-    } else {
-        netns_tests::skip(
-            test,
-            &format!("{FAKEWAP} not installed (Debian package kannel-extras)"),
-        );
-        None
-    }
-}
-
-/// Kills and reaps fakewap if the test fails before it exits.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
+    have_fakewap(test).then(|| Path::new(FAKEWAP))
 }
 
 /// WSP ConnectReply (§8.2.2.2): session id 1, no capabilities, no headers.

@@ -4,22 +4,20 @@
 
 #![allow(clippy::expect_used)] // test code: a panic is a test failure
 
-use std::path::Path;
+mod corpus_common;
 
 use wap_adapter::wtp::fuzzing;
 
 fn replay(target: &str, run: fn(&[u8])) {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fuzz/corpus")
-        .join(target);
-    let mut inputs = 0;
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.expect("directory entry").path();
-        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        run(&data);
-        inputs += 1;
+    let inputs = corpus_common::inputs(target);
+    for (_, data) in &inputs {
+        run(data);
     }
-    assert!(inputs > 0, "no corpus for {target} in {}", dir.display());
+    assert!(
+        !inputs.is_empty(),
+        "no corpus for {target} in {}",
+        corpus_common::dir(target).display()
+    );
 }
 
 #[test]
@@ -38,11 +36,7 @@ fn wtp_responder_corpus() {
 #[test]
 fn wtp_corpus_mutations() {
     for target in ["wtp_decode", "wtp_responder"] {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../fuzz/corpus")
-            .join(target);
-        for entry in std::fs::read_dir(&dir).expect("corpus directory") {
-            let data = std::fs::read(entry.expect("directory entry").path()).expect("corpus file");
+        for (_, data) in corpus_common::inputs(target) {
             for len in 0..data.len().min(64) {
                 fuzzing::wtp_decode(data.get(..len).unwrap_or_default());
                 fuzzing::wtp_responder(data.get(..len).unwrap_or_default());
