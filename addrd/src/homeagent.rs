@@ -37,24 +37,20 @@ pub mod inner;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use overlay_proto::addr::Ipv4Policy;
 use overlay_proto::esp;
 use overlay_proto::handshake::StaticKeypair;
 use overlay_proto::lease::{AuthorityKey, SignedLease};
 use overlay_proto::node::{Event, Node, NodeConfig, Outgoing, Received, Transmit};
+use overlay_proto::ratelimit::IcmpLimiter;
 use overlay_proto::session::PeerId;
 use overlay_proto::time::Now;
 use tracing::debug;
 
 use crate::bindings::{BindingCache, BindingError, BindingObserver, UpdateOutcome};
 use inner::{Inner, InnerDrop};
-
-/// ICMPv6 errors the home agent sends in a burst, then one per
-/// [`ICMP_INTERVAL`] (RFC 4443 §2.4 f).
-const ICMP_BURST: u32 = 10;
-const ICMP_INTERVAL: Duration = Duration::from_millis(100);
 
 /// What the home agent is built from.
 #[derive(Debug)]
@@ -89,7 +85,8 @@ pub struct HomeAgent {
     bindings: Arc<Mutex<BindingCache>>,
     address: Ipv6Addr,
     transmits: VecDeque<Transmit>,
-    icmp: TokenBucket,
+    /// ICMPv6 errors: ten per second, in bursts of ten (RFC 4443 §2.4 f).
+    icmp: IcmpLimiter,
     counters: HomeAgentCounters,
     buffer: Vec<u8>,
 }
@@ -128,7 +125,7 @@ impl HomeAgent {
             bindings,
             address,
             transmits: VecDeque::new(),
-            icmp: TokenBucket::new(ICMP_BURST, ICMP_INTERVAL),
+            icmp: IcmpLimiter::default(),
             counters: HomeAgentCounters::default(),
             buffer: Vec::new(),
         }
@@ -152,11 +149,6 @@ impl HomeAgent {
     /// The binding cache the home agent feeds.
     pub fn bindings(&self) -> &Arc<Mutex<BindingCache>> {
         &self.bindings
-    }
-
-    /// Peers the node holds.
-    pub fn peers(&self) -> usize {
-        self.node.peers().count()
     }
 
     /// Handle a datagram that is not an authority message. A DNS query
@@ -356,42 +348,6 @@ fn update(
             *counters.binding_refusals.entry(label).or_default() += 1;
             debug!(%address, error = %e, "binding update refused");
         }
-    }
-}
-
-/// A token bucket: `burst` tokens, one more every `interval`.
-#[derive(Debug)]
-struct TokenBucket {
-    burst: u32,
-    interval: Duration,
-    tokens: u32,
-    last: Option<Instant>,
-}
-
-impl TokenBucket {
-    fn new(burst: u32, interval: Duration) -> TokenBucket {
-        TokenBucket {
-            burst,
-            interval,
-            tokens: burst,
-            last: None,
-        }
-    }
-
-    fn allow(&mut self, now: Instant) -> bool {
-        let last = *self.last.get_or_insert(now);
-        let elapsed = now.saturating_duration_since(last);
-        let earned = elapsed.as_nanos() / self.interval.as_nanos().max(1);
-        if earned > 0 {
-            let earned = u32::try_from(earned).unwrap_or(u32::MAX);
-            self.tokens = self.tokens.saturating_add(earned).min(self.burst);
-            self.last = Some(now);
-        }
-        if self.tokens == 0 {
-            return false;
-        }
-        self.tokens -= 1;
-        true
     }
 }
 

@@ -12,7 +12,11 @@
 //! cookie replies instead of doing DH, so a flood cannot starve established
 //! tunnels.
 //!
-//! Both are deterministic: the driver passes `now` into every call.
+//! [`IcmpLimiter`] is a single token bucket for the ICMPv6 errors a node
+//! originates (RFC 4443 §2.4 f), used by tunneld's data plane and addrd's
+//! home agent.
+//!
+//! All are deterministic: the driver passes `now` into every call.
 #![deny(clippy::indexing_slicing)]
 
 use std::collections::HashMap;
@@ -317,6 +321,60 @@ impl LoadMonitor {
     }
 }
 
+/// A token bucket for ICMPv6 errors: `burst` at once, then one every
+/// `interval` (RFC 4443 §2.4 f). Time is passed in.
+#[derive(Clone, Debug)]
+pub struct IcmpLimiter {
+    interval: Duration,
+    /// Credit saved up, at most `burst × interval`.
+    credit: Duration,
+    capacity: Duration,
+    last: Option<Instant>,
+}
+
+impl IcmpLimiter {
+    /// Errors allowed per second by [`IcmpLimiter::default`], and its burst.
+    pub const PER_SECOND: u32 = 10;
+
+    /// A bucket holding `burst` errors, refilled one per `interval`. It
+    /// starts full.
+    pub fn new(burst: u32, interval: Duration) -> IcmpLimiter {
+        let capacity = interval.saturating_mul(burst);
+        IcmpLimiter {
+            interval,
+            credit: capacity,
+            capacity,
+            last: None,
+        }
+    }
+
+    /// Take one error's token at `now`: `false` means suppress it.
+    pub fn allow(&mut self, now: Instant) -> bool {
+        if let Some(last) = self.last {
+            let earned = now.saturating_duration_since(last);
+            self.credit = self.credit.saturating_add(earned).min(self.capacity);
+        }
+        self.last = Some(now);
+        match self.credit.checked_sub(self.interval) {
+            Some(left) => {
+                self.credit = left;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Default for IcmpLimiter {
+    /// Ten errors per second, in bursts of at most ten.
+    fn default() -> IcmpLimiter {
+        IcmpLimiter::new(
+            IcmpLimiter::PER_SECOND,
+            Duration::from_secs(1) / IcmpLimiter::PER_SECOND,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -608,5 +666,24 @@ mod tests {
             lm.record(t0);
         }
         assert!(lm.under_load(t0));
+    }
+
+    #[test]
+    fn limiter_allows_a_burst_then_the_rate() {
+        let start = Instant::now();
+        let mut limiter = IcmpLimiter::default();
+        for i in 0..10 {
+            assert!(limiter.allow(start), "burst {i}");
+        }
+        assert!(!limiter.allow(start));
+        assert!(!limiter.allow(start + Duration::from_millis(99)));
+        assert!(limiter.allow(start + Duration::from_millis(100)));
+        assert!(!limiter.allow(start + Duration::from_millis(150)));
+        // A long pause refills at most the burst.
+        let later = start + Duration::from_secs(60);
+        for i in 0..10 {
+            assert!(limiter.allow(later), "refill {i}");
+        }
+        assert!(!limiter.allow(later));
     }
 }

@@ -17,7 +17,8 @@
 //!   inner packet longer than the tunnel carries, also from this node's
 //!   address.
 //!
-//! [`IcmpLimiter`] is the token bucket that keeps a flood of refused
+//! [`IcmpLimiter`] (overlay-proto's, shared with addrd's home agent) is
+//! the token bucket that keeps a flood of refused
 //! packets from becoming a flood of errors (RFC 4443 §2.4 f). Following
 //! RFC 4443 §2.4 e, no error answers an ICMPv6 error, a packet from the
 //! unspecified or a multicast source, a packet to a multicast destination
@@ -26,7 +27,6 @@
 #![deny(clippy::indexing_slicing)]
 
 use std::net::Ipv6Addr;
-use std::time::{Duration, Instant};
 
 /// The IPv6 minimum MTU: an ICMPv6 error, IPv6 header included, is never
 /// longer (RFC 4443 §2.4 c).
@@ -291,59 +291,7 @@ fn check_answerable(packet: &[u8], to_multicast: bool) -> Result<(), NoAnswer> {
     Err(NoAnswer::Malformed)
 }
 
-/// A token bucket for ICMPv6 errors: `burst` at once, then one every
-/// `interval` (RFC 4443 §2.4 f). Time is passed in.
-#[derive(Clone, Debug)]
-pub struct IcmpLimiter {
-    interval: Duration,
-    /// Credit saved up, at most `burst × interval`.
-    credit: Duration,
-    capacity: Duration,
-    last: Option<Instant>,
-}
-
-impl IcmpLimiter {
-    /// Errors allowed per second by [`IcmpLimiter::default`], and its burst.
-    pub const PER_SECOND: u32 = 10;
-
-    /// A bucket holding `burst` errors, refilled one per `interval`. It
-    /// starts full.
-    pub fn new(burst: u32, interval: Duration) -> IcmpLimiter {
-        let capacity = interval.saturating_mul(burst);
-        IcmpLimiter {
-            interval,
-            credit: capacity,
-            capacity,
-            last: None,
-        }
-    }
-
-    /// Take one error's token at `now`: `false` means suppress it.
-    pub fn allow(&mut self, now: Instant) -> bool {
-        if let Some(last) = self.last {
-            let earned = now.saturating_duration_since(last);
-            self.credit = self.credit.saturating_add(earned).min(self.capacity);
-        }
-        self.last = Some(now);
-        match self.credit.checked_sub(self.interval) {
-            Some(left) => {
-                self.credit = left;
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-impl Default for IcmpLimiter {
-    /// Ten errors per second, in bursts of at most ten.
-    fn default() -> IcmpLimiter {
-        IcmpLimiter::new(
-            IcmpLimiter::PER_SECOND,
-            Duration::from_secs(1) / IcmpLimiter::PER_SECOND,
-        )
-    }
-}
+pub use overlay_proto::ratelimit::IcmpLimiter;
 
 #[cfg(test)]
 mod tests {
@@ -591,24 +539,5 @@ mod tests {
             packet_too_big(&later_fragment, node(), 1380, &mut out),
             Err(NoAnswer::Fragment)
         );
-    }
-
-    #[test]
-    fn limiter_allows_a_burst_then_the_rate() {
-        let start = Instant::now();
-        let mut limiter = IcmpLimiter::default();
-        for i in 0..10 {
-            assert!(limiter.allow(start), "burst {i}");
-        }
-        assert!(!limiter.allow(start));
-        assert!(!limiter.allow(start + Duration::from_millis(99)));
-        assert!(limiter.allow(start + Duration::from_millis(100)));
-        assert!(!limiter.allow(start + Duration::from_millis(150)));
-        // A long pause refills at most the burst.
-        let later = start + Duration::from_secs(60);
-        for i in 0..10 {
-            assert!(limiter.allow(later), "refill {i}");
-        }
-        assert!(!limiter.allow(later));
     }
 }
