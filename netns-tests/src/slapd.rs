@@ -153,10 +153,17 @@ impl Slapd {
                 None
             };
             match slapd.spawn() {
-                Ok(()) => {
-                    slapd.load_example_org()?;
-                    return Ok(slapd);
-                }
+                Ok(()) => match slapd.load_example_org() {
+                    Ok(()) => return Ok(slapd),
+                    // Another process had the port: the connection that
+                    // looked ready was not to our slapd, which has exited
+                    // on its failed bind. Retry on another port.
+                    Err(e) if !slapd.is_running() => {
+                        slapd.stop();
+                        last = Some(e);
+                    }
+                    Err(e) => return Err(e),
+                },
                 Err(e) => last = Some(e),
             }
         }
