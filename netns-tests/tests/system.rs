@@ -968,9 +968,11 @@ fn on_the_wire_only_esp_and_no_plaintext() {
     download(&world, m, 10_000, 9);
 
     let dir = netns_tests::topology::Dir::new();
-    let capture = |ns: &netns_tests::Netns, device: &str, file: &str| {
+    let capture = |ns: &netns_tests::Netns, device: &str, file: &str, buffer_mib: &str| {
         let mut command = ns.command("tshark");
-        command.args(["-n", "-i", device, "-w"]).arg(dir.path(file));
+        command
+            .args(["-n", "-B", buffer_mib, "-i", device, "-w"])
+            .arg(dir.path(file));
         let mut process = Process::start(
             &format!("tshark on {device}"),
             command,
@@ -979,8 +981,10 @@ fn on_the_wire_only_esp_and_no_plaintext() {
         process.wait_for_log("Capturing on");
         process
     };
-    let mut wire = capture(&world.inet, "app", "wire.pcapng");
-    let mut tun = capture(&world.app.ns, "permanet0", "tun.pcapng");
+    // On the wire a 64 MiB capture buffer: with the default 2 MiB a busy
+    // machine drops frames, and the byte count below must see them all.
+    let mut wire = capture(&world.inet, "app", "wire.pcapng", "64");
+    let mut tun = capture(&world.app.ns, "permanet0", "tun.pcapng", "2");
     const LEN: u64 = 2 * 1024 * 1024;
     let path = format!("/marker/{LEN}/0");
     let handle = http_get(
